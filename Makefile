@@ -1,0 +1,75 @@
+# Coda: every target installs what it needs into .venv (and .tools for buf) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/@bufbuild/buf/bin/buf
+PROTOS := $(wildcard protos/coda/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: run test bench protos lint buf-lint fmt venv system-deps clean check-protos
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,test]'
+	touch $(STAMP)
+
+## run: start Coda (all services on 127.0.0.1:50051) and the bridge with the web page on :8765
+run: $(STAMP)
+	$(VENV)/bin/coda up
+
+## test: the whole suite (installs Python deps, Chromium and nats-server where missing)
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: hot-path benchmarks; prints ratios and percentiles
+bench: $(STAMP)
+	$(PY) -m bench
+
+## protos: regenerate Python code (and .pyi stubs) from protos/ into coda/v1/
+protos: $(STAMP)
+	rm -f coda/v1/*_pb2*.py coda/v1/*_pb2*.pyi
+	$(PY) -m grpc_tools.protoc -I protos \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+
+## check-protos: fail when generated code is stale
+check-protos: protos
+	git diff --exit-code -- coda/v1 || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+	test -z "$$(git status --porcelain -- coda/v1)" || (git status --porcelain -- coda/v1; echo "untracked generated files" && exit 1)
+
+$(BUF):
+	mkdir -p .tools
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+## buf-lint: lint the schema (and check breaking changes against the previous commit)
+buf-lint: $(BUF)
+	$(BUF) lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git ls-tree -d HEAD~1 protos >/dev/null 2>&1 \
+		&& [ -n "$$(git ls-tree HEAD~1 protos)" ]; then \
+		$(BUF) breaking --against '.git#ref=HEAD~1'; \
+	fi
+
+## lint: ruff + buf
+lint: $(STAMP) buf-lint
+	$(VENV)/bin/ruff check coda bridge tests bench
+	$(VENV)/bin/ruff format --check coda bridge tests bench
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix coda bridge tests bench
+	$(VENV)/bin/ruff format coda bridge tests bench
+
+## system-deps: Chromium for the browser tests (Debian package); nats-server comes from PyPI
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,69 @@
+"""The `coda` command. Each area registers its own subcommands; this module only dispatches.
+
+A module in COMMAND_MODULES defines `register(subparsers)`, adding parsers whose defaults set
+`func(args) -> int`. The global options (--config, --log-level, --log-format) are on every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from coda import __version__, logs
+from coda.config import Config, ConfigError, load
+
+COMMAND_MODULES = (
+    "coda.runtime.cli",  # serve, up, config
+    "coda.bus.cli",  # events tail / publish / describe
+    "bridge.cli",  # bridge
+    "coda.assistant.cli",  # chat
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coda", description="Coda: a local-first voice and text assistant.")
+    parser.add_argument("--version", action="version", version=f"coda {__version__}")
+    parser.add_argument("--config", help="config file (TOML); default $CODA_CONFIG or ./coda.toml")
+    parser.add_argument("--log-level", help="debug, info, warning, error (default from config: warning)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log line format")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The effective config of a command, with logging configured from it and the flags."""
+    config = load(args.config)
+    if args.log_level:
+        config.log.level = args.log_level
+    if args.log_format:
+        config.log.format = args.log_format
+    logs.configure(config.log.level, config.log.format)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"coda: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Shared test fixtures: real servers on ephemeral loopback ports, and process cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from coda import config as config_module
+from coda.config import Config
+from coda.runtime.host import Host
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_config(tmp_path: Path, **env: str) -> Config:
+    """A config for tests: ephemeral loopback ports, files under tmp_path, CODA_* overrides in env."""
+    base = {
+        "CODA_GRPC__ADDRESS": "127.0.0.1:0",
+        "CODA_METRICS__ADDRESS": "127.0.0.1:0",
+        "CODA_BUS__PATH": str(tmp_path / "bus"),
+        "CODA_MEMORY__PATH": str(tmp_path / "memory.db"),
+        "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
+        "CODA_BRIDGE__PORT": "0",
+    }
+    return config_module.load(None, env={**base, **env})
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def running_host(config: Config, only: str | None = None) -> AsyncIterator[Host]:
+    """A real Coda host on an ephemeral port, stopped at exit."""
+    host = Host(config, only)
+    try:
+        await host.start()
+        yield host
+    finally:
+        await host.stop()
+
+
+class Processes:
+    """Starts child processes for a test and makes sure every one of them is gone afterwards."""
+
+    def __init__(self) -> None:
+        self._children: list[subprocess.Popen[str]] = []
+
+    def start(
+        self, args: list[str], *, env: dict[str, str] | None = None, banner: str = "", timeout: float = 60.0
+    ) -> tuple[subprocess.Popen[str], str]:
+        """Start `python -m <args>`; when `banner` is given, wait for a stdout line starting with it."""
+        child = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,
+        )
+        self._children.append(child)
+        line = ""
+        if banner:
+            assert child.stdout is not None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = child.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"{args} exited ({child.wait()}) before printing {banner!r}")
+                if line.startswith(banner):
+                    break
+            else:
+                raise TimeoutError(f"{args} did not print {banner!r} in {timeout}s")
+        return child, line.strip()
+
+    def stop(self, child: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if child.poll() is None:
+            child.send_signal(sig)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        return child.returncode
+
+    def cleanup(self) -> None:
+        for child in self._children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            if child.stdout:
+                child.stdout.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.cleanup()
