@@ -1,0 +1,211 @@
+"""What the intent agent says: answers phrased from tool results, help, and the no-model notice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+#: What each built-in tool lets the agent do, for "help" and for "that is unavailable".
+CAPABILITIES: dict[str, str] = {
+    "get_time": 'tell the time anywhere ("what time is it in Tokyo?")',
+    "calculate": 'do arithmetic ("what is twelve times seven?")',
+    "remember": 'remember things you tell me ("remember that my favourite colour is green")',
+    "recall": 'recall what you told me ("what is my favourite colour?")',
+    "set_timer": 'set timers ("set a timer for 5 minutes called tea")',
+    "system_status": 'report how the system is doing ("status")',
+}
+
+CONFIGURE_MODEL = """\
+I can only handle a few simple requests myself, because no language model is configured. \
+To answer anything, point Coda at a model server, for example Ollama. \
+Add this to coda.toml and restart:
+
+[llm]
+chain = ["ollama", "embedded"]
+
+[[llm.providers]]
+name = "ollama"
+kind = "openai"
+base_url = "http://127.0.0.1:11434/v1"
+model = "llama3.2"
+
+(then run `ollama pull llama3.2`). Say "help" to hear what I can do without one."""
+
+
+def help_text(available: frozenset[str]) -> str:
+    skills = [text for name, text in CAPABILITIES.items() if name in available]
+    if not skills:
+        return "Without a language model and without tools I can only chat a little. " + CONFIGURE_MODEL
+    listed = "; ".join(skills)
+    return f"I can {listed}. For anything else, configure a language model (say anything else to see how)."
+
+
+def unavailable(tool: str) -> str:
+    what = CAPABILITIES.get(tool, f"use {tool}").split(" (")[0]
+    return f"Sorry, I can't {what} right now: the {tool} tool is not available in this conversation."
+
+
+def greeting() -> str:
+    return 'Hello! How can I help? Say "help" to hear what I can do.'
+
+
+def thanks() -> str:
+    return "You're welcome!"
+
+
+def goodbye() -> str:
+    return "Goodbye!"
+
+
+# --- answers from tool results
+
+
+def answer_from_result(tool: str, arguments: Mapping[str, Any], content: str) -> str:
+    """A sentence answering the user from one tool result (JSON text, or plain text)."""
+    try:
+        result: Any = json.loads(content) if content.strip() else {}
+    except json.JSONDecodeError:
+        result = content.strip()
+    if isinstance(result, dict) and result.get("error"):
+        error = result["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        return f"Sorry, {tool.replace('_', ' ')} failed: {message}."
+    phrase = _PHRASES.get(tool)
+    if phrase is not None:
+        try:
+            sentence = phrase(result, arguments)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            sentence = None
+        if sentence:
+            return sentence
+    return _generic(tool, result)
+
+
+def _pick(result: Any, *keys: str) -> Any:
+    if isinstance(result, dict):
+        for key in keys:
+            if result.get(key) not in (None, ""):
+                return result[key]
+    return None
+
+
+def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    zone = _pick(result, "timezone", "time_zone", "tz", "zone") or arguments.get("timezone") or ""
+    place = str(zone).split("/")[-1].replace("_", " ") if zone else ""
+    stamp = _pick(result, "iso", "datetime", "local_time", "time", "now") if isinstance(result, dict) else result
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        spoken = stamp
+    else:
+        spoken = f"{moment:%H:%M} on {moment:%A}, {moment.day} {moment:%B %Y}"
+    return f"It's {spoken} in {place}." if place else f"It's {spoken}."
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+def _calculate(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    value = _pick(result, "result", "value", "answer") if isinstance(result, dict) else result
+    if value is None:
+        return None
+    expression = _pick(result, "expression") or arguments.get("expression", "")
+    return f"{expression} is {_number(value)}." if expression else f"The answer is {_number(value)}."
+
+
+def _remember(result: Any, arguments: Mapping[str, Any]) -> str:
+    return "Okay, I'll remember that."
+
+
+def _memory_texts(result: Any) -> list[str]:
+    items = _pick(result, "memories", "results", "items", "matches") if isinstance(result, dict) else result
+    texts: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        text = _pick(item, "text", "content", "preview") if isinstance(item, dict) else item
+        if isinstance(text, str) and text.strip():
+            texts.append(text.strip().rstrip("."))
+    return texts
+
+
+def _recall(result: Any, arguments: Mapping[str, Any]) -> str:
+    texts = _memory_texts(result)
+    query = str(arguments.get("query") or "that")
+    if not texts:
+        return f"I don't remember anything about {query}."
+    if len(texts) == 1:
+        return f"You told me that {_second_person(texts[0])}."
+    return "Here's what I remember: " + "; ".join(_second_person(t) for t in texts[:5]) + "."
+
+
+def _second_person(text: str) -> str:
+    words = text.split()
+    swapped = {"my": "your", "i": "you", "am": "are", "me": "you", "mine": "yours", "i'm": "you're"}
+    return " ".join(swapped.get(w.lower(), w) for w in words)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    parts = []
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
+    return " and ".join(parts) if parts else "0 seconds"
+
+
+def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    seconds = _pick(result, "seconds", "duration_seconds") or arguments.get("seconds")
+    if seconds is None:
+        return None
+    label = _pick(result, "label", "name") or arguments.get("label")
+    named = f" called {label}" if label else ""
+    return f"Timer{named} set for {_duration(float(seconds))}."
+
+
+def _status(result: Any, arguments: Mapping[str, Any]) -> str:
+    components = _pick(result, "components")
+    if isinstance(components, dict) and components:
+        serving = sorted(name for name, state in components.items() if state == "SERVING")
+        troubled = {name: state for name, state in components.items() if state not in ("SERVING", "NOT_HOSTED")}
+        if not troubled:
+            return (
+                f"I'm running fine: {', '.join(serving) or 'nothing'} {'is' if len(serving) == 1 else 'are'} serving."
+            )
+        problems = ", ".join(
+            f"{name} is {str(state).lower().replace('_', ' ')}" for name, state in sorted(troubled.items())
+        )
+        return f"Not everything is well: {problems}." + (f" Serving: {', '.join(serving)}." if serving else "")
+    facts = []
+    if isinstance(result, dict):
+        for key, value in result.items():
+            if isinstance(value, bool | int | float | str) and len(facts) < 5:
+                facts.append(f"{key.replace('_', ' ')} {_number(value) if not isinstance(value, str) else value}")
+    return "I'm running fine." + (" " + ", ".join(facts).capitalize() + "." if facts else "")
+
+
+def _generic(tool: str, result: Any) -> str:
+    if isinstance(result, str):
+        return result if result else f"Done ({tool})."
+    summary = json.dumps(result, ensure_ascii=False)
+    if len(summary) > 300:
+        summary = summary[:297] + "..."
+    return f"{tool.replace('_', ' ').capitalize()} returned {summary}."
+
+
+_PHRASES = {
+    "get_time": _time,
+    "calculate": _calculate,
+    "remember": _remember,
+    "recall": _recall,
+    "set_timer": _timer,
+    "system_status": _status,
+}

@@ -1,0 +1,123 @@
+"""Numbers in words: "twelve times seven" -> "12*7", "an hour and a half" -> 5400 seconds."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {
+    "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_TENS = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+}  # fmt: skip
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_NUMBER_WORDS = set(_UNITS) | set(_TENS) | set(_SCALES)
+
+# Longest phrases first so that "multiplied by" wins over "by".
+_OPERATORS: list[tuple[str, str]] = [
+    (r"to the power of", "**"),
+    (r"multiplied by", "*"),
+    (r"divided by", "/"),
+    (r"times", "*"),
+    (r"plus", "+"),
+    (r"minus", "-"),
+    (r"over", "/"),
+    (r"x", "*"),
+    ("\u00d7", "*"),
+    ("\u00f7", "/"),
+    (r"mod(?:ulo)?", "%"),
+]
+_EXPRESSION_CHARS = re.compile(r"^[\d\s.+\-*/%()]+$")
+
+
+def words_to_digits(text: str) -> str:
+    """Replace runs of number words by digits: "twenty one apples" -> "21 apples"."""
+    tokens = text.split()
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        value, used = _read_number(tokens, i)
+        if used:
+            out.append(str(value))
+            i += used
+        else:
+            out.append(tokens[i])
+            i += 1
+    return " ".join(out)
+
+
+def _read_number(tokens: list[str], start: int) -> tuple[int, int]:
+    total, current, used = 0, 0, 0
+    i = start
+    while i < len(tokens):
+        word = tokens[i].replace("-", " ")
+        if " " in word:  # "twenty-one"
+            parts = word.split()
+            if all(p in _NUMBER_WORDS for p in parts):
+                sub, _ = _read_number(parts, 0)
+                current += sub
+                i += 1
+                used = i - start
+                continue
+            break
+        if word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word in _SCALES:
+            scale = _SCALES[word]
+            if scale == 100:
+                current = (current or 1) * 100
+            else:
+                total += (current or 1) * scale
+                current = 0
+        elif word == "and" and used and i + 1 < len(tokens) and tokens[i + 1] in _NUMBER_WORDS:
+            pass
+        else:
+            break
+        i += 1
+        used = i - start
+    return total + current, used
+
+
+def arithmetic_expression(text: str) -> str | None:
+    """The arithmetic expression a phrase states, or None when it is not plain arithmetic."""
+    text = text.lower().strip().rstrip("?.!").strip()
+    text = words_to_digits(text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s*(?:percent|%)\s+of\s+(\d+(?:\.\d+)?)", r"(\1/100*\2)", text)
+    text = re.sub(r"(?:the )?square root of\s+(\d+(?:\.\d+)?)", r"(\1**0.5)", text)
+    text = re.sub(r"(\d+(?:\.\d+)?|\))\s+squared", r"\1**2", text)
+    text = re.sub(r"(\d+(?:\.\d+)?|\))\s+cubed", r"\1**3", text)
+    for phrase, symbol in _OPERATORS:
+        text = re.sub(rf"(?<![a-z]){phrase}(?![a-z])", f" {symbol} ", text)
+    text = text.replace("^", "**")
+    expression = re.sub(r"\s+", "", text)
+    if not expression or not _EXPRESSION_CHARS.match(expression):
+        return None
+    if not re.search(r"\d", expression) or not re.search(r"[+\-*/%]", expression.lstrip("-")):
+        return None
+    return expression
+
+
+_UNIT_SECONDS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "hr": 3600, "h": 3600}
+_DURATION_PART = re.compile(r"\b(\d+(?:\.\d+)?|an?|half an?)\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b")
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds in a spoken duration: "5 minutes", "an hour and a half", "1h 30m", "ninety seconds"."""
+    text = words_to_digits(text.lower())
+    total = 0.0
+    found = False
+    for amount, unit in _DURATION_PART.findall(text):
+        value = 0.5 if amount.startswith("half") else 1.0 if amount in ("a", "an") else float(amount)
+        base = unit.rstrip("s") if unit not in ("s",) else unit
+        total += value * _UNIT_SECONDS.get(base, _UNIT_SECONDS.get(unit, 0))
+        found = True
+    half = re.search(r"(hours?|minutes?)\s+and\s+a\s+half", text)
+    if half:
+        total += 0.5 * _UNIT_SECONDS[half.group(1).rstrip("s")]
+    if re.search(r"\bhalf an? hour\b", text) and not found:
+        total, found = 1800.0, True
+    return total if found and total > 0 else None

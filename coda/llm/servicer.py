@@ -1,0 +1,118 @@
+"""The gRPC face of the LLM component: moves messages, owns cancellation, maps failures to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from coda.bus.publisher import EventPublisher
+from coda.llm.chain import ProviderChain
+from coda.llm.generation import Generation, GenerationUnavailable
+from coda.llm.requests import InvalidRequest, from_start
+from coda.schema import new_event
+from coda.v1 import events_pb2, llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class LlmServicer(llm_pb2_grpc.LlmServicer):
+    def __init__(self, chain: ProviderChain, publisher: EventPublisher) -> None:
+        self._chain = chain
+        self._publisher = publisher
+
+    async def Generate(
+        self, request_iterator: AsyncIterator[llm_pb2.GenerateRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request: the first request must be a start")
+        if first.WhichOneof("request") != "start":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the first request must be a start, got {first.WhichOneof('request') or 'an empty request'}",
+            )
+        start = first.start
+        try:
+            request = from_start(start)
+            route = self._chain.route(start.options.provider)
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except KeyError:
+            known = ", ".join(self._chain.links)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"unknown provider {start.options.provider!r}; configured: {known}"
+            )
+        generation = Generation(
+            request, route, self._publisher, session_id=start.session_id, correlation_id=start.correlation_id
+        )
+        await self._serve(generation, request_iterator, context)
+
+    async def _serve(
+        self,
+        generation: Generation,
+        request_iterator: AsyncIterator[llm_pb2.GenerateRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        control: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def watch() -> None:
+            async for request in request_iterator:
+                if not control.done():
+                    control.set_result("cancel" if request.HasField("cancel") else "second start")
+                return
+
+        async def produce() -> None:
+            async for response in generation.run():
+                await context.write(response)
+
+        producer = asyncio.create_task(produce())
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait([producer, control], return_when=asyncio.FIRST_COMPLETED)
+            if not producer.done():
+                producer.cancel()  # closes the upstream stream within the chunk being read
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+                if control.result() == "cancel":
+                    await context.write(generation.cancelled())
+                    return
+                await context.write(generation.cancelled())
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "only the first request may be a start; later ones may cancel"
+                )
+            producer.result()
+        except GenerationUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            log.exception("llm generation failed")
+            self._publisher.publish(
+                new_event("llm", events_pb2.LlmError(message=f"internal error: {exc}", code="INTERNAL"))
+            )
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in llm: {type(exc).__name__}: {exc}")
+        finally:
+            for task in (producer, watcher):
+                task.cancel()
+            await asyncio.gather(producer, watcher, return_exceptions=True)
+
+    async def ListProviders(
+        self, request: llm_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ListProvidersResponse:
+        return llm_pb2.ListProvidersResponse(
+            providers=[
+                llm_pb2.ProviderInfo(
+                    name=link.provider.name,
+                    kind=link.provider.kind,
+                    model=link.provider.model,
+                    base_url=link.provider.base_url,
+                    breaker=link.state,  # type: ignore[arg-type]
+                )
+                for link in self._chain.listed()
+            ]
+        )

@@ -1,0 +1,167 @@
+"""The embedded intent agent: intents and slots, answers from tool results, and its token stream."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coda.llm.agent import IntentAgent
+from coda.llm.agent.intents import match_intent
+from coda.llm.agent.numbers import arithmetic_expression, duration_seconds, words_to_digits
+from coda.llm.agent.places import time_zone_for
+from coda.llm.providers.embedded import EmbeddedProvider, pieces
+from coda.llm.types import Finish, GenerationRequest, Message, TextDelta, Tool, ToolCall, ToolCallDelta, Usage
+
+ALL_TOOLS = frozenset({"get_time", "calculate", "remember", "recall", "set_timer", "system_status"})
+
+
+@pytest.mark.parametrize(
+    ("utterance", "tool", "arguments"),
+    [
+        ("What time is it in Tokyo?", "get_time", {"timezone": "Asia/Tokyo"}),
+        ("what's the time in new york right now", "get_time", {"timezone": "America/New_York"}),
+        ("time in Europe/Berlin", "get_time", {"timezone": "Europe/Berlin"}),
+        ("What time is it?", "get_time", {}),
+        ("what is 12 times 7", "calculate", {"expression": "12*7"}),
+        ("calculate (3+4)*2", "calculate", {"expression": "(3+4)*2"}),
+        ("twelve times seven", "calculate", {"expression": "12*7"}),
+        ("how much is one hundred and five divided by three", "calculate", {"expression": "105/3"}),
+        ("what is 2 to the power of 10?", "calculate", {"expression": "2**10"}),
+        (
+            "remember that my favourite colour is green",
+            "remember",
+            {"text": "my favourite colour is green", "kind": "preference"},
+        ),
+        ("Remember that the garage code is 4411", "remember", {"text": "the garage code is 4411", "kind": "fact"}),
+        ("what is my favourite colour?", "recall", {"query": "my favourite colour"}),
+        ("what do you remember about the garage", "recall", {"query": "the garage"}),
+        ("set a timer for 5 minutes called tea", "set_timer", {"seconds": 300, "label": "tea"}),
+        ("set a timer for 5 minutes", "set_timer", {"seconds": 300}),
+        ("start a ten minute timer for pasta", "set_timer", {"seconds": 600, "label": "pasta"}),
+        ("timer for an hour and a half", "set_timer", {"seconds": 5400}),
+        ("remind me in 20 minutes to call mom", "set_timer", {"seconds": 1200, "label": "call mom"}),
+        ("how are you?", "system_status", {}),
+        ("status", "system_status", {}),
+    ],
+)
+def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
+    reply = IntentAgent().reply([Message("user", utterance)], ALL_TOOLS)
+    assert reply.text == ""
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [(tool, arguments)]
+    assert reply.tool_calls[0].id.startswith("call_")
+
+
+@pytest.mark.parametrize("utterance", ["tell me a joke", "what is the capital of France", "what is 5", ""])
+def test_unmatched_utterances_explain_how_to_configure_a_model(utterance: str) -> None:
+    intent = match_intent(utterance)
+    assert intent is None
+    reply = IntentAgent().reply([Message("user", utterance)], ALL_TOOLS)
+    assert "no language model is configured" in reply.text
+    assert '[[llm.providers]]\nname = "ollama"' in reply.text
+    assert 'base_url = "http://127.0.0.1:11434/v1"' in reply.text
+
+
+def test_only_offered_tools_are_called() -> None:
+    reply = IntentAgent().reply([Message("user", "what time is it in Paris")], frozenset({"calculate"}))
+    assert reply.tool_calls == ()
+    assert "get_time tool is not available" in reply.text
+
+
+def test_help_lists_offered_capabilities_only() -> None:
+    reply = IntentAgent().reply([Message("user", "what can you do?")], frozenset({"calculate", "set_timer"}))
+    assert "arithmetic" in reply.text and "timers" in reply.text
+    assert "time anywhere" not in reply.text
+
+
+def test_conversation_intents() -> None:
+    agent = IntentAgent()
+    assert agent.reply([Message("user", "Hello there")], ALL_TOOLS).text.startswith("Hello!")
+    assert agent.reply([Message("user", "thanks a lot")], ALL_TOOLS).text == "You're welcome!"
+
+
+def _after_tool(tool: str, arguments: dict, result: object, question: str = "q") -> str:
+    call = ToolCall("call_1", tool, arguments)
+    messages = [
+        Message("system", "You are Coda."),
+        Message("user", question),
+        Message("assistant", tool_calls=(call,)),
+        Message("tool", json.dumps(result) if not isinstance(result, str) else result, tool_call_id="call_1"),
+    ]
+    reply = IntentAgent().reply(messages, ALL_TOOLS)
+    assert reply.tool_calls == ()
+    return reply.text
+
+
+def test_answers_phrased_from_tool_results() -> None:
+    assert _after_tool(
+        "get_time", {"timezone": "Asia/Tokyo"}, {"iso": "2026-03-05T21:04:00+09:00", "timezone": "Asia/Tokyo"}
+    ) == ("It's 21:04 on Thursday, 5 March 2026 in Tokyo.")
+    assert _after_tool("calculate", {"expression": "12*7"}, {"result": 84.0}) == "12*7 is 84."
+    assert _after_tool("remember", {"text": "x"}, {"id": "m1"}) == "Okay, I'll remember that."
+    assert _after_tool(
+        "recall", {"query": "my favourite colour"}, {"memories": [{"text": "my favourite colour is green"}]}
+    ) == ("You told me that your favourite colour is green.")
+    assert _after_tool("recall", {"query": "my car"}, {"memories": []}) == "I don't remember anything about my car."
+    assert _after_tool(
+        "set_timer", {"seconds": 330, "label": "tea"}, {"timer_id": "t1", "seconds": 330, "label": "tea"}
+    ) == ("Timer called tea set for 5 minutes and 30 seconds.")
+    assert _after_tool("system_status", {}, {"uptime_seconds": 12.0, "components": ["bus"]}).startswith(
+        "I'm running fine. Uptime seconds 12"
+    )
+    status = {"components": {"bus": "SERVING", "llm": "SERVING", "voice": "NOT_HOSTED"}, "bus": {"head_seq": 9}}
+    assert _after_tool("system_status", {}, status) == "I'm running fine: bus, llm are serving."
+    status["components"]["memory"] = "UNREACHABLE"
+    assert (
+        _after_tool("system_status", {}, status) == "Not everything is well: memory is unreachable. Serving: bus, llm."
+    )
+    assert _after_tool("calculate", {"expression": "1/0"}, {"error": {"message": "division by zero"}}) == (
+        "Sorry, calculate failed: division by zero."
+    )
+    assert _after_tool("weather", {}, "Sunny, 21 degrees") == "Sunny, 21 degrees"
+
+
+def test_numbers_durations_and_places() -> None:
+    assert words_to_digits("twenty-one apples and three hundred and forty five pears") == "21 apples and 345 pears"
+    assert arithmetic_expression("10 percent of 250") == "(10/100*250)"
+    assert arithmetic_expression("hello world") is None
+    assert duration_seconds("1h 30m") == 5400
+    assert duration_seconds("ninety seconds") == 90
+    assert duration_seconds("half an hour") == 1800
+    assert duration_seconds("soon") is None
+    assert time_zone_for("Sydney") == "Australia/Sydney"
+    assert time_zone_for("paris, france") == "Europe/Paris"
+    assert time_zone_for("asia/kolkata") == "Asia/Kolkata"
+    assert time_zone_for("Springfield") == "Springfield"  # the tool decides what to do with it
+
+
+def test_pieces_rebuild_the_text() -> None:
+    text = "It's 21:04 in Tokyo.\n\nAnything  else?"
+    assert "".join(pieces(text)) == text
+    assert pieces("Hello there") == ["Hello", " there"]
+
+
+async def _collect(request: GenerationRequest) -> list:
+    return [item async for item in EmbeddedProvider().stream(request)]
+
+
+async def test_embedded_streams_words_then_usage_and_finish() -> None:
+    items = await _collect(GenerationRequest(messages=(Message("user", "hello"),)))
+    texts = [i.text for i in items if isinstance(i, TextDelta)]
+    assert len(texts) > 3 and "".join(texts).startswith("Hello!")
+    assert items[-2] == Usage(1, len(texts)) and items[-1] == Finish("stop")
+
+
+async def test_embedded_respects_max_tokens_and_emits_tool_calls() -> None:
+    items = await _collect(GenerationRequest(messages=(Message("user", "hello"),), max_tokens=2))
+    assert [i.text for i in items if isinstance(i, TextDelta)] == ["Hello!", " How"]
+    assert items[-1] == Finish("length")
+    tool = Tool("calculate", "", {"type": "object"})
+    items = await _collect(GenerationRequest(messages=(Message("user", "what is 6 times 7"),), tools=(tool,)))
+    call = items[0]
+    assert (
+        isinstance(call, ToolCallDelta)
+        and call.name == "calculate"
+        and json.loads(call.arguments) == {"expression": "6*7"}
+    )
+    assert items[-1] == Finish("tool_calls")
