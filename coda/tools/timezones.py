@@ -1,0 +1,152 @@
+"""Time zone lookup by IANA name or by city, and the clock reading `get_time` returns."""
+
+from __future__ import annotations
+
+import functools
+import re
+import zoneinfo
+from datetime import UTC, datetime, tzinfo
+
+from coda.tools.api import InvalidArguments
+
+#: Cities people ask about that are not themselves the name of an IANA zone.
+CITY_ZONES: dict[str, str] = {
+    "san francisco": "America/Los_Angeles",
+    "seattle": "America/Los_Angeles",
+    "portland": "America/Los_Angeles",
+    "las vegas": "America/Los_Angeles",
+    "san diego": "America/Los_Angeles",
+    "silicon valley": "America/Los_Angeles",
+    "salt lake city": "America/Denver",
+    "houston": "America/Chicago",
+    "dallas": "America/Chicago",
+    "austin": "America/Chicago",
+    "minneapolis": "America/Chicago",
+    "new orleans": "America/Chicago",
+    "boston": "America/New_York",
+    "washington": "America/New_York",
+    "washington dc": "America/New_York",
+    "miami": "America/New_York",
+    "atlanta": "America/New_York",
+    "philadelphia": "America/New_York",
+    "nyc": "America/New_York",
+    "montreal": "America/Toronto",
+    "ottawa": "America/Toronto",
+    "calgary": "America/Edmonton",
+    "rio de janeiro": "America/Sao_Paulo",
+    "rio": "America/Sao_Paulo",
+    "brasilia": "America/Sao_Paulo",
+    "munich": "Europe/Berlin",
+    "frankfurt": "Europe/Berlin",
+    "hamburg": "Europe/Berlin",
+    "cologne": "Europe/Berlin",
+    "milan": "Europe/Rome",
+    "florence": "Europe/Rome",
+    "venice": "Europe/Rome",
+    "naples": "Europe/Rome",
+    "barcelona": "Europe/Madrid",
+    "seville": "Europe/Madrid",
+    "geneva": "Europe/Zurich",
+    "lyon": "Europe/Paris",
+    "marseille": "Europe/Paris",
+    "manchester": "Europe/London",
+    "edinburgh": "Europe/London",
+    "birmingham": "Europe/London",
+    "st petersburg": "Europe/Moscow",
+    "saint petersburg": "Europe/Moscow",
+    "krakow": "Europe/Warsaw",
+    "geneve": "Europe/Zurich",
+    "the hague": "Europe/Amsterdam",
+    "rotterdam": "Europe/Amsterdam",
+    "antwerp": "Europe/Brussels",
+    "beijing": "Asia/Shanghai",
+    "shenzhen": "Asia/Shanghai",
+    "guangzhou": "Asia/Shanghai",
+    "mumbai": "Asia/Kolkata",
+    "bombay": "Asia/Kolkata",
+    "delhi": "Asia/Kolkata",
+    "new delhi": "Asia/Kolkata",
+    "bangalore": "Asia/Kolkata",
+    "bengaluru": "Asia/Kolkata",
+    "chennai": "Asia/Kolkata",
+    "hyderabad": "Asia/Kolkata",
+    "calcutta": "Asia/Kolkata",
+    "osaka": "Asia/Tokyo",
+    "kyoto": "Asia/Tokyo",
+    "abu dhabi": "Asia/Dubai",
+    "hanoi": "Asia/Ho_Chi_Minh",
+    "saigon": "Asia/Ho_Chi_Minh",
+    "ho chi minh city": "Asia/Ho_Chi_Minh",
+    "tel aviv": "Asia/Jerusalem",
+    "canberra": "Australia/Sydney",
+    "gold coast": "Australia/Brisbane",
+    "wellington": "Pacific/Auckland",
+    "cape town": "Africa/Johannesburg",
+    "pretoria": "Africa/Johannesburg",
+    "abuja": "Africa/Lagos",
+    "hawaii": "Pacific/Honolulu",
+    "alaska": "America/Anchorage",
+}
+
+_ALIASES: dict[str, str] = {"utc": "UTC", "gmt": "UTC", "z": "UTC", "zulu": "UTC"}
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"[\s_]+", " ", text.strip().lower().replace(".", ""))
+
+
+@functools.cache
+def _index() -> tuple[dict[str, str], dict[str, str]]:
+    """(lower-case IANA name -> name, city part of an IANA name -> name)."""
+    by_name: dict[str, str] = {}
+    by_city: dict[str, str] = {}
+    for name in sorted(zoneinfo.available_timezones()):
+        by_name[name.lower()] = name
+        if "/" in name and not name.startswith(("Etc/", "SystemV/", "US/")):
+            by_city.setdefault(_normalize(name.rsplit("/", 1)[1]), name)
+    return by_name, by_city
+
+
+def resolve_zone(name: str) -> str:
+    """The IANA zone for an IANA name (any case) or a city; raises InvalidArguments otherwise."""
+    text = name.strip()
+    by_name, by_city = _index()
+    key = _normalize(text)
+    found = (
+        _ALIASES.get(key)
+        or by_name.get(text.lower())
+        or by_name.get(text.lower().replace(" ", "_"))
+        or CITY_ZONES.get(key)
+        or by_city.get(key)
+    )
+    if found is None:
+        raise InvalidArguments(
+            f"unknown time zone {name!r}: give an IANA name such as 'Europe/Paris' or a city such as 'Tokyo'",
+            field="/timezone",
+        )
+    return found
+
+
+def local_zone() -> tuple[tzinfo, str]:
+    """This machine's zone and a name for it."""
+    now = datetime.now().astimezone()
+    zone = now.tzinfo or UTC
+    return zone, getattr(zone, "key", None) or now.tzname() or "local"
+
+
+def clock_reading(zone: tzinfo, zone_name: str, now: datetime | None = None) -> dict[str, str]:
+    """What `get_time` returns: the time in a zone, in several handy forms."""
+    moment = (now or datetime.now(UTC)).astimezone(zone)
+    offset = moment.strftime("%z")
+    return {
+        "iso": moment.isoformat(timespec="seconds"),
+        "time": moment.strftime("%H:%M"),
+        "date": moment.date().isoformat(),
+        "weekday": moment.strftime("%A"),
+        "timezone": zone_name,
+        "utc_offset": f"{offset[:3]}:{offset[3:]}" if offset else "+00:00",
+    }
+
+
+def zone_info(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(resolve_zone(name))

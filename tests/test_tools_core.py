@@ -1,0 +1,389 @@
+"""The tools' pure core: argument validation, registry, calculator, time zones, plugin resolution."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import zoneinfo
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coda.config import ToolsConfig
+from coda.tools import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailure, tool
+from coda.tools.builtin import builtin_tools, switched_off
+from coda.tools.builtin.timers import Timers
+from coda.tools.calculator import MAX_EXPRESSION_CHARS, CalculationError, evaluate
+from coda.tools.plugins import PluginError, load_references, resolve_reference, tools_from
+from coda.tools.registry import ToolRegistry
+from coda.tools.timezones import clock_reading, resolve_zone
+from coda.tools.validation import ToolDefinitionError, compile_schema, parse_arguments, validate_arguments
+
+# --- validation
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "count": {"type": "integer", "minimum": 1, "maximum": 10},
+        "mode": {"type": "string", "enum": ["fast", "slow"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "inner": {
+            "type": "object",
+            "properties": {"a/b": {"type": "number"}},
+            "required": ["a/b"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field", "words"),
+    [
+        ({}, "/name", "required"),
+        ({"name": 5}, "/name", "not of type 'string'"),
+        ({"name": ""}, "/name", "should be non-empty"),
+        ({"name": "x", "count": 0}, "/count", "less than the minimum"),
+        ({"name": "x", "count": 11}, "/count", "greater than the maximum"),
+        ({"name": "x", "count": 1.5}, "/count", "not of type 'integer'"),
+        ({"name": "x", "mode": "medium"}, "/mode", "is not one of"),
+        ({"name": "x", "tags": ["ok", 3]}, "/tags/1", "not of type 'string'"),
+        ({"name": "x", "extra": 1}, "/extra", "Additional properties"),
+        ({"name": "x", "inner": {}}, "/inner/a~1b", "required"),
+        ({"name": "x", "inner": {"a/b": "no"}}, "/inner/a~1b", "not of type 'number'"),
+    ],
+)
+def test_each_bad_argument_names_its_field(arguments: dict[str, Any], field: str, words: str) -> None:
+    validator = compile_schema(SCHEMA, "t")
+    with pytest.raises(InvalidArguments) as caught:
+        validate_arguments(validator, arguments)
+    assert caught.value.field == field
+    assert caught.value.code == ErrorCode.TOOL_ERROR_CODE_INVALID_ARGUMENTS
+    assert words in caught.value.message
+    assert caught.value.message.startswith(field)
+
+
+def test_valid_arguments_pass() -> None:
+    validate_arguments(compile_schema(SCHEMA, "t"), {"name": "x", "count": 3, "inner": {"a/b": 1.5}})
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object, got an array"),
+        ('"x"', "got a string"),
+        ("nul", "JSON"),
+    ],
+)
+def test_malformed_json_is_invalid_arguments(text: str, words: str) -> None:
+    with pytest.raises(InvalidArguments, match=words):
+        parse_arguments(text)
+
+
+def test_empty_arguments_mean_an_empty_object() -> None:
+    assert parse_arguments("") == {}
+    assert parse_arguments("  ") == {}
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [({"type": "array"}, "type 'object'"), ({"type": "object", "properties": {"a": {"type": "nope"}}}, "invalid")],
+)
+def test_bad_schemas_are_refused_at_registration(schema: dict[str, Any], words: str) -> None:
+    with pytest.raises(ToolDefinitionError, match=words):
+        compile_schema(schema, "t")
+
+
+# --- registry
+
+
+async def _nothing(args: dict[str, Any], ctx: ToolContext) -> None:
+    return None
+
+
+def make_tool(name: str) -> Tool:
+    return Tool(name=name, description=f"the {name} tool", parameters={"type": "object"}, run=_nothing)
+
+
+def test_registry_allow_and_deny_lists() -> None:
+    registry = ToolRegistry(deny={"b"})
+    for name in ("a", "b", "c"):
+        registry.add(make_tool(name))
+    assert [t.name for t in registry.enabled()] == ["a", "c"]
+    assert registry.get("a").name == "a"
+    with pytest.raises(ToolFailure) as disabled:
+        registry.get("b")
+    assert disabled.value.code == ErrorCode.TOOL_ERROR_CODE_DISABLED
+    with pytest.raises(ToolFailure) as unknown:
+        registry.get("zzz")
+    assert unknown.value.code == ErrorCode.TOOL_ERROR_CODE_NOT_FOUND
+    assert "available: a, c" in unknown.value.message
+
+    allow = ToolRegistry(allow={"c"})
+    for name in ("a", "c"):
+        allow.add(make_tool(name))
+    assert [t.name for t in allow.enabled()] == ["c"]
+
+
+@pytest.mark.parametrize("name", ["", "has space", "x" * 65, "semi;colon"])
+def test_registry_refuses_bad_names(name: str) -> None:
+    with pytest.raises(ToolDefinitionError, match="must match"):
+        ToolRegistry().add(make_tool(name))
+
+
+def test_registry_refuses_duplicates_and_non_tools() -> None:
+    registry = ToolRegistry()
+    registry.add(make_tool("a"), origin="first")
+    with pytest.raises(ToolDefinitionError, match="already registered by first"):
+        registry.add(make_tool("a"), origin="second")
+    with pytest.raises(ToolDefinitionError, match=r"expected a coda\.tools\.Tool"):
+        registry.add("a")  # type: ignore[arg-type]
+
+
+def test_builtin_names_and_opt_in() -> None:
+    config = ToolsConfig()
+    registry = ToolRegistry(deny=switched_off(config))
+    for built in builtin_tools(config, Timers(None)):
+        registry.add(built)
+    assert registry.names() == sorted(
+        ["get_time", "calculate", "remember", "recall", "set_timer", "system_status", "shell", "http_get"]
+    )
+    assert {t.name for t in registry.enabled()} == {
+        "get_time",
+        "calculate",
+        "remember",
+        "recall",
+        "set_timer",
+        "system_status",
+    }
+    assert switched_off(ToolsConfig(shell_enabled=True, http_enabled=True)) == set()
+
+
+# --- the @tool decorator
+
+
+async def test_decorator_passes_keyword_arguments_and_ctx() -> None:
+    @tool(parameters={"type": "object", "properties": {"a": {"type": "number"}}})
+    async def double(a: float, ctx: ToolContext) -> dict[str, Any]:
+        """Double a number.
+
+        More text that is not part of the description."""
+        return {"value": a * 2, "call": ctx.call_id}
+
+    @tool(name="sync_add")
+    def add(a: int = 1, b: int = 2) -> int:
+        return a + b
+
+    assert double.name == "double"
+    assert double.description == "Double a number."
+    assert await double.run({"a": 2}, ToolContext(call_id="c1", tool_name="double")) == {"value": 4, "call": "c1"}
+    assert add.parameters["type"] == "object"
+    assert await add.run({"a": 5}, ToolContext(call_id="c2", tool_name="sync_add")) == 7
+
+
+# --- calculator
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("1 + 2 * 3", 7),
+        ("(1 + 2) * 3", 9),
+        ("2 ** 10", 1024),
+        ("2 ^ 10", 1024),
+        ("7 // 2", 3),
+        ("7 % 4", 3),
+        ("-3 + +4", 1),
+        ("10 / 4", 2.5),
+        ("sqrt(16)", 4.0),
+        ("abs(-2.5)", 2.5),
+        ("round(2.567, 2)", 2.57),
+        ("round(2.5)", 2),
+        ("log(8, 2)", 3.0),
+        ("floor(2.7) + ceil(2.1)", 5),
+        ("6 \u00d7 7", 42),
+        ("2 ** -1", 0.5),
+    ],
+)
+def test_calculator_values(expression: str, value: float) -> None:
+    assert evaluate(expression) == pytest.approx(value)
+
+
+def test_calculator_constants_and_trig() -> None:
+    assert evaluate("pi") == pytest.approx(math.pi)
+    assert evaluate("e") == pytest.approx(math.e)
+    assert evaluate("sin(pi / 2) + cos(0)") == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ("1 / 0", "division by zero"),
+        ("5 // 0", "division by zero"),
+        ("0 ** -1", "division by zero"),
+        ("9 ** 9 ** 9", "too large"),
+        ("10.0 ** 100000", "exponent is too large"),
+        ("exp(1000)", "too large"),
+        ("sqrt(-1)", "math domain error"),
+        ("__import__('os')", "unknown function"),
+        ("x + 1", "unknown name"),
+        ("'a' * 3", "only numbers"),
+        ("True + 1", "only numbers"),
+        ("[1, 2]", "not allowed"),
+        ("1 if 1 else 2", "not allowed"),
+        ("(1).real", "not allowed"),
+        ("1 << 2", "not allowed"),
+        ("sqrt(1, 2)", "takes 1 argument"),
+        ("round(1.5, ndigits=1)", "keyword"),
+        ("1 +", "not a valid expression"),
+        ("", "empty"),
+        ("1" * (MAX_EXPRESSION_CHARS + 1), "too long"),
+        ("(" * 240 + "1" + ")" * 240, "not a valid expression"),
+        ("1e400 - 1e400", "not a finite number"),
+        ("(-8) ** 0.5", "not a real number"),
+    ],
+)
+def test_calculator_refuses_cleanly(expression: str, words: str) -> None:
+    with pytest.raises(CalculationError, match=words):
+        evaluate(expression)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_calculator_never_raises_anything_but_a_clean_error(text: str) -> None:
+    try:
+        value = evaluate(text)
+    except CalculationError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(value, int | float) and not isinstance(value, bool)
+        json.dumps(value, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[0-9+\-*/%^().e ]{1,40}", fullmatch=True))
+def test_calculator_never_raises_on_arithmetic_looking_text(text: str) -> None:
+    with contextlib.suppress(CalculationError):
+        evaluate(text)
+
+
+def _arithmetic() -> st.SearchStrategy[tuple[str, int]]:
+    leaves = st.integers(min_value=0, max_value=1000).map(lambda n: (str(n), n))
+
+    def combine(children: st.SearchStrategy[tuple[str, int]]) -> st.SearchStrategy[tuple[str, int]]:
+        def apply(op: str, left: tuple[str, int], right: tuple[str, int]) -> tuple[str, int]:
+            value = {"+": left[1] + right[1], "-": left[1] - right[1], "*": left[1] * right[1]}[op]
+            return f"({left[0]} {op} {right[0]})", value
+
+        negate = children.map(lambda c: (f"-{c[0]}", -c[1]))
+        return st.one_of(st.builds(apply, st.sampled_from("+-*"), children, children), negate)
+
+    return st.recursive(leaves, combine, max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_arithmetic())
+def test_calculator_is_exact_on_generated_integer_arithmetic(case: tuple[str, int]) -> None:
+    expression, expected = case
+    assert evaluate(expression) == expected
+
+
+# --- time zones
+
+
+@pytest.mark.parametrize(
+    ("asked", "zone"),
+    [
+        ("Europe/Paris", "Europe/Paris"),
+        ("europe/paris", "Europe/Paris"),
+        ("America/New York", "America/New_York"),
+        ("Tokyo", "Asia/Tokyo"),
+        ("new york", "America/New_York"),
+        ("San Francisco", "America/Los_Angeles"),
+        ("mumbai", "Asia/Kolkata"),
+        ("Beijing", "Asia/Shanghai"),
+        ("UTC", "UTC"),
+        ("gmt", "UTC"),
+        ("  Buenos Aires ", "America/Argentina/Buenos_Aires"),
+    ],
+)
+def test_zones_resolve_by_name_or_city(asked: str, zone: str) -> None:
+    assert resolve_zone(asked) == zone
+
+
+@pytest.mark.parametrize("asked", ["Atlantis", "Mars/Olympus", "12345"])
+def test_unknown_zone_is_a_clear_error(asked: str) -> None:
+    with pytest.raises(InvalidArguments, match="unknown time zone") as caught:
+        resolve_zone(asked)
+    assert caught.value.field == "/timezone"
+
+
+def test_clock_reading_fields() -> None:
+    moment = datetime(2024, 7, 1, 12, 30, tzinfo=UTC)
+    reading = clock_reading(zoneinfo.ZoneInfo("Asia/Kolkata"), "Asia/Kolkata", moment)
+    assert reading == {
+        "iso": "2024-07-01T18:00:00+05:30",
+        "time": "18:00",
+        "date": "2024-07-01",
+        "weekday": "Monday",
+        "timezone": "Asia/Kolkata",
+        "utc_offset": "+05:30",
+    }
+    winter = clock_reading(zoneinfo.ZoneInfo("America/New_York"), "x", datetime(2024, 1, 1, 3, 0, tzinfo=UTC))
+    assert winter["utc_offset"] == "-05:00"
+    assert winter["date"] == "2023-12-31"
+    assert winter["weekday"] == "Sunday"
+
+
+# --- plugin resolution
+
+
+def test_tools_from_accepts_tools_lists_and_factories() -> None:
+    a, b = make_tool("a"), make_tool("b")
+    assert tools_from(a, "x") == [a]
+    assert tools_from([a, b], "x") == [a, b]
+    assert tools_from(lambda: [b], "x") == [b]
+    assert tools_from(lambda: a, "x") == [a]
+    for bad in (42, [a, 3], lambda: "nope"):
+        with pytest.raises(PluginError):
+            tools_from(bad, "x")
+
+
+def test_config_plugins_load_and_broken_ones_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "coda_cfg_plugin.py").write_text(
+        "from coda.tools import tool\n"
+        "@tool(name='shout', description='Upper-case text.',"
+        " parameters={'type': 'object', 'properties': {'text': {'type': 'string'}}, 'required': ['text']})\n"
+        "def shout(text):\n    return text.upper()\n"
+        "def factory():\n    return [shout]\n"
+    )
+    (tmp_path / "coda_cfg_broken.py").write_text("import a_module_that_does_not_exist\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = ToolRegistry()
+    added = load_references(
+        registry,
+        [
+            "coda_cfg_broken:tools",
+            "coda_cfg_plugin:nope",
+            "no-colon",
+            "coda_cfg_plugin:factory",
+            "coda_cfg_plugin:shout",  # the same tool again: a duplicate, skipped
+        ],
+    )
+    assert added == ["shout"]
+    assert registry.names() == ["shout"]
+    assert resolve_reference("coda_cfg_plugin:shout").name == "shout"
+    with pytest.raises(PluginError, match="must look like"):
+        resolve_reference("coda_cfg_plugin")
+    for name in ("coda_cfg_plugin", "coda_cfg_broken"):
+        sys.modules.pop(name, None)

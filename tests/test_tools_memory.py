@@ -1,0 +1,119 @@
+"""`remember` / `recall` go through the Memory service over gRPC, scoped by the call's user and session."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import make_config, running_host
+from tools_helpers import ExecuteStream
+
+from coda.tools import ErrorCode
+from coda.v1 import memory_pb2, memory_pb2_grpc
+
+
+class DictMemory(memory_pb2_grpc.MemoryServicer):
+    """A small Memory peer: items in a dict, searched by shared words, honouring the scope rules."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, memory_pb2.MemoryItem] = {}
+        self.searches: list[memory_pb2.SearchRequest] = []
+
+    async def Store(
+        self, request: memory_pb2.StoreRequest, context: grpc.aio.ServicerContext
+    ) -> memory_pb2.StoreResponse:
+        if not request.item.text:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item.text is empty")
+        item = memory_pb2.MemoryItem()
+        item.CopyFrom(request.item)
+        item.id = uuid.uuid4().hex
+        self.items[item.id] = item
+        return memory_pb2.StoreResponse(item=item)
+
+    async def Search(
+        self, request: memory_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> memory_pb2.SearchResponse:
+        self.searches.append(request)
+        words = set(request.query.lower().split())
+        hits = []
+        for item in self.items.values():
+            in_scope = (not item.user_id and not item.session_id) or (
+                (item.user_id and item.user_id == request.user_id)
+                or (item.session_id and item.session_id == request.session_id)
+            )
+            overlap = len(words & set(item.text.lower().split()))
+            if in_scope and overlap:
+                hits.append(memory_pb2.ScoredItem(item=item, score=overlap / len(words)))
+        hits.sort(key=lambda hit: -hit.score)
+        return memory_pb2.SearchResponse(results=hits[: request.limit or 5])
+
+
+@pytest.fixture
+async def memory_peer() -> AsyncIterator[tuple[DictMemory, str]]:
+    servicer = DictMemory()
+    server = grpc.aio.server()
+    memory_pb2_grpc.add_MemoryServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield servicer, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+async def test_remember_then_recall_over_grpc(tmp_path: Path, memory_peer: tuple[DictMemory, str]) -> None:
+    memory, address = memory_peer
+    config = make_config(tmp_path, CODA_ENDPOINTS__MEMORY=address)
+    async with running_host(config, only="bus,tools") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stream = ExecuteStream(channel)
+        ids = {"user_id": "ada", "session_id": "s1", "correlation_id": "t1"}
+        stream.call("r1", "remember", {"text": "my sister lives in Lisbon"}, **ids)
+        stream.call("r2", "remember", {"text": "I prefer tea over coffee", "kind": "preference"}, **ids)
+        stream.call("other", "remember", {"text": "Lisbon is where Bob lives"}, user_id="bob", session_id="s9")
+        stored = await stream.until_final("r1", "r2", "other")
+        first = json.loads(stored["r1"][1].result_json)
+        assert first["stored"] is True and first["kind"] == "fact" and first["id"]
+        assert json.loads(stored["r2"][1].result_json)["kind"] == "preference"
+        assert memory.items[first["id"]].user_id == "ada"
+
+        stream.call("q", "recall", {"query": "where does my sister live Lisbon", "limit": 3}, **ids)
+        kind, result = (await stream.until_final("q"))["q"]
+        assert kind == "result"
+        recalled = json.loads(result.result_json)
+        assert [hit["text"] for hit in recalled["results"]] == ["my sister lives in Lisbon"]
+        assert memory.searches[-1].user_id == "ada" and memory.searches[-1].limit == 3
+
+        stream.call("kind", "remember", {"text": "x", "kind": "gossip"})
+        assert (await stream.until_final("kind"))["kind"][1].field == "/kind"
+        stream.close()
+
+
+async def test_memory_unreachable_is_unavailable(tmp_path: Path) -> None:
+    with_nothing = make_config(tmp_path, CODA_ENDPOINTS__MEMORY="127.0.0.1:9")
+    async with running_host(with_nothing, only="bus,tools") as host, grpc.aio.insecure_channel(host.address) as ch:
+        stream = ExecuteStream(ch)
+        stream.call("r", "recall", {"query": "anything"})
+        kind, error = (await stream.until_final("r"))["r"]
+        assert kind == "error" and error.code == ErrorCode.TOOL_ERROR_CODE_UNAVAILABLE
+        assert "memory service unavailable" in error.message
+        stream.close()
+
+
+async def test_remember_and_recall_with_the_real_memory_component(tmp_path: Path) -> None:
+    pytest.importorskip("coda.memory.component")
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus,memory,tools") as host, grpc.aio.insecure_channel(host.address) as ch:
+        stream = ExecuteStream(ch)
+        ids = {"user_id": "ada", "session_id": "s1"}
+        stream.call("r", "remember", {"text": "My favourite colour is green"}, **ids)
+        assert (await stream.until_final("r"))["r"][0] == "result"
+        stream.call("q", "recall", {"query": "favourite colour"}, user_id="ada", session_id="s2")
+        kind, result = (await stream.until_final("q", timeout=30))["q"]
+        assert kind == "result", result
+        texts = [hit["text"] for hit in json.loads(result.result_json)["results"]]
+        assert "My favourite colour is green" in texts
+        stream.close()

@@ -1,0 +1,456 @@
+"""The Tools service over real gRPC, hosted with the real bus: streams, limits, events, breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import make_config, running_host
+from prometheus_client import REGISTRY
+from tools_helpers import ExecuteStream, collect_events, of_type, tools_of
+
+from coda.tools import ErrorCode, Tool, ToolContext, tool
+from coda.v1 import events_pb2, tools_pb2, tools_pb2_grpc
+
+E = ErrorCode
+SESSION = "session-1"
+CORRELATION = "turn-7"
+
+
+class Gate:
+    """Test tools that wait for the test, fail on demand, or return big outputs."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.running = asyncio.Event()
+        self.cleaned_up = asyncio.Event()
+        self.failing = True
+
+    def tools(self) -> list[Tool]:
+        @tool(name="wait", parameters={"type": "object", "properties": {"tag": {"type": "string"}}})
+        async def wait(ctx: ToolContext, tag: str = "") -> dict[str, str]:
+            ctx.progress("waiting", 0.0)
+            self.running.set()
+            try:
+                await self.release.wait()
+            finally:
+                self.cleaned_up.set()
+            ctx.progress("released", 1.0)
+            return {"tag": tag}
+
+        @tool(name="forever")
+        async def forever(ctx: ToolContext) -> None:
+            ctx.progress("started")
+            await asyncio.Event().wait()
+
+        @tool(name="flaky")
+        async def flaky() -> str:
+            if self.failing:
+                raise RuntimeError("backend exploded")
+            return "fine"
+
+        @tool(name="big", parameters={"type": "object", "properties": {"size": {"type": "integer"}}})
+        def big(size: int) -> str:
+            return "x" * size
+
+        @tool(name="not_json")
+        async def not_json() -> object:
+            return object()
+
+        return [wait, forever, flaky, big, not_json]
+
+
+@pytest.fixture
+def gate() -> Gate:
+    return Gate()
+
+
+async def start(tmp_path: Path, gate: Gate, **env: str):  # type: ignore[no-untyped-def]
+    config = make_config(tmp_path, **env)
+    host_cm = running_host(config, only="bus,tools")
+    host = await host_cm.__aenter__()
+    for extra in gate.tools():
+        tools_of(host).registry.add(extra, origin="test")
+    return host_cm, host
+
+
+@pytest.fixture
+async def host(tmp_path: Path, gate: Gate):  # type: ignore[no-untyped-def]
+    host_cm, host = await start(tmp_path, gate)
+    try:
+        yield host
+    finally:
+        await host_cm.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def channel(host):  # type: ignore[no-untyped-def]
+    async with grpc.aio.insecure_channel(host.address) as channel:
+        yield channel
+
+
+async def test_list_tools_offers_enabled_tools_with_schemas(channel: grpc.aio.Channel) -> None:
+    response = await tools_pb2_grpc.ToolsStub(channel).ListTools(tools_pb2.ListToolsRequest())
+    specs = {spec.name: spec for spec in response.tools}
+    for name in ("get_time", "calculate", "remember", "recall", "set_timer", "system_status"):
+        assert name in specs
+        assert specs[name].description
+    assert "shell" not in specs and "http_get" not in specs
+    calculate = json.loads(specs["calculate"].parameters_json_schema)
+    assert calculate["required"] == ["expression"]
+    assert json.loads(specs["set_timer"].parameters_json_schema)["properties"]["seconds"]["exclusiveMinimum"] == 0
+
+
+async def test_calculate_round_trip(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("c1", "calculate", {"expression": "(2 + 3) * 4"})
+    first = await stream.next()
+    assert first[0] == "started" and first[1].call_id == "c1" and first[1].name == "calculate"
+    kind, result = (await stream.until_final("c1"))["c1"]
+    assert kind == "result"
+    assert json.loads(result.result_json) == {"expression": "(2 + 3) * 4", "result": 20}
+    assert result.duration_ms > 0
+    stream.close()
+    assert await stream.rpc.read() is grpc.aio.EOF
+
+
+async def test_bad_calls_get_error_results_and_the_stream_goes_on(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("bad-type", "calculate", {"expression": 5})
+    stream.call("missing", "calculate", {})
+    stream.call("extra", "calculate", {"expression": "1", "verbose": True})
+    stream.call("unknown", "no_such_tool", {})
+    stream.call("malformed", "calculate", '{"expression": ')
+    stream.call("math", "calculate", {"expression": "1 / 0"})
+    stream.call("zone", "get_time", {"timezone": "Atlantis"})
+    stream.call("disabled", "shell", {"command": "true"})
+    stream.call("", "calculate", {"expression": "1"})
+    stream.send_raw(tools_pb2.ExecuteRequest())
+    stream.call("good", "calculate", {"expression": "6 * 7"})
+    finals = await stream.until_final(
+        "bad-type", "missing", "extra", "unknown", "malformed", "math", "zone", "disabled", "good"
+    )
+    expected = {
+        "bad-type": (E.TOOL_ERROR_CODE_INVALID_ARGUMENTS, "/expression"),
+        "missing": (E.TOOL_ERROR_CODE_INVALID_ARGUMENTS, "/expression"),
+        "extra": (E.TOOL_ERROR_CODE_INVALID_ARGUMENTS, "/verbose"),
+        "unknown": (E.TOOL_ERROR_CODE_NOT_FOUND, ""),
+        "malformed": (E.TOOL_ERROR_CODE_INVALID_ARGUMENTS, ""),
+        "math": (E.TOOL_ERROR_CODE_INVALID_ARGUMENTS, "/expression"),
+        "zone": (E.TOOL_ERROR_CODE_INVALID_ARGUMENTS, "/timezone"),
+        "disabled": (E.TOOL_ERROR_CODE_DISABLED, ""),
+    }
+    for call_id, (code, field) in expected.items():
+        kind, error = finals[call_id]
+        assert kind == "error", call_id
+        assert error.code == code, (call_id, error)
+        assert error.field == field, (call_id, error)
+        assert error.message, call_id
+    assert "division by zero" in finals["math"][1].message
+    assert "not valid JSON" in finals["malformed"][1].message
+    assert finals["good"][0] == "result"
+    assert json.loads(finals["good"][1].result_json)["result"] == 42
+    nameless = [m for k, m in stream.received if k == "error" and m.call_id == ""]
+    assert len(nameless) == 2 and {m.field for m in nameless} == {"/call_id", ""}
+    # Every call's first message is its ToolCallStarted.
+    for call_id in expected:
+        assert stream.of(call_id)[0][0] == "started"
+    stream.close()
+
+
+async def test_concurrent_calls_interleave_and_match_by_call_id(channel: grpc.aio.Channel, gate: Gate) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("slow", "wait", {"tag": "s"})
+    await stream.until(lambda kind, msg: kind == "progress" and msg.call_id == "slow")
+    stream.call("a", "calculate", {"expression": "1 + 1"})
+    stream.call("b", "get_time", {"timezone": "Tokyo"})
+    stream.call("slow", "calculate", {"expression": "2"})  # duplicate of a call in flight
+    finals = await stream.until_final("a", "b")
+    assert json.loads(finals["a"][1].result_json)["result"] == 2
+    assert json.loads(finals["b"][1].result_json)["timezone"] == "Asia/Tokyo"
+    _, duplicate = await stream.until(lambda kind, msg: kind == "error" and msg.call_id == "slow")
+    assert duplicate.field == "/call_id" and "already in flight" in duplicate.message
+    gate.release.set()
+    await stream.until(lambda kind, msg: kind == "result" and msg.call_id == "slow")
+    slow = stream.of("slow")
+    assert [k for k, _ in slow] == ["started", "progress", "error", "progress", "result"]
+    assert json.loads(slow[-1][1].result_json) == {"tag": "s"}
+    # The slow call began first and ended last: the others were not held up by it.
+    order = [m.call_id for k, m in stream.received if k == "result"]
+    assert order == ["a", "b", "slow"]
+    stream.close()
+
+
+async def test_cancel_a_call_by_id(channel: grpc.aio.Channel, gate: Gate) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("w", "wait")
+    await gate.running.wait()
+    stream.cancel("w")
+    stream.cancel("not-running")  # ignored
+    kind, error = (await stream.until_final("w"))["w"]
+    assert kind == "error" and error.code == E.TOOL_ERROR_CODE_CANCELLED
+    assert gate.cleaned_up.is_set()
+    stream.call("after", "calculate", {"expression": "3"})
+    assert (await stream.until_final("after"))["after"][0] == "result"
+    stream.close()
+
+
+async def test_cancel_right_after_the_call_still_answers(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("quick", "forever")
+    stream.cancel("quick")
+    kind, error = (await stream.until_final("quick"))["quick"]
+    assert kind == "error" and error.code == E.TOOL_ERROR_CODE_CANCELLED
+    assert stream.of("quick")[0][0] == "started"
+    stream.close()
+
+
+async def test_requested_timeout(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("t", "forever", timeout_ms=200)
+    kind, error = (await stream.until_final("t"))["t"]
+    assert kind == "error" and error.code == E.TOOL_ERROR_CODE_TIMEOUT
+    assert "0.2s" in error.message
+    stream.close()
+
+
+async def test_configured_per_tool_timeout_and_output_cap(tmp_path: Path, gate: Gate) -> None:
+    host_cm, host = await start(
+        tmp_path, gate, CODA_TOOLS__TIMEOUTS='{"forever": 0.2}', CODA_TOOLS__OUTPUT_MAX_BYTES="1000"
+    )
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stream = ExecuteStream(channel)
+            stream.call("t", "forever")
+            stream.call("small", "big", {"size": 900})
+            stream.call("large", "big", {"size": 2000})
+            stream.call("weird", "not_json")
+            finals = await stream.until_final("t", "small", "large", "weird")
+            assert finals["t"][1].code == E.TOOL_ERROR_CODE_TIMEOUT
+            assert finals["small"][0] == "result" and len(json.loads(finals["small"][1].result_json)) == 900
+            assert finals["large"][1].code == E.TOOL_ERROR_CODE_OUTPUT_TOO_LARGE
+            assert "1000-byte cap" in finals["large"][1].message
+            assert finals["weird"][1].code == E.TOOL_ERROR_CODE_FAILED
+            assert "not JSON" in finals["weird"][1].message
+            stream.close()
+    finally:
+        await host_cm.__aexit__(None, None, None)
+
+
+async def test_every_call_is_published_with_its_ids(channel: grpc.aio.Channel, gate: Gate) -> None:
+    gate.release.set()
+    stream = ExecuteStream(channel)
+    ids = {"session_id": SESSION, "correlation_id": CORRELATION}
+    stream.call("ok", "wait", {"tag": "x"}, **ids)
+    stream.call("bad", "calculate", {"expression": 1}, **ids)
+    await stream.until_final("ok", "bad")
+    stream.close()
+
+    def complete(events: list[events_pb2.Event]) -> bool:
+        return bool(of_type(events, "tool.result")) and bool(of_type(events, "tool.error"))
+
+    events = await collect_events(channel, ["tool.*"], complete)
+    for event in events:
+        assert event.session_id == SESSION and event.correlation_id == CORRELATION and event.source == "tools"
+    ok = [e for e in events if e.WhichOneof("payload") and getattr(e, e.WhichOneof("payload")).call_id == "ok"]
+    assert [e.WhichOneof("payload") for e in ok] == [
+        "tool_call_started",
+        "tool_progress",
+        "tool_progress",
+        "tool_result",
+    ]
+    assert ok[1].tool_progress.message == "waiting"
+    errors = of_type(events, "tool.error")
+    assert errors[0].tool_error.call_id == "bad" and errors[0].tool_error.field == "/expression"
+
+
+async def test_breaker_opens_after_repeated_failures_and_recovers(tmp_path: Path, gate: Gate) -> None:
+    host_cm, host = await start(
+        tmp_path, gate, CODA_TOOLS__BREAKER_FAIL_MAX="2", CODA_TOOLS__BREAKER_RESET_SECONDS="0.5"
+    )
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stream = ExecuteStream(channel)
+            stream.call("f1", "flaky")
+            assert (await stream.until_final("f1"))["f1"][1].code == E.TOOL_ERROR_CODE_FAILED
+            stream.call("f2", "flaky")
+            failed = (await stream.until_final("f2"))["f2"][1]
+            assert failed.code == E.TOOL_ERROR_CODE_FAILED and "backend exploded" in failed.message
+            stream.call("f3", "flaky")
+            refused = (await stream.until_final("f3"))["f3"][1]
+            assert refused.code == E.TOOL_ERROR_CODE_UNAVAILABLE and "circuit breaker is open" in refused.message
+            # Other tools are unaffected.
+            stream.call("other", "calculate", {"expression": "1"})
+            assert (await stream.until_final("other"))["other"][0] == "result"
+
+            gate.failing = False
+            await asyncio.sleep(0.7)
+            stream.call("f4", "flaky")
+            recovered = (await stream.until_final("f4"))["f4"]
+            assert recovered[0] == "result" and json.loads(recovered[1].result_json) == "fine"
+            stream.close()
+
+            def closed_again(events: list[events_pb2.Event]) -> bool:
+                return any(e.component_breaker.state == events_pb2.BREAKER_STATE_CLOSED for e in events)
+
+            events = await collect_events(channel, ["component.breaker"], closed_again)
+            changes = [(e.component_breaker.previous_state, e.component_breaker.state) for e in events]
+            assert changes == [
+                (events_pb2.BREAKER_STATE_CLOSED, events_pb2.BREAKER_STATE_OPEN),
+                (events_pb2.BREAKER_STATE_OPEN, events_pb2.BREAKER_STATE_HALF_OPEN),
+                (events_pb2.BREAKER_STATE_HALF_OPEN, events_pb2.BREAKER_STATE_CLOSED),
+            ]
+            assert {e.component_breaker.target for e in events} == {"tool:flaky"}
+            assert events[0].component_breaker.component == "tools"
+    finally:
+        await host_cm.__aexit__(None, None, None)
+
+
+async def test_invalid_arguments_do_not_trip_the_breaker(tmp_path: Path, gate: Gate) -> None:
+    host_cm, host = await start(tmp_path, gate, CODA_TOOLS__BREAKER_FAIL_MAX="1")
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stream = ExecuteStream(channel)
+            for n in range(3):
+                stream.call(f"bad{n}", "calculate", {"expression": "1/0"})
+            await stream.until_final("bad0", "bad1", "bad2")
+            stream.call("good", "calculate", {"expression": "2"})
+            assert (await stream.until_final("good"))["good"][0] == "result"
+            stream.close()
+    finally:
+        await host_cm.__aexit__(None, None, None)
+
+
+async def test_get_time_by_city_and_zone(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("paris", "get_time", {"timezone": "paris"})
+    stream.call("iana", "get_time", {"timezone": "America/Sao_Paulo"})
+    stream.call("local", "get_time", {})
+    finals = await stream.until_final("paris", "iana", "local")
+    paris = json.loads(finals["paris"][1].result_json)
+    assert paris["timezone"] == "Europe/Paris" and paris["utc_offset"] in ("+01:00", "+02:00")
+    assert set(paris) == {"iso", "time", "date", "weekday", "timezone", "utc_offset"}
+    assert json.loads(finals["iana"][1].result_json)["utc_offset"] == "-03:00"
+    assert finals["local"][0] == "result"
+    stream.close()
+
+
+async def test_set_timer_fires_an_event_on_the_bus(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("timer", "set_timer", {"seconds": 0.2, "label": "tea"}, session_id=SESSION, correlation_id=CORRELATION)
+    kind, result = (await stream.until_final("timer"))["timer"]
+    assert kind == "result"
+    body: dict[str, Any] = json.loads(result.result_json)
+    assert body["timer_id"] and body["fires_at"] and body["label"] == "tea"
+    stream.call("zero", "set_timer", {"seconds": 0})
+    assert (await stream.until_final("zero"))["zero"][1].field == "/seconds"
+    stream.close()
+    events = await collect_events(channel, ["tool.timer_fired"], lambda events: bool(events))
+    fired = events[0]
+    assert fired.tool_timer_fired.timer_id == body["timer_id"]
+    assert fired.tool_timer_fired.label == "tea"
+    assert fired.tool_timer_fired.duration_seconds >= 0.2
+    assert fired.session_id == SESSION and fired.correlation_id == CORRELATION
+
+
+async def test_system_status_reports_components_and_bus(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("s", "system_status", {})
+    kind, result = (await stream.until_final("s"))["s"]
+    assert kind == "result", result
+    status = json.loads(result.result_json)
+    assert status["components"]["bus"] == "SERVING"
+    assert status["components"]["tools"] == "SERVING"
+    assert status["components"]["voice"] == "NOT_HOSTED"
+    assert status["bus"]["head_seq"] > 0 and status["bus"]["backend"] == "memory"
+    stream.close()
+
+
+async def test_stopping_the_service_cancels_running_calls(tmp_path: Path, gate: Gate) -> None:
+    host_cm, host = await start(tmp_path, gate)
+    async with grpc.aio.insecure_channel(host.address) as channel:
+        stream = ExecuteStream(channel)
+        stream.call("w", "wait")
+        await gate.running.wait()
+        await host_cm.__aexit__(None, None, None)
+        kind, error = (await stream.until_final("w"))["w"]
+        assert kind == "error" and error.code == E.TOOL_ERROR_CODE_CANCELLED
+        assert "stopping" in error.message
+        assert gate.cleaned_up.is_set()
+
+
+async def test_a_client_that_goes_away_cancels_its_calls(channel: grpc.aio.Channel, gate: Gate) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("w", "wait")
+    await gate.running.wait()
+    stream.rpc.cancel()
+    await asyncio.wait_for(gate.cleaned_up.wait(), 10)
+
+
+async def test_shell_and_http_get_when_enabled(tmp_path: Path, gate: Gate) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"hello from loopback" if self.path == "/hello" else b"missing"
+            self.send_response(200 if self.path == "/hello" else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    host_cm, host = await start(tmp_path, gate, CODA_TOOLS__SHELL_ENABLED="true", CODA_TOOLS__HTTP_ENABLED="true")
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            listed = await tools_pb2_grpc.ToolsStub(channel).ListTools(tools_pb2.ListToolsRequest())
+            assert {"shell", "http_get"} <= {spec.name for spec in listed.tools}
+            stream = ExecuteStream(channel)
+            stream.call("echo", "shell", {"command": "echo 'two words'"})
+            stream.call("missing", "shell", {"command": "no-such-program-here --x"})
+            stream.call("sleep", "shell", {"command": "sleep 30"}, timeout_ms=300)
+            stream.call("page", "http_get", {"url": f"{base}/hello"})
+            stream.call("absent", "http_get", {"url": f"{base}/nope", "max_bytes": 3})
+            stream.call("scheme", "http_get", {"url": "file:///etc/passwd"})
+            finals = await stream.until_final("echo", "missing", "sleep", "page", "absent", "scheme", timeout=20)
+            echo = json.loads(finals["echo"][1].result_json)
+            assert echo == {"exit_code": 0, "stdout": "two words\n", "stderr": "", "truncated": False}
+            assert finals["missing"][1].code == E.TOOL_ERROR_CODE_INVALID_ARGUMENTS
+            assert finals["missing"][1].field == "/command"
+            assert finals["sleep"][1].code == E.TOOL_ERROR_CODE_TIMEOUT
+            page = json.loads(finals["page"][1].result_json)
+            assert page["status"] == 200 and page["body"] == "hello from loopback" and not page["truncated"]
+            absent = json.loads(finals["absent"][1].result_json)
+            assert absent["status"] == 404 and absent["body"] == "mis" and absent["truncated"]
+            assert finals["scheme"][1].field == "/url"
+            stream.close()
+    finally:
+        await host_cm.__aexit__(None, None, None)
+        server.shutdown()
+        server.server_close()
+
+
+async def test_metrics_count_calls_by_tool_and_outcome(channel: grpc.aio.Channel) -> None:
+    def count(outcome: str) -> float:
+        value = REGISTRY.get_sample_value("coda_tool_calls_total", {"tool": "calculate", "outcome": outcome})
+        return value or 0.0
+
+    ok, invalid = count("ok"), count("invalid_arguments")
+    stream = ExecuteStream(channel)
+    stream.call("a", "calculate", {"expression": "1"})
+    stream.call("b", "calculate", {"expression": "1/0"})
+    await stream.until_final("a", "b")
+    stream.close()
+    assert count("ok") == ok + 1
+    assert count("invalid_arguments") == invalid + 1
+    assert REGISTRY.get_sample_value("coda_tool_call_duration_seconds_count", {"tool": "calculate"})
