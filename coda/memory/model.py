@@ -1,0 +1,88 @@
+"""Core value types and request validation of the memory service (no gRPC, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KINDS = ("fact", "preference", "episode", "summary")
+
+
+class MemoryFailure(Exception):
+    """Base of the failures the service maps to status codes."""
+
+
+class InvalidRequest(MemoryFailure):
+    """The request is malformed; the message says why (INVALID_ARGUMENT)."""
+
+
+class NotFound(MemoryFailure):
+    """A named item does not exist (NOT_FOUND)."""
+
+
+@dataclass(slots=True)
+class Item:
+    id: str
+    text: str
+    kind: str
+    importance: float
+    session_id: str = ""
+    user_id: str = ""
+    created_at: float = 0.0
+    accessed_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Turn:
+    turn_id: str
+    user_text: str
+    assistant_text: str
+    time: float
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which items a request may see.
+
+    An empty field does not restrict. A named user excludes items of other users; a named session
+    excludes items bound to other sessions, except items owned by the named user, which follow
+    their user across sessions. Items with neither user nor session are global and always visible.
+    """
+
+    user_id: str = ""
+    session_id: str = ""
+    kinds: frozenset[str] = field(default_factory=frozenset)
+
+    def allows(self, item: Item) -> bool:
+        if self.kinds and item.kind not in self.kinds:
+            return False
+        if self.user_id and item.user_id and item.user_id != self.user_id:
+            return False
+        owned = bool(self.user_id) and item.user_id == self.user_id
+        return not (self.session_id and item.session_id and item.session_id != self.session_id and not owned)
+
+
+#: No restriction: every item.
+ANYWHERE = Scope()
+
+
+def require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise InvalidRequest(reason)
+
+
+def check_text(text: str, max_chars: int, what: str = "text") -> None:
+    require(bool(text.strip()), f"{what} is empty")
+    require(len(text) <= max_chars, f"{what} is {len(text)} characters; the limit is {max_chars}")
+
+
+def check_importance(importance: float) -> None:
+    require(0.0 <= importance <= 1.0, f"importance must be within 0..1, got {importance}")
+
+
+def check_kind(kind: str) -> None:
+    require(kind in KINDS, f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def check_limit(limit: int, max_limit: int, what: str = "limit") -> None:
+    require(0 <= limit <= max_limit, f"{what} {limit} is too large; the maximum is {max_limit}")
