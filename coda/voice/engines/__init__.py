@@ -1,0 +1,1 @@
+"""Speech engines behind small interfaces (`base`), their embedded defaults and Wyoming clients."""

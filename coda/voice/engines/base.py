@@ -1,0 +1,98 @@
+"""The engine interfaces the voice service talks to.
+
+Engines are async at this boundary: embedded engines run their CPU-heavy work in a thread
+executor, network engines (Wyoming) are natively async. None of them may block the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class EngineError(RuntimeError):
+    """An engine failed (server down, protocol error, bad voice); the message says which and why."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine is not reachable right now (its circuit is open or its server is down)."""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    #: 0..1; 0 when the engine gives none.
+    confidence: float
+    language: str
+    #: The engine that produced it (a fallback may have stood in for the configured one).
+    engine: str = ""
+
+
+class SttStream(Protocol):
+    """One utterance being recognised: feed audio, ask for a partial, finish for the final."""
+
+    async def feed(self, pcm: bytes) -> None: ...
+
+    async def partial(self) -> str:
+        """The current hypothesis ("" when none yet or the engine has no partials)."""
+        ...
+
+    async def finish(self) -> Transcript: ...
+
+    async def close(self) -> None:
+        """Abandon the utterance and release resources; safe to call more than once."""
+        ...
+
+
+class SttEngine(Protocol):
+    name: str
+    #: Rate of the PCM16 mono audio the engine expects.
+    sample_rate: int
+
+    async def load(self) -> None: ...
+
+    def supports(self, language: str) -> bool: ...
+
+    async def open(self, language: str) -> SttStream: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AudioPiece:
+    pcm: bytes
+    sample_rate: int
+
+
+class TtsEngine(Protocol):
+    name: str
+    #: The rate of the audio it usually produces (pieces carry their own rate regardless).
+    sample_rate: int
+
+    async def load(self) -> None: ...
+
+    def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+        """Speak one sentence; closing the iterator early stops synthesis."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class FrameClassifier(Protocol):
+    """Per-frame speech decision (one per stream: classifiers may keep state)."""
+
+    def is_speech(self, frame: bytes) -> bool: ...
+
+
+class VadEngine(Protocol):
+    name: str
+    sample_rate: int
+    frame_ms: int
+
+    async def load(self) -> None: ...
+
+    def classifier(self) -> FrameClassifier: ...
+
+
+ClassifierFactory = Callable[[], FrameClassifier]

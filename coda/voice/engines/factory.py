@@ -1,0 +1,71 @@
+"""Builds the configured engines (names from the `voice` config section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coda.bus.publisher import EventPublisher
+from coda.config import VoiceConfig
+from coda.voice.engines.base import SttEngine, TtsEngine, VadEngine
+from coda.voice.engines.espeak_tts import EspeakTts
+from coda.voice.engines.fallback import Breaker, FallbackStt, FallbackTts
+from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
+from coda.voice.engines.webrtc_vad import WebRtcVad
+from coda.voice.engines.wyoming_client import WyomingStt, WyomingTts
+
+STT_ENGINES = ("pocketsphinx", "wyoming")
+TTS_ENGINES = ("espeak", "wyoming")
+VAD_ENGINES = ("webrtc",)
+
+
+@dataclass
+class Engines:
+    vad: VadEngine
+    stt: SttEngine
+    tts: TtsEngine
+
+
+def _check(kind: str, name: str, known: tuple[str, ...]) -> None:
+    if name not in known:
+        raise ValueError(f"voice.{kind}_engine = {name!r} is unknown; choose one of {', '.join(known)}")
+
+
+def build_engines(config: VoiceConfig, publisher: EventPublisher | None) -> Engines:
+    _check("vad", config.vad_engine, VAD_ENGINES)
+    _check("stt", config.stt_engine, STT_ENGINES)
+    _check("tts", config.tts_engine, TTS_ENGINES)
+    vad = WebRtcVad(config.vad_aggressiveness)
+
+    stt: SttEngine
+    if config.stt_engine == "wyoming":
+        remote_stt = WyomingStt(config.wyoming_stt_host, config.wyoming_stt_port, config.wyoming_timeout_seconds)
+        stt = FallbackStt(
+            remote_stt,
+            PocketsphinxStt() if config.fallback_to_embedded else None,
+            Breaker(
+                remote_stt.target,
+                failures=config.breaker_failures,
+                reset_seconds=config.breaker_reset_seconds,
+                publisher=publisher,
+            ),
+            max_replay_seconds=config.max_buffered_audio_seconds,
+        )
+    else:
+        stt = PocketsphinxStt()
+
+    tts: TtsEngine
+    if config.tts_engine == "wyoming":
+        remote_tts = WyomingTts(config.wyoming_tts_host, config.wyoming_tts_port, config.wyoming_timeout_seconds)
+        tts = FallbackTts(
+            remote_tts,
+            EspeakTts(rate_wpm=config.speaking_rate_wpm) if config.fallback_to_embedded else None,
+            Breaker(
+                remote_tts.target,
+                failures=config.breaker_failures,
+                reset_seconds=config.breaker_reset_seconds,
+                publisher=publisher,
+            ),
+        )
+    else:
+        tts = EspeakTts(config.tts_voice, config.speaking_rate_wpm)
+    return Engines(vad=vad, stt=stt, tts=tts)

@@ -1,0 +1,144 @@
+"""Embedded STT: CMU PocketSphinx 5 with the en-US model shipped in its wheel (nothing downloaded).
+
+A decoder is not thread-safe and costs about 0.35 s and 100 MB to load, so decoders are pooled
+and each utterance holds one. Decoding holds the GIL, so audio is fed in pieces of at most
+`_FEED_PIECE_SECONDS` per executor call: the event loop waits at most that long's CPU for a turn.
+Accuracy on synthetic speech with the generic LM is modest (see bench/voice.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import pocketsphinx
+
+from coda import logs
+from coda.voice.engines.base import EngineError, Transcript
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SAMPLE_RATE = 16_000
+_FEED_PIECE_SECONDS = 0.25
+_FEED_PIECE_BYTES = int(SAMPLE_RATE * _FEED_PIECE_SECONDS) * 2
+_FRAMES_PER_SECOND = 100.0  # pocketsphinx's default -frate
+
+
+def _new_decoder() -> pocketsphinx.Decoder:
+    # bestpath gives word posteriors, which the confidence is built from.
+    return pocketsphinx.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=True)
+
+
+def _clamp01(value: float) -> float:
+    return 0.0 if math.isnan(value) else max(0.0, min(1.0, value))
+
+
+def _result(decoder: pocketsphinx.Decoder) -> tuple[str, float]:
+    hyp = decoder.hyp()
+    text = hyp.hypstr if hyp is not None else ""
+    if not text:
+        return "", 0.0
+    # The whole-path posterior is tiny for any real sentence; the mean word posterior separates
+    # good from bad hypotheses (measured: about 0.8-1.0 correct, 0.1-0.55 garbage).
+    posteriors = [_clamp01(seg.prob) for seg in decoder.seg() if not seg.word.startswith(("<", "["))]
+    return text, (sum(posteriors) / len(posteriors)) if posteriors else 0.0
+
+
+class _PocketsphinxStream:
+    def __init__(self, engine: PocketsphinxStt, decoder: pocketsphinx.Decoder) -> None:
+        self._engine = engine
+        self._decoder: pocketsphinx.Decoder | None = decoder
+        self._carry = b""
+        # A cancelled await leaves its executor call running; the lock keeps a later call (say
+        # close after a client vanished) off the decoder until that one returns.
+        self._lock = threading.Lock()
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn()
+
+        return await asyncio.get_running_loop().run_in_executor(None, locked)
+
+    async def feed(self, pcm: bytes) -> None:
+        decoder = self._require()
+        data = self._carry + pcm
+        whole = len(data) - len(data) % 2
+        data, self._carry = data[:whole], data[whole:]
+        for start in range(0, len(data), _FEED_PIECE_BYTES):
+            piece = data[start : start + _FEED_PIECE_BYTES]
+            await self._run(lambda piece=piece: decoder.process_raw(piece, False, False))
+
+    async def partial(self) -> str:
+        decoder = self._require()
+        hyp = await self._run(decoder.hyp)
+        return hyp.hypstr if hyp is not None else ""
+
+    async def finish(self) -> Transcript:
+        decoder = self._require()
+
+        def end() -> tuple[str, float]:
+            decoder.end_utt()
+            return _result(decoder)
+
+        text, confidence = await self._run(end)
+        self._decoder = None
+        self._engine._release(decoder)
+        return Transcript(text=text, confidence=confidence, language="en-US", engine=self._engine.name)
+
+    async def close(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        if decoder is None:
+            return
+        try:
+            await self._run(decoder.end_utt)
+        except RuntimeError:
+            return  # a decoder in an odd state is dropped, not pooled
+        self._engine._release(decoder)
+
+    def _require(self) -> pocketsphinx.Decoder:
+        if self._decoder is None:
+            raise EngineError("pocketsphinx: utterance already finished")
+        return self._decoder
+
+
+class PocketsphinxStt:
+    name = "pocketsphinx"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, pool_size: int = 2) -> None:
+        self._idle: list[pocketsphinx.Decoder] = []
+        self._pool_size = pool_size
+
+    async def load(self) -> None:
+        """Load one decoder up front so the first utterance does not pay for it."""
+        if self._idle:
+            return
+        with logs.progress(log, "loading pocketsphinx en-US model", engine=self.name):
+            decoder = await asyncio.get_running_loop().run_in_executor(None, _new_decoder)
+        self._idle.append(decoder)
+
+    def supports(self, language: str) -> bool:
+        return not language or language.lower().startswith("en")
+
+    async def open(self, language: str) -> _PocketsphinxStream:
+        loop = asyncio.get_running_loop()
+        decoder = self._idle.pop() if self._idle else None
+        if decoder is None:
+            with logs.progress(log, "loading another pocketsphinx decoder", engine=self.name):
+                decoder = await loop.run_in_executor(None, _new_decoder)
+        await loop.run_in_executor(None, decoder.start_utt)
+        return _PocketsphinxStream(self, decoder)
+
+    def _release(self, decoder: pocketsphinx.Decoder) -> None:
+        if len(self._idle) < self._pool_size:
+            self._idle.append(decoder)
+
+    async def close(self) -> None:
+        self._idle.clear()

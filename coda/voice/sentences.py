@@ -1,0 +1,111 @@
+"""Sentence splitting for streaming TTS: text arrives in fragments (LLM tokens), sentences leave
+as soon as they are complete, so speech can start before the whole answer exists.
+
+A sentence ends at . ! ? … or a line break, followed by whitespace (so "3.14" and "e.g." inside a
+token stream do not split early). Common abbreviations and single initials do not end one. A run
+of text with no sentence end is cut at a word boundary after `max_chars`, which bounds both the
+buffer and the wait for the first audio.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "approx",
+        "dept",
+        "est",
+        "fig",
+        "no",
+        "vol",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
+)
+_END = re.compile("[.!?\u2026]+[\"')\\]}\u00bb\u201d\u2019]*(?=\\s)|\n")
+_SOFT_BREAK = re.compile(r"[,;:]\s")
+
+
+def speakable(text: str) -> bool:
+    """Whether a sentence has anything to say (letters or digits)."""
+    return any(ch.isalnum() for ch in text)
+
+
+class SentenceSplitter:
+    def __init__(self, max_chars: int = 250) -> None:
+        if max_chars < 20:
+            raise ValueError("max_chars must be at least 20")
+        self.max_chars = max_chars
+        self._buffer = ""
+
+    @property
+    def pending(self) -> str:
+        return self._buffer
+
+    def feed(self, text: str) -> list[str]:
+        """Add a fragment; return the sentences it completed, in order."""
+        self._buffer += text
+        sentences: list[str] = []
+        while True:
+            cut = self._next_end()
+            if cut is None:
+                break
+            sentence, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            if sentence.strip():
+                sentences.append(sentence.strip())
+        return sentences
+
+    def flush(self) -> list[str]:
+        """Return whatever is buffered as a final sentence (empty list if nothing to say)."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _next_end(self) -> int | None:
+        buffer = self._buffer
+        # Rescanning from the start is cheap: the buffer never exceeds about max_chars.
+        for match in _END.finditer(buffer):
+            if match.group() == "\n" or not self._is_abbreviation(match.start()):
+                return match.end()
+        if len(buffer.strip()) > self.max_chars:
+            return self._forced_cut(buffer)
+        return None
+
+    def _is_abbreviation(self, dot: int) -> bool:
+        if self._buffer[dot] != ".":
+            return False
+        word = re.search(r"([\w.]+)$", self._buffer[:dot])
+        if word is None:
+            return False
+        token = word.group(1).lower()
+        return token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha())
+
+    def _forced_cut(self, buffer: str) -> int:
+        window = buffer[: self.max_chars]
+        soft = [m.end() for m in _SOFT_BREAK.finditer(window)]
+        if soft and soft[-1] > self.max_chars // 2:
+            return soft[-1]
+        space = window.rfind(" ")
+        return space + 1 if space > 0 else self.max_chars

@@ -1,0 +1,220 @@
+"""The pure voice cores: audio conversion, the utterance segmenter, the sentence splitter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coda.v1 import voice_pb2
+from coda.voice.audio import (
+    FLOAT32,
+    PCM16,
+    AudioFormatError,
+    InputFormat,
+    PcmDecoder,
+    Rechunker,
+    Resampler,
+    validate_format,
+)
+from coda.voice.engines.webrtc_vad import WebRtcVad
+from coda.voice.quality import word_error_rate
+from coda.voice.segmenter import (
+    END_MAX_LENGTH,
+    END_OF_STREAM,
+    END_SILENCE,
+    Segmenter,
+    SegmenterSettings,
+    SpeechAudio,
+    SpeechEnded,
+    SpeechStarted,
+)
+from coda.voice.sentences import SentenceSplitter
+
+
+def tone(seconds: float, rate: int = 16_000, freq: float = 440.0, amplitude: float = 8000.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return amplitude * np.sin(2 * np.pi * freq * t)
+
+
+def pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+# --- audio -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        (voice_pb2.AudioFormat(encoding=PCM16, sample_rate=0), "sample_rate 0 Hz is out of range"),
+        (voice_pb2.AudioFormat(encoding=PCM16, sample_rate=16000, channels=5), "5 channels"),
+        (voice_pb2.AudioFormat(sample_rate=16000), "encoding must be"),
+        (voice_pb2.AudioFormat(encoding=7, sample_rate=16000), "encoding must be"),
+    ],
+)
+def test_bad_formats_are_rejected_with_the_reason(fmt: voice_pb2.AudioFormat, message: str) -> None:
+    with pytest.raises(AudioFormatError, match=message):
+        validate_format(fmt)
+
+
+def test_zero_channels_means_mono() -> None:
+    assert validate_format(voice_pb2.AudioFormat(encoding=FLOAT32, sample_rate=48000)).channels == 1
+
+
+@given(
+    st.lists(st.integers(1, 3000), min_size=1, max_size=20),
+    st.sampled_from([(22050, 16000), (8000, 16000), (48000, 16000)]),
+)
+@settings(max_examples=30, deadline=None)
+def test_chunked_resampling_matches_one_shot(cuts: list[int], rates: tuple[int, int]) -> None:
+    src, dst = rates
+    signal = tone(0.5, src) + tone(0.5, src, 3000.0, 2000.0)
+    whole = Resampler(src, dst).process(signal)
+    chunked_resampler = Resampler(src, dst)
+    pieces, start = [], 0
+    for cut in cuts:
+        pieces.append(chunked_resampler.process(signal[start : start + cut]))
+        start += cut
+    pieces.append(chunked_resampler.process(signal[start:]))
+    chunked = np.concatenate(pieces)
+    assert len(chunked) == len(whole)
+    assert np.allclose(chunked, whole, atol=1e-6)
+    assert abs(len(whole) - len(signal) * dst / src) <= 1
+
+
+def test_downsampling_removes_what_the_new_rate_cannot_hold() -> None:
+    # A 10 kHz tone is above 8 kHz Nyquist of 16 kHz output: it must be filtered, not folded to 6 kHz.
+    out = Resampler(44100, 16000).process(tone(1.0, 44100, 10_000.0))
+    assert np.sqrt(np.mean(out[200:] ** 2)) < 0.05 * 8000
+    kept = Resampler(44100, 16000).process(tone(1.0, 44100, 1_000.0))
+    assert np.sqrt(np.mean(kept[200:] ** 2)) > 0.6 * 8000
+
+
+def test_decoder_carries_odd_bytes_and_split_frames() -> None:
+    samples = pcm(tone(0.1))
+    decoder = PcmDecoder(InputFormat(PCM16, 16000, 1), 16000)
+    out = b"".join(decoder.push(samples[i : i + 3]) for i in range(0, len(samples), 3))
+    assert out == samples
+
+
+def test_decoder_downmixes_stereo_float32() -> None:
+    left = tone(0.1) / 32767.0
+    right = -left * 0.5
+    interleaved = np.stack([left, right], axis=1).astype("<f4").tobytes()
+    decoder = PcmDecoder(InputFormat(FLOAT32, 16000, 2), 16000)
+    out = np.frombuffer(b"".join(decoder.push(interleaved[i : i + 7]) for i in range(0, len(interleaved), 7)), "<i2")
+    assert np.allclose(out, np.rint((left + right) / 2 * 32767.0), atol=1)
+
+
+def test_rechunker_cuts_fixed_chunks_and_flushes_the_rest() -> None:
+    chunker = Rechunker(4)
+    assert chunker.push(b"abcdefghij") == [b"abcd", b"efgh"]
+    assert chunker.flush() == b"ij"
+    assert chunker.flush() == b""
+
+
+# --- segmenter -------------------------------------------------------------------------------
+
+
+def energy_vad(frame: bytes) -> bool:
+    """A deterministic stand-in for a VAD's decision, so boundaries are exact."""
+    return float(np.abs(np.frombuffer(frame, "<i2")).mean()) > 1000
+
+
+def run(segmenter: Segmenter, audio: bytes, chunk: int = 1234) -> list:
+    actions = []
+    for i in range(0, len(audio), chunk):
+        actions += segmenter.push(audio[i : i + chunk])
+    return actions + segmenter.finish()
+
+
+def test_segmenter_finds_speech_between_silences() -> None:
+    audio = pcm(np.concatenate([np.zeros(16000), tone(1.5), np.zeros(16000)]))
+    actions = run(Segmenter(energy_vad, SegmenterSettings(silence_ms=600)), audio)
+    kinds = [type(a) for a in actions if not isinstance(a, SpeechAudio)]
+    assert kinds == [SpeechStarted, SpeechEnded]
+    started, ended = actions[0], next(a for a in actions if isinstance(a, SpeechEnded))
+    assert started.offset_ms == pytest.approx(1000, abs=30)
+    assert ended.offset_ms == pytest.approx(2500, abs=30)
+    assert ended.reason == END_SILENCE
+    assert ended.duration_ms == pytest.approx(1500, abs=60)
+    # Pre-roll: the recogniser gets audio from before the detected start.
+    assert len(started.audio) >= SegmenterSettings().frame_bytes * 10
+
+
+def test_short_pause_does_not_end_and_continuous_finds_several() -> None:
+    gap = np.zeros(int(0.3 * 16000))
+    long_gap = np.zeros(16000)
+    audio = pcm(np.concatenate([long_gap, tone(0.6), gap, tone(0.6), long_gap, tone(0.6), long_gap]))
+    actions = run(Segmenter(energy_vad, SegmenterSettings(silence_ms=600, continuous=True)), audio)
+    assert sum(isinstance(a, SpeechEnded) for a in actions) == 2
+    single = run(Segmenter(energy_vad, SegmenterSettings(silence_ms=600)), audio)
+    assert sum(isinstance(a, SpeechEnded) for a in single) == 1
+
+
+def test_silence_only_produces_nothing() -> None:
+    assert run(Segmenter(energy_vad, SegmenterSettings()), bytes(16000 * 2 * 5)) == []
+
+
+def test_end_of_stream_closes_open_speech() -> None:
+    actions = run(Segmenter(energy_vad, SegmenterSettings()), pcm(tone(1.0)))
+    assert isinstance(actions[-1], SpeechEnded) and actions[-1].reason == END_OF_STREAM
+
+
+def test_ten_minutes_of_noise_are_force_finalized_with_bounded_buffers() -> None:
+    """Loud white noise is 'speech' to the real WebRTC VAD (measured: 100% of frames at sigma 3000):
+    without a cap the utterance would never end."""
+    vad = WebRtcVad().classifier()
+    segmenter = Segmenter(vad.is_speech, SegmenterSettings(max_utterance_ms=10_000, continuous=True))
+    rng = np.random.default_rng(7)
+    ended = []
+    peak = 0
+    for _ in range(600):  # ten minutes, one second at a time
+        actions = segmenter.push(pcm(rng.normal(0, 3000, 16000)))
+        ended += [a for a in actions if isinstance(a, SpeechEnded)]
+        peak = max(peak, segmenter.buffered_bytes)
+    assert len(ended) >= 55
+    assert all(a.reason == END_MAX_LENGTH for a in ended)
+    assert all(a.duration_ms <= 10_000 + 30 for a in ended)  # one 30 ms frame of granularity
+    assert peak <= SegmenterSettings().frame_bytes * 11  # pre-roll window plus one partial frame
+
+
+# --- sentence splitter -----------------------------------------------------------------------
+
+
+def test_sentences_come_out_as_soon_as_complete() -> None:
+    splitter = SentenceSplitter()
+    out = []
+    for token in ["Hel", "lo there", ". It is ", "3.14 degrees, Dr", ". Smith! Really", "?", " Yes"]:
+        out.append(splitter.feed(token))
+    assert out == [[], [], ["Hello there."], [], ["It is 3.14 degrees, Dr. Smith!"], [], ["Really?"]]
+    assert splitter.flush() == ["Yes"]
+    assert splitter.flush() == []
+
+
+def test_runaway_text_is_cut_at_a_word_boundary() -> None:
+    splitter = SentenceSplitter(max_chars=40)
+    out = splitter.feed("word " * 20)
+    assert out and all(len(s) <= 40 for s in out)
+    assert all(not s.endswith("wor") for s in out)
+
+
+@given(st.text(alphabet=st.sampled_from(list("abc .!?,\n")), max_size=300), st.lists(st.integers(1, 15), max_size=40))
+@settings(max_examples=150, deadline=None)
+def test_splitting_never_loses_or_reorders_text(text: str, cuts: list[int]) -> None:
+    splitter = SentenceSplitter(max_chars=30)
+    out, start = [], 0
+    for cut in cuts:
+        out += splitter.feed(text[start : start + cut])
+        start += cut
+    out += splitter.feed(text[start:])
+    out += splitter.flush()
+    assert "".join(out).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+    assert all(s == s.strip() and s for s in out)
+
+
+def test_word_error_rate() -> None:
+    assert word_error_rate("open the garage door", "Open the garage door.") == 0
+    assert word_error_rate("open the garage door", "open a garage") == 0.5

@@ -1,0 +1,388 @@
+"""The Voice service over real gRPC, with real engines: eSpeak speech streamed through Transcribe,
+Synthesize streaming and cancel, bad input, and the Wyoming engines against a real Wyoming server
+process (plus the breaker falling back to the embedded engines when the server is gone).
+
+WER threshold: the default pocketsphinx LM on eSpeak's en-us voice measured 0.00-0.17 on the
+sentences used here (and 0.41 over a harder 12-sentence set, bench/voice.py); 0.5 leaves room
+for eSpeak's run-to-run variation without letting a broken pipeline (WER ~1) pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from coda.v1 import bus_pb2, bus_pb2_grpc, voice_pb2, voice_pb2_grpc
+from coda.voice.audio import PcmResampler
+from coda.voice.engines.espeak_tts import EspeakTts
+from coda.voice.quality import word_error_rate
+from coda.voice.wyoming_server import BANNER
+from tests.conftest import Processes, make_config, running_host
+
+RATE = 16_000
+PCM16 = voice_pb2.AUDIO_ENCODING_PCM16
+SENTENCES = ["i would like a cup of coffee", "open the garage door", "what is the weather like today"]
+
+
+async def speech(text: str, rate: int = RATE) -> bytes:
+    tts = EspeakTts()
+    await tts.load()
+    audio = b"".join([piece.pcm async for piece in tts.synthesize(text, "en-us")])
+    return PcmResampler(tts.sample_rate, rate).process(audio)
+
+
+def silence(seconds: float, rate: int = RATE) -> bytes:
+    return bytes(int(seconds * rate) * 2)
+
+
+def transcribe_config(rate: int = RATE, **fields: object) -> voice_pb2.TranscribeRequest:
+    return voice_pb2.TranscribeRequest(
+        config=voice_pb2.TranscribeConfig(format=voice_pb2.AudioFormat(encoding=PCM16, sample_rate=rate), **fields)
+    )
+
+
+async def audio_requests(
+    setup: voice_pb2.TranscribeRequest, audio: bytes, chunk: int = 3200, pace: float = 0.0, end: bool = True
+) -> AsyncIterator[voice_pb2.TranscribeRequest]:
+    yield setup
+    for i in range(0, len(audio), chunk):
+        yield voice_pb2.TranscribeRequest(audio=audio[i : i + chunk])
+        if pace:
+            await asyncio.sleep(pace)
+    if end:
+        yield voice_pb2.TranscribeRequest(end=voice_pb2.AudioStreamEnd())
+
+
+async def collect(call) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
+    return [(r.WhichOneof("response"), getattr(r, r.WhichOneof("response"))) async for r in call]
+
+
+async def bus_events(address: str, session_id: str, want: set[str], timeout: float = 10.0) -> list:
+    """Every retained event of a session, once all `want` payload kinds were seen."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = bus_pb2_grpc.EventBusStub(channel)
+        call = stub.Subscribe(bus_pb2.SubscribeRequest(session_id=session_id, after_seq=0))
+        events: list = []
+
+        async def read() -> None:
+            async for response in call:
+                if response.WhichOneof("message") == "batch":
+                    events.extend(response.batch.events)
+                    if want <= {e.WhichOneof("payload") for e in events}:
+                        return
+
+        try:
+            await asyncio.wait_for(read(), timeout)
+        finally:
+            call.cancel()
+    return events
+
+
+@pytest.fixture
+async def voice(tmp_path: Path) -> AsyncIterator[tuple[voice_pb2_grpc.VoiceStub, str]]:
+    config = make_config(tmp_path, CODA_VOICE__MAX_UTTERANCE_SECONDS="3")
+    async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
+        yield voice_pb2_grpc.VoiceStub(channel), host.address
+
+
+async def test_real_time_sentence_is_segmented_and_transcribed(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, address = voice
+    sentence = SENTENCES[0]
+    spoken = await speech(sentence)
+    audio = silence(1.0) + spoken + silence(1.5)
+    setup = transcribe_config(partials=True, session_id="s-rt", correlation_id="turn-1")
+    responses = await collect(stub.Transcribe(audio_requests(setup, audio, chunk=640, pace=0.02)))
+    kinds = [k for k, _ in responses]
+    assert kinds[0] == "started" and kinds[-1] == "final"
+    assert kinds.count("speech_started") == kinds.count("speech_ended") == 1
+    assert "partial" in kinds
+    started = next(p for k, p in responses if k == "speech_started")
+    ended = next(p for k, p in responses if k == "speech_ended")
+    speech_ms = len(spoken) / 2 / RATE * 1000
+    # eSpeak pads a little silence itself, so the boundaries may sit inside the audio it made.
+    assert 700 <= started.offset_ms <= 1000 + 300
+    assert 1000 + speech_ms - 400 <= ended.offset_ms <= 1000 + speech_ms + 300
+    final = responses[-1][1]
+    assert word_error_rate(sentence, final.text) <= 0.5, final.text
+    assert final.engine == "pocketsphinx" and final.language == "en-US"
+    assert 0 < final.confidence <= 1
+    events = await bus_events(address, "s-rt", {"voice_stt_final", "voice_vad_speech_ended"})
+    types = [e.WhichOneof("payload") for e in events]
+    assert {"voice_stt_started", "voice_vad_speech_started", "voice_stt_partial", "voice_stt_final"} <= set(types)
+    assert all(e.correlation_id == "turn-1" and e.source == "voice" for e in events)
+
+
+async def test_continuous_stream_at_full_speed_transcribes_each_utterance(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    audio = silence(0.5)
+    for sentence in SENTENCES[1:]:
+        audio += await speech(sentence) + silence(1.2)
+    # Odd chunk sizes: PCM16 samples split across messages must be carried, not dropped.
+    responses = await collect(
+        stub.Transcribe(audio_requests(transcribe_config(continuous=True, silence_ms=500), audio, chunk=4001))
+    )
+    finals = [p.text for k, p in responses if k == "final"]
+    assert len(finals) == 2
+    # Judged over the stream: a fresh decoder's live CMN settles during the first utterance.
+    assert word_error_rate(" ".join(SENTENCES[1:]), " ".join(finals)) <= 0.5, finals
+
+
+async def test_other_rates_stereo_and_float_are_converted(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    spoken = await speech(SENTENCES[2], 44_100)
+    mono = np.frombuffer(silence(0.5, 44_100) + spoken + silence(1.5, 44_100), "<i2").astype(np.float32) / 32768
+    stereo = np.stack([mono, mono], axis=1).astype("<f4").tobytes()
+    setup = voice_pb2.TranscribeRequest(
+        config=voice_pb2.TranscribeConfig(
+            format=voice_pb2.AudioFormat(encoding=voice_pb2.AUDIO_ENCODING_FLOAT32, sample_rate=44_100, channels=2)
+        )
+    )
+    responses = await collect(stub.Transcribe(audio_requests(setup, stereo, chunk=8191)))
+    assert word_error_rate(SENTENCES[2], responses[-1][1].text) <= 0.5
+
+
+async def test_wrong_declared_rate_still_answers(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    audio = silence(0.5, 22_050) + await speech(SENTENCES[2], 22_050) + silence(1.0, 22_050)
+    responses = await collect(stub.Transcribe(audio_requests(transcribe_config(16_000), audio)))
+    assert responses[0][0] == "started"  # garbled audio, but a well-formed stream
+
+
+@pytest.mark.parametrize(
+    ("first", "detail"),
+    [
+        (transcribe_config(0), "sample_rate 0 Hz"),
+        (
+            voice_pb2.TranscribeRequest(
+                config=voice_pb2.TranscribeConfig(format=voice_pb2.AudioFormat(sample_rate=16000))
+            ),
+            "encoding",
+        ),
+        (
+            voice_pb2.TranscribeRequest(
+                config=voice_pb2.TranscribeConfig(
+                    format=voice_pb2.AudioFormat(encoding=PCM16, sample_rate=16000, channels=6)
+                )
+            ),
+            "channels",
+        ),
+        (voice_pb2.TranscribeRequest(audio=b"\0\0"), "first TranscribeRequest must carry a config"),
+        (transcribe_config(language="fr"), "not supported"),
+    ],
+)
+async def test_bad_setup_is_invalid_argument(voice, first: voice_pb2.TranscribeRequest, detail: str) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub.Transcribe(audio_requests(first, b"")))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail in (caught.value.details() or "")
+
+
+async def test_silence_only_gives_no_utterance(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    responses = await collect(stub.Transcribe(audio_requests(transcribe_config(), silence(5.0))))
+    assert [k for k, _ in responses] == ["started"]
+
+
+async def test_endless_noise_is_force_finalized_and_memory_stays_bounded(voice) -> None:  # type: ignore[no-untyped-def]
+    """Loud noise is speech to the VAD: utterances end at max_utterance_seconds (3 s here).
+    Then ten minutes of quiet room noise, streamed as fast as possible, must not grow memory."""
+    stub, _ = voice
+    rng = np.random.default_rng(3)
+    loud = np.clip(rng.normal(0, 3000, RATE * 12), -32768, 32767).astype("<i2").tobytes()
+    responses = await collect(stub.Transcribe(audio_requests(transcribe_config(continuous=True), loud, chunk=16000)))
+    ended = [p for k, p in responses if k == "speech_ended"]
+    assert len(ended) >= 3 and all(p.speech_duration_ms <= 3000 + 30 for p in ended)
+    assert sum(k == "final" for k, _ in responses) == len(ended)
+
+    quiet = np.clip(rng.normal(0, 200, RATE * 10), -32768, 32767).astype("<i2").tobytes()
+
+    async def ten_minutes() -> AsyncIterator[voice_pb2.TranscribeRequest]:
+        yield transcribe_config(continuous=True)
+        for _ in range(60):
+            for i in range(0, len(quiet), 32000):
+                yield voice_pb2.TranscribeRequest(audio=quiet[i : i + 32000])
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    responses = await collect(stub.Transcribe(ten_minutes()))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert responses[0][0] == "started"
+    assert grown_mb < 60, f"peak RSS grew {grown_mb:.0f} MB over ten minutes of audio (19 MB of PCM)"
+
+
+async def test_client_vanishing_mid_stream_leaves_the_server_serving(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    spoken = await speech(SENTENCES[1])
+    tasks_before = len(asyncio.all_tasks())
+    call = stub.Transcribe(audio_requests(transcribe_config(), silence(0.5) + spoken, chunk=1600, pace=0.01, end=False))
+    async for response in call:
+        if response.WhichOneof("response") == "speech_started":
+            call.cancel()
+            break
+    await asyncio.sleep(0.5)
+    responses = await collect(
+        stub.Transcribe(audio_requests(transcribe_config(), silence(0.5) + spoken + silence(1.0)))
+    )
+    assert word_error_rate(SENTENCES[1], responses[-1][1].text) <= 0.5
+    await asyncio.sleep(0.2)
+    assert len(asyncio.all_tasks()) <= tasks_before + 1
+
+
+# --- Synthesize ------------------------------------------------------------------------------
+
+
+class Requests:
+    """A request stream the test feeds while reading responses."""
+
+    def __init__(self, first: voice_pb2.SynthesizeRequest) -> None:
+        self._queue: asyncio.Queue[voice_pb2.SynthesizeRequest | None] = asyncio.Queue()
+        self._queue.put_nowait(first)
+
+    def text(self, text: str, flush: bool = False) -> None:
+        self._queue.put_nowait(voice_pb2.SynthesizeRequest(text=voice_pb2.SynthesizeText(text=text, flush=flush)))
+
+    def cancel(self) -> None:
+        self._queue.put_nowait(voice_pb2.SynthesizeRequest(cancel=voice_pb2.SynthesizeCancel()))
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[voice_pb2.SynthesizeRequest]:
+        while (request := await self._queue.get()) is not None:
+            yield request
+
+
+async def test_first_audio_arrives_before_the_text_is_complete(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, address = voice
+    requests = Requests(
+        voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(session_id="s-tts", correlation_id="t"))
+    )
+    for token in ["Good ", "morning", ". The ", "rest is "]:
+        requests.text(token)
+    call = stub.Synthesize(requests.__aiter__())
+    kinds, chunks = [], []
+    async for response in call:
+        kind = response.WhichOneof("response")
+        kinds.append(kind)
+        if kind == "audio":
+            chunks.append(response.audio)
+            if len(chunks) == 1:
+                requests.text("still on its way.")
+                requests.close()
+    assert kinds[0] == "started" and kinds[-1] == "finished"
+    assert chunks[0].text == "Good morning." and chunks[0].sample_rate == 22_050
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))
+    assert "The rest is still on its way." in [c.text for c in chunks]
+    assert all(len(c.pcm) == 2 * c.samples for c in chunks)
+    assert max(c.samples for c in chunks) == 22_050 * 160 // 1000
+    finished = response.finished
+    assert not finished.cancelled
+    assert finished.audio_duration_ms == pytest.approx(sum(c.samples for c in chunks) / 22.05)
+    events = await bus_events(address, "s-tts", {"voice_tts_finished"})
+    audio_events = [e.voice_tts_audio for e in events if e.WhichOneof("payload") == "voice_tts_audio"]
+    assert len(audio_events) == len(chunks) and all(not a.pcm and a.samples for a in audio_events)
+
+
+async def test_cancel_stops_mid_sentence(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    requests = Requests(voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(sample_rate=16_000)))
+    long_sentence = "This sentence goes on and on " + "and on " * 40 + "until it ends."
+    requests.text(long_sentence, flush=True)
+    requests.text("A second sentence that must never be spoken.", flush=True)
+    audio, finished = [], None
+    async for response in stub.Synthesize(requests.__aiter__()):
+        kind = response.WhichOneof("response")
+        if kind == "audio":
+            audio.append(response.audio)
+            if len(audio) == 2:
+                requests.cancel()
+        elif kind == "finished":
+            finished = response.finished
+    assert finished is not None and finished.cancelled
+    full_chunks = (await_len := len(await speech(long_sentence, 16_000))) // (2 * 16_000 * 160 // 1000)
+    assert await_len and len(audio) < full_chunks / 2
+    assert all(c.sample_rate == 16_000 for c in audio)
+
+
+async def test_unknown_voice_is_invalid_argument(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    requests = Requests(voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(voice="klingon-9")))
+    requests.text("Hello.", flush=True)
+    requests.close()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub.Synthesize(requests.__aiter__()))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "klingon-9" in (caught.value.details() or "")
+
+
+# --- Wyoming engines -------------------------------------------------------------------------
+
+
+async def test_wyoming_engines_against_a_real_wyoming_server(tmp_path: Path, processes: Processes) -> None:
+    _, banner = await asyncio.to_thread(
+        processes.start, ["-m", "coda.voice.wyoming_server", "--uri", "tcp://127.0.0.1:0"], banner=BANNER
+    )
+    port = banner.rsplit(":", 1)[1]
+    config = make_config(
+        tmp_path,
+        CODA_VOICE__STT_ENGINE="wyoming",
+        CODA_VOICE__TTS_ENGINE="wyoming",
+        CODA_VOICE__WYOMING_STT_PORT=port,
+        CODA_VOICE__WYOMING_TTS_PORT=port,
+    )
+    async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stub = voice_pb2_grpc.VoiceStub(channel)
+        requests = Requests(voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(sample_rate=RATE)))
+        requests.text(SENTENCES[2] + ".", flush=True)
+        requests.close()
+        responses = await collect(stub.Synthesize(requests.__aiter__()))
+        assert responses[0][1].engine == "wyoming"
+        spoken = b"".join(p.pcm for k, p in responses if k == "audio")
+        assert len(spoken) > RATE  # more than half a second of speech
+        result = await collect(
+            stub.Transcribe(audio_requests(transcribe_config(), silence(0.5) + spoken + silence(1.0)))
+        )
+        final = result[-1][1]
+        assert final.engine == "wyoming"
+        assert word_error_rate(SENTENCES[2], final.text) <= 0.5, final.text
+
+
+async def test_dead_wyoming_server_opens_the_breaker_and_falls_back(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = str(probe.getsockname()[1])
+    config = make_config(
+        tmp_path,
+        CODA_VOICE__STT_ENGINE="wyoming",
+        CODA_VOICE__TTS_ENGINE="wyoming",
+        CODA_VOICE__WYOMING_STT_PORT=dead_port,
+        CODA_VOICE__WYOMING_TTS_PORT=dead_port,
+        CODA_VOICE__BREAKER_FAILURES="1",
+        CODA_VOICE__WYOMING_TIMEOUT_SECONDS="2",
+    )
+    async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stub = voice_pb2_grpc.VoiceStub(channel)
+        spoken = await speech(SENTENCES[0])
+        for _ in range(2):  # the first call trips the breaker, the second skips the dead server
+            result = await collect(
+                stub.Transcribe(audio_requests(transcribe_config(), silence(0.5) + spoken + silence(1.0)))
+            )
+            assert result[-1][1].engine == "pocketsphinx"
+        requests = Requests(voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig()))
+        requests.text("Still talking.", flush=True)
+        requests.close()
+        responses = await collect(stub.Synthesize(requests.__aiter__()))
+        assert any(k == "audio" for k, _ in responses) and responses[-1][0] == "finished"
+        events = await bus_events(host.address, "", {"component_breaker"})
+        breaker = [e.component_breaker for e in events if e.WhichOneof("payload") == "component_breaker"]
+        assert {b.target for b in breaker} == {f"wyoming:tcp://127.0.0.1:{dead_port}"}
+        assert breaker[0].state == 2 and breaker[0].component == "voice" and breaker[0].reason  # BREAKER_STATE_OPEN
+    assert os.getpid()  # nothing else to clean up: the host is stopped
