@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -43,11 +44,17 @@ class GrpcConfig:
 class EndpointsConfig:
     """Where each component is reached over gRPC. Empty: the local `grpc.address`."""
 
+    #: EventBus address (host:port).
     bus: str = ""
+    #: Llm service address.
     llm: str = ""
+    #: Memory service address.
     memory: str = ""
+    #: Tools service address.
     tools: str = ""
+    #: Voice service address.
     voice: str = ""
+    #: Assistant service address.
     assistant: str = ""
 
 
@@ -113,39 +120,249 @@ class BusConfig:
 class BridgeConfig:
     #: WebSocket + HTTP listen address of the bridge.
     host: str = "127.0.0.1"
+    #: WebSocket + HTTP port (0 picks a free one; the bridge prints the bound address).
     port: int = 8765
     #: Coda's gRPC address (bus and assistant); empty: `grpc.address`.
     coda_address: str = ""
+    #: Most open WebSocket connections (0: unlimited); more are refused with HTTP 403.
+    max_connections: int = 10_000
+    #: Most open connections from one client IP address (0: unlimited).
+    max_connections_per_ip: int = 100
+    #: Largest inbound frame answered normally; larger ones get a FRAME_TOO_LARGE error frame.
+    max_frame_bytes: int = 256 * 1024
+    #: Frames this many times larger than `max_frame_bytes` close the connection (1009).
+    hard_frame_factor: int = 4
+    #: Inbound frames per second per connection (token bucket rate; 0: unlimited) ...
+    frames_per_second: float = 50.0
+    #: ... and the bucket's size (a burst allowed at once).
+    frames_burst: int = 100
+    #: Microphone audio per connection, bytes per second (PCM16 16 kHz mono is 32000; 0: unlimited).
+    audio_bytes_per_second: int = 96_000
+    #: Close a connection that sent no frame for this many seconds (0: never). Send pings to stay.
+    idle_timeout_seconds: float = 120.0
+    #: Frames a connection may have waiting to be sent before it is cut off as too slow (1013).
+    send_queue_frames: int = 1024
+    #: Events arriving within this window leave as one `events` frame.
+    batch_window_ms: float = 5.0
+    #: An `events` frame holds at most this many events.
+    batch_max_events: int = 512
+    #: WebSocket-level keep-alive pings every N seconds (0: off) ...
+    ping_interval_seconds: float = 20.0
+    #: ... and the connection is closed when a pong takes longer than this.
+    ping_timeout_seconds: float = 20.0
+    #: Seconds to wait for a client's closing handshake before dropping the TCP connection.
+    close_timeout_seconds: float = 5.0
+    #: HMAC secret of HS256 JWT bearer tokens; set it (or `static_tokens`) to require authentication.
+    jwt_secret: str = ""
+    #: Required `aud` claim of JWTs (empty: not checked).
+    jwt_audience: str = "coda-bridge"
+    #: Static bearer tokens: token -> the session it may use ("" = every session).
+    static_tokens: dict[str, str] = field(default_factory=dict)
+    #: Origins allowed to connect (e.g. "http://127.0.0.1:8765"); empty: any origin.
+    allowed_origins: list[str] = field(default_factory=list)
+    #: Reconnect backoff to Coda after the link drops: first delay ...
+    reconnect_initial_seconds: float = 0.1
+    #: ... doubling up to this delay.
+    reconnect_max_seconds: float = 5.0
+    #: Consecutive Assistant failures that open its circuit breaker ...
+    assistant_failures_to_open: int = 3
+    #: ... and seconds it stays open before one trial call.
+    assistant_reset_seconds: float = 10.0
+    #: Directory served at `/` (empty: the packaged bridge/static).
+    static_dir: str = ""
+
+
+@dataclass
+class LlmProviderConfig:
+    """One `[[llm.providers]]` entry."""
+
+    #: Name used in `llm.chain` and in GenerateOptions.provider.
+    name: str = ""
+    #: "openai" (any OpenAI-compatible Chat Completions server: Ollama, vLLM, llama.cpp, LM Studio) or "embedded".
+    kind: str = "openai"
+    #: Base URL; requests go to `{base_url}/chat/completions`.
+    base_url: str = "http://127.0.0.1:11434/v1"
+    #: Model used when a request names none.
+    model: str = "llama3.2"
+    #: Bearer token; empty sends none.
+    api_key: str = ""
+    #: Seconds to establish the connection.
+    connect_timeout_seconds: float = 5.0
+    #: Seconds to wait for the answer to start and then between two chunks of the stream.
+    read_timeout_seconds: float = 60.0
 
 
 @dataclass
 class LlmConfig:
     #: Provider names tried in order (fallback chain); each must be in `providers` or "embedded".
     chain: list[str] = field(default_factory=lambda: ["embedded"])
+    #: Model servers (`[[llm.providers]]` tables); "embedded" (the intent agent) needs no entry.
+    providers: list[LlmProviderConfig] = field(default_factory=list)
+    #: Consecutive failures of a provider that open its circuit breaker.
+    breaker_fail_max: int = 3
+    #: Seconds an open breaker waits before letting one trial request through.
+    breaker_reset_seconds: float = 30.0
+    #: Pause between the embedded agent's streamed words (0: as fast as possible).
+    embedded_token_delay_ms: float = 0.0
 
 
 @dataclass
 class MemoryConfig:
     #: SQLite database file of the embedded store.
     path: str = "var/memory.db"
+    #: Sentence embedder: "minilm" (all-MiniLM-L6-v2 in numpy, packaged weights) or "none" (BM25 only).
+    embedder: str = "minilm"
+    #: Folder with config.json, tokenizer.json and model.safetensors; empty: the packaged copy.
+    embedder_model_dir: str = ""
+    #: Short-term history returned by Recall/History: at most this many turns ...
+    short_term_turns: int = 20
+    #: ... and at most about this many tokens (4 characters per token).
+    short_term_tokens: int = 2000
+    #: Turns kept per session; older ones become long-term "episode" items.
+    short_term_keep_turns: int = 200
+    #: Long-term items returned by Recall when the request does not say.
+    recall_items: int = 5
+    #: Largest `limit` / `max_items` / `max_turns` a request may ask for.
+    max_results: int = 100
+    #: Longest item text accepted, in characters.
+    max_text_chars: int = 8000
+    #: Hybrid ranking: relevance = semantic_weight * cosine + lexical_weight * normalized BM25 ...
+    semantic_weight: float = 0.7
+    #: Weight of the normalized BM25 score in relevance (alone when no embedding is available).
+    lexical_weight: float = 0.3
+    #: ... then score = relevance * (1 - importance_weight * (1 - importance) - recency_weight * (1 - recency)).
+    importance_weight: float = 0.15
+    #: Weight of recency (see recency_half_life_seconds) in the score.
+    recency_weight: float = 0.1
+    #: Recency halves every this many seconds since the item was last recalled.
+    recency_half_life_seconds: float = 30 * 86400.0
+    #: Episodes older than this are summarized by the periodic consolidation ...
+    consolidate_after_seconds: float = 7 * 86400.0
+    #: ... which runs this often (0: only on request).
+    consolidate_interval_seconds: float = 3600.0
+    #: A (user, session) group needs at least this many old episodes to be summarized.
+    consolidate_min_episodes: int = 3
+    #: Sentences kept in a summary.
+    summary_sentences: int = 5
 
 
 @dataclass
 class ToolsConfig:
     #: Default per-call timeout in seconds.
     timeout_seconds: float = 10.0
+    #: Per-tool timeouts in seconds, e.g. `{ recall = 5.0 }`; they override `timeout_seconds`.
+    timeouts: dict[str, float] = field(default_factory=dict)
+    #: Longest timeout a caller may ask for with `ToolCall.timeout_ms`, in seconds.
+    max_timeout_seconds: float = 300.0
+    #: Allow-list: when non-empty, only these tools are listed and callable (others answer DISABLED).
+    enabled: list[str] = field(default_factory=list)
+    #: Tools turned off: not listed, and a call answers DISABLED.
+    disabled: list[str] = field(default_factory=list)
+    #: Largest result (its JSON, in bytes); a bigger one fails with OUTPUT_TOO_LARGE.
+    output_max_bytes: int = 64 * 1024
+    #: Consecutive failures (errors or timeouts) of one tool that open its circuit breaker.
+    breaker_fail_max: int = 5
+    #: Seconds an open breaker answers UNAVAILABLE before letting a trial call through.
+    breaker_reset_seconds: float = 30.0
+    #: Turn on the `shell` tool (runs local commands, no shell syntax). Off by default.
+    shell_enabled: bool = False
+    #: Turn on the `http_get` tool (fetches http/https URLs). Off by default.
+    http_enabled: bool = False
+    #: Extra tool plugins as "package.module:attribute" (a Tool, a list of Tools, or a callable returning them).
+    plugins: list[str] = field(default_factory=list)
+    #: Load third-party tools from the `coda.tools` Python entry point group.
+    entry_points: bool = True
+    #: Time zone of `get_time` when none is asked for (IANA name or city); empty: this machine's zone.
+    timezone: str = ""
+    #: Most timers set with `set_timer` that may be pending at once.
+    max_timers: int = 100
 
 
 @dataclass
 class VoiceConfig:
     #: Silence that ends an utterance, in milliseconds.
     silence_ms: int = 700
+    #: Speech-to-text engine: "pocketsphinx" (embedded, offline) or "wyoming" (e.g. wyoming-faster-whisper).
+    stt_engine: str = "pocketsphinx"
+    #: Text-to-speech engine: "espeak" (embedded eSpeak NG, offline) or "wyoming" (e.g. wyoming-piper).
+    tts_engine: str = "espeak"
+    #: Voice activity detector: "webrtc" (embedded).
+    vad_engine: str = "webrtc"
+    #: WebRTC VAD aggressiveness, 0 (keeps most audio as speech) to 3 (filters the most noise).
+    vad_aggressiveness: int = 2
+    #: Wyoming STT server (stt_engine = "wyoming").
+    wyoming_stt_host: str = "127.0.0.1"
+    #: Port of the Wyoming STT server.
+    wyoming_stt_port: int = 10300
+    #: Wyoming TTS server (tts_engine = "wyoming").
+    wyoming_tts_host: str = "127.0.0.1"
+    #: Port of the Wyoming TTS server.
+    wyoming_tts_port: int = 10200
+    #: Seconds to wait for a Wyoming server at each step (connect, each reply).
+    wyoming_timeout_seconds: float = 10.0
+    #: Fall back to the embedded engine when a Wyoming server fails or its circuit is open.
+    fallback_to_embedded: bool = True
+    #: Consecutive failures that open an external engine's circuit ...
+    breaker_failures: int = 3
+    #: ... and seconds it stays open before one trial call is let through.
+    breaker_reset_seconds: float = 30.0
+    #: TTS voice when a request names none: an eSpeak voice (en-us, en-gb, en-us+f2) or a piper voice name.
+    tts_voice: str = "en-us"
+    #: eSpeak speaking rate, words per minute.
+    speaking_rate_wpm: int = 175
+    #: An utterance longer than this is finalized anyway (bounds memory on endless noise).
+    max_utterance_seconds: float = 30.0
+    #: Partial transcripts (when requested) are computed every this much utterance audio.
+    partial_interval_ms: int = 300
+    #: Most audio one stream keeps for an external STT engine's utterance, to replay into the
+    #: fallback if the server fails mid-utterance (longer utterances are not replayable).
+    max_buffered_audio_seconds: float = 30.0
+    #: Size of the audio chunks Synthesize streams, in milliseconds.
+    tts_chunk_ms: int = 160
+    #: Longest text spoken as one sentence when no sentence end arrives.
+    max_sentence_chars: int = 250
 
 
 @dataclass
 class AssistantConfig:
     #: Most tool rounds in one turn before the answer is forced.
     max_tool_rounds: int = 4
+    #: The assistant's default persona: the opening of every system prompt.
+    persona: str = (
+        "You are Coda, a helpful local voice and text assistant. Answer the user's question directly; "
+        "use the tools you are given when they help."
+    )
+    #: Default personality traits, each 0..1 (known: warmth, humor, verbosity, formality).
+    traits: dict[str, float] = field(
+        default_factory=lambda: {"warmth": 0.6, "humor": 0.3, "verbosity": 0.4, "formality": 0.4}
+    )
+    #: User id of sessions opened without one.
+    default_user_id: str = "local"
+    #: Long-term memory items recalled as context for each turn.
+    recall_items: int = 5
+    #: Recent turns of the session replayed to the model for each turn.
+    recall_turns: int = 8
+    #: Turns returned as a session's history on open/resume and by GetSession.
+    history_turns: int = 50
+    #: A turn (from the user's input to the end of its answer) is stopped after this many seconds.
+    turn_timeout_seconds: float = 120.0
+    #: Seconds a memory call (recall, add turn, store) may take before the turn goes on without it.
+    memory_timeout_seconds: float = 5.0
+    #: Per-call tool timeout passed to Tools.Execute; 0: the tool's configured timeout.
+    tool_timeout_ms: int = 0
+    #: Seconds the tool list from Tools.ListTools is cached.
+    tools_cache_seconds: float = 30.0
+    #: Barge-in: the user starting to speak during an answer interrupts it.
+    barge_in: bool = True
+    #: Seconds an interrupted generation or synthesis gets to acknowledge its cancel before the call is dropped.
+    cancel_grace_seconds: float = 1.0
+    #: Store a finished exchange that used no tool as an episode in long-term memory when the user said at
+    #: least this many words (0: never).
+    episode_min_words: int = 8
+    #: Voice output (spoken answers) for sessions that do not choose.
+    voice_output: bool = False
+    #: SQLite file of the session store (sessions, their users and settings); history lives in memory.
+    sessions_path: str = "var/assistant/sessions.db"
 
 
 @dataclass
@@ -317,3 +534,67 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return str(value)
+
+
+def _field_docs(cls: Any) -> dict[str, str]:
+    """The `#:` comments above each field of a config dataclass, joined per field."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    names = {f.name for f in dataclasses.fields(cls)}
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        declared = re.match(r"(\w+)\s*:", stripped)
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+        elif declared and declared.group(1) in names:
+            docs[declared.group(1)] = " ".join(pending)
+            pending = []
+        else:
+            pending = []
+    return docs
+
+
+def reference_markdown() -> str:
+    """Every configuration key with its default and meaning (docs/configuration.md is this text)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated by `coda config --reference` from `coda/config.py`; a test keeps it in sync.",
+        "",
+        "Coda reads one TOML file (`--config PATH`, else `$CODA_CONFIG`, else `./coda.toml` when present)",
+        "and then environment overrides named `CODA_<SECTION>__<KEY>` (nested tables add another `__`,",
+        "e.g. `CODA_BUS__NATS__REPLICAS=3`). Lists and tables in the environment are JSON.",
+        "`coda config` prints the effective configuration.",
+    ]
+
+    def section(cls: Any, name: str) -> None:
+        hints = typing.get_type_hints(cls)
+        docs = _field_docs(cls)
+        nested: list[tuple[Any, str]] = []
+        rows: list[str] = []
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                nested.append((hint, f"{name}.{f.name}"))
+                continue
+            value = getattr(defaults, f.name)
+            if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+                value = [dataclasses.asdict(v) for v in value]
+            env = f"CODA_{name.upper().replace('.', '__')}__{f.name.upper()}"
+            default = _toml_value(value).replace("|", "\\|")
+            rows.append(f"| `{f.name}` | `{default}` | `{env}` | {docs.get(f.name, '')} |")
+        out.extend(["", f"## [{name}]", ""])
+        if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
+            out.extend([" ".join(cls.__doc__.split()), ""])
+        out.extend(["| key | default | environment | meaning |", "| --- | --- | --- | --- |", *rows])
+        for hint, sub in nested:
+            section(hint, sub)
+
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(hints[f.name]):
+            section(hints[f.name], f.name)
+    return "\n".join(out) + "\n"

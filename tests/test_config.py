@@ -55,3 +55,11 @@ def test_render_round_trips(tmp_path: Path) -> None:
     again = config_module.load(path, env={})
     assert again.bus.max_events == 7
     assert config_module.to_dict(again) == config_module.to_dict(config)
+
+
+def test_every_key_is_documented_and_the_reference_is_fresh() -> None:
+    text = config_module.reference_markdown()
+    undocumented = [line for line in text.splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    assert not undocumented, f"config keys without a `#:` comment: {undocumented}"
+    reference = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert reference.read_text() == text, "docs/configuration.md is stale: run `coda config --reference`"

@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.set_defaults(func=run_up)
 
     show = subparsers.add_parser("config", help="print the effective configuration")
+    show.add_argument("--reference", action="store_true", help="print every key with its default as Markdown")
     show.set_defaults(func=run_config)
 
 
@@ -92,6 +93,9 @@ def run_up(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace) -> int:
     from coda.cli import load_config
 
+    if args.reference:
+        print(config_module.reference_markdown(), end="")
+        return 0
     config = load_config(args)
     origin = config.source or "defaults (no config file)"
     print(f"# effective configuration from {origin} and CODA_* environment overrides")
