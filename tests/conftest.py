@@ -27,6 +27,7 @@ def make_config(tmp_path: Path, **env: str) -> Config:
         "CODA_METRICS__ADDRESS": "127.0.0.1:0",
         "CODA_BUS__PATH": str(tmp_path / "bus"),
         "CODA_MEMORY__PATH": str(tmp_path / "memory.db"),
+        "CODA_ASSISTANT__SESSIONS_PATH": str(tmp_path / "sessions.db"),
         "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
         "CODA_BRIDGE__PORT": "0",
     }

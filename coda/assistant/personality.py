@@ -1,0 +1,103 @@
+"""Personality traits and the system prompt they shape (pure).
+
+A session's personality is a few named traits, each 0..1. Each trait maps to one sentence of the
+system prompt, chosen by which third of the range it falls in, so a change the user can hear
+(e.g. verbosity 0.2 -> 0.9) always changes the prompt and small jitters do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from coda.v1 import events_pb2, memory_pb2
+
+#: trait -> (low, middle, high) guidance sentence.
+TRAIT_GUIDANCE: dict[str, tuple[str, str, str]] = {
+    "warmth": (
+        "Be matter-of-fact and neutral in tone.",
+        "Be friendly.",
+        "Be warm, kind and encouraging.",
+    ),
+    "humor": (
+        "Do not joke.",
+        "A light touch of humor is welcome when it fits.",
+        "Be playful and witty where it does not get in the way of the answer.",
+    ),
+    "verbosity": (
+        "Keep answers very short: one or two sentences.",
+        "Keep answers concise.",
+        "Give thorough answers with explanation and detail.",
+    ),
+    "formality": (
+        "Use casual, everyday language.",
+        "Use a natural, polite register.",
+        "Use formal, precise language.",
+    ),
+}
+KNOWN_TRAITS: tuple[str, ...] = tuple(TRAIT_GUIDANCE)
+
+
+class TraitError(ValueError):
+    """A trait name or value is invalid; the message says which."""
+
+
+def validate_traits(traits: Mapping[str, float]) -> None:
+    for name, value in traits.items():
+        if name not in TRAIT_GUIDANCE:
+            raise TraitError(f"unknown personality trait {name!r}; known: {', '.join(KNOWN_TRAITS)}")
+        if not 0.0 <= value <= 1.0:
+            raise TraitError(f"personality trait {name!r} must be within 0..1, got {value:g}")
+
+
+def merge_traits(current: Mapping[str, float], changes: Mapping[str, float]) -> dict[str, float]:
+    """`current` with `changes` applied (validated first, so a bad change leaves nothing half-applied)."""
+    validate_traits(changes)
+    return {**current, **changes}
+
+
+def trait_changes(before: Mapping[str, float], after: Mapping[str, float]) -> list[events_pb2.TraitChange]:
+    """What changed between two trait sets, in KNOWN_TRAITS order; unset traits count as 0.5."""
+    changes = []
+    for name in sorted(set(before) | set(after), key=_trait_order):
+        previous, current = before.get(name, 0.5), after.get(name, 0.5)
+        if abs(previous - current) > 1e-6:
+            changes.append(events_pb2.TraitChange(trait=name, previous=previous, current=current))
+    return changes
+
+
+def _trait_order(name: str) -> tuple[int, str]:
+    return (KNOWN_TRAITS.index(name) if name in KNOWN_TRAITS else len(KNOWN_TRAITS), name)
+
+
+def guidance(traits: Mapping[str, float]) -> list[str]:
+    """One sentence per known trait that is set."""
+    sentences = []
+    for name in KNOWN_TRAITS:
+        if name in traits:
+            low, middle, high = TRAIT_GUIDANCE[name]
+            value = traits[name]
+            sentences.append(low if value < 1 / 3 else middle if value < 2 / 3 else high)
+    return sentences
+
+
+def system_prompt(
+    base: str,
+    persona: str,
+    traits: Mapping[str, float],
+    memories: Sequence[memory_pb2.ScoredItem] = (),
+    language: str = "",
+) -> str:
+    """The system message of a turn: who the assistant is, how it talks, and what it remembers."""
+    parts = [base.strip()]
+    if persona.strip():
+        parts.append(persona.strip())
+    style = guidance(traits)
+    if style:
+        parts.append("Style: " + " ".join(style))
+    if language:
+        parts.append(f"Answer in the language with code {language!r}.")
+    if memories:
+        lines = "\n".join(f"- {scored.item.text}" for scored in memories if scored.item.text.strip())
+        if lines:
+            parts.append("Things you remember that may be relevant:\n" + lines)
+    return "\n\n".join(parts)

@@ -1,0 +1,138 @@
+"""Sessions: who a conversation belongs to and how it is set up, kept in a small SQLite file.
+
+The turns themselves live in Memory (AddTurn / History); the store keeps what Memory does not know:
+the session's user, its settings, a turn count and the last user text for listings. A few recent
+turns are also cached here so that a session still has history to show when Memory is down.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coda.v1 import events_pb2, memory_pb2
+
+SESSION_ID_MAX = 128
+RECENT_TURNS_CACHED = 20
+
+
+def new_session_id() -> str:
+    return "s-" + uuid.uuid4().hex[:16]
+
+
+def check_session_id(session_id: str) -> None:
+    """A client-chosen id must be printable and short, since it travels in events and file keys."""
+    if len(session_id) > SESSION_ID_MAX or not session_id.isprintable() or session_id.strip() != session_id:
+        raise ValueError(f"invalid session id {session_id[:40]!r}: at most {SESSION_ID_MAX} printable characters")
+
+
+@dataclass
+class Session:
+    session_id: str
+    user_id: str
+    settings: events_pb2.ConversationSettings
+    turns: int = 0
+    last_user_text: str = ""
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    #: Newest last; a fallback for History when Memory is unavailable.
+    recent: deque[memory_pb2.Turn] = field(default_factory=lambda: deque(maxlen=RECENT_TURNS_CACHED))
+
+
+class SessionStore:
+    """Sessions by id, persisted in SQLite (path "" or ":memory:" keeps them in this process only)."""
+
+    def __init__(self, path: str) -> None:
+        target = path or ":memory:"
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(target, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._live: dict[str, Session] = {}
+        with self._lock, self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS sessions ("
+                " session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, settings BLOB NOT NULL,"
+                " turns INTEGER NOT NULL, last_user_text TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, updated)")
+
+    def get(self, session_id: str) -> Session | None:
+        session = self._live.get(session_id)
+        if session is not None:
+            return session
+        with self._lock:
+            row = self._db.execute(
+                "SELECT session_id, user_id, settings, turns, last_user_text, created, updated"
+                " FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        session = _from_row(row)
+        self._live[session_id] = session
+        return session
+
+    def create(self, session_id: str, user_id: str, settings: events_pb2.ConversationSettings) -> Session:
+        session = Session(session_id=session_id, user_id=user_id, settings=settings)
+        self._live[session_id] = session
+        self.save(session)
+        return session
+
+    def save(self, session: Session) -> None:
+        session.updated = time.time()
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.session_id,
+                    session.user_id,
+                    session.settings.SerializeToString(deterministic=True),
+                    session.turns,
+                    session.last_user_text,
+                    session.created,
+                    session.updated,
+                ),
+            )
+
+    def record_turn(self, session: Session, turn: memory_pb2.Turn) -> None:
+        session.turns += 1
+        session.last_user_text = turn.user_text
+        session.recent.append(turn)
+        self.save(session)
+
+    def list(self, user_id: str = "", limit: int = 50) -> list[Session]:
+        """Sessions (of one user, or all), most recently used first."""
+        query = "SELECT session_id, user_id, settings, turns, last_user_text, created, updated FROM sessions"
+        params: tuple[object, ...] = ()
+        if user_id:
+            query += " WHERE user_id = ?"
+            params = (user_id,)
+        query += " ORDER BY updated DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*params, limit)).fetchall()
+        return [self._live.get(row[0]) or _from_row(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _from_row(row: tuple) -> Session:  # type: ignore[type-arg]
+    session_id, user_id, blob, turns, last_user_text, created, updated = row
+    settings = events_pb2.ConversationSettings()
+    settings.ParseFromString(blob)
+    return Session(
+        session_id=session_id,
+        user_id=user_id,
+        settings=settings,
+        turns=turns,
+        last_user_text=last_user_text,
+        created=created,
+        updated=updated,
+    )

@@ -1,0 +1,362 @@
+"""The assistant's pure core: personality, settings, sessions, prompts, and the turn logic.
+
+The turn tests give `Turn` in-process stand-ins for the four components (the ports' shape); the
+real components over gRPC are exercised in test_assistant_service.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coda.assistant.personality import TraitError, guidance, system_prompt, trait_changes, validate_traits
+from coda.assistant.ports import EngineError
+from coda.assistant.prompt import conversation_messages, tool_error_content
+from coda.assistant.sessions import SessionStore, check_session_id
+from coda.assistant.settings import SettingsError, apply_settings, default_settings
+from coda.assistant.speech import speakable
+from coda.assistant.turn import ToolCatalog, Turn
+from coda.config import AssistantConfig
+from coda.schema import event_type
+from coda.v1 import events_pb2, llm_pb2, memory_pb2, tools_pb2, voice_pb2
+
+# -- personality and settings -----------------------------------------------------------------
+
+
+def test_traits_pick_a_sentence_by_third() -> None:
+    assert guidance({"verbosity": 0.1}) == ["Keep answers very short: one or two sentences."]
+    assert guidance({"verbosity": 0.5}) == ["Keep answers concise."]
+    assert guidance({"verbosity": 0.9}) == ["Give thorough answers with explanation and detail."]
+    assert guidance({}) == []
+
+
+def test_system_prompt_carries_persona_style_language_and_memories() -> None:
+    memories = [memory_pb2.ScoredItem(item=memory_pb2.MemoryItem(text="the user likes green"), score=0.9)]
+    prompt = system_prompt("You are Coda.", "Talk like a pirate.", {"humor": 0.9}, memories, "fr")
+    assert prompt.startswith("You are Coda.")
+    assert "Talk like a pirate." in prompt
+    assert "playful" in prompt
+    assert "'fr'" in prompt
+    assert "- the user likes green" in prompt
+
+
+@pytest.mark.parametrize(("traits", "message"), [({"charm": 0.5}, "unknown"), ({"humor": 1.5}, "0..1")])
+def test_invalid_traits_are_named(traits: dict[str, float], message: str) -> None:
+    with pytest.raises(TraitError, match=message):
+        validate_traits(traits)
+
+
+def test_trait_changes_list_only_what_moved() -> None:
+    changes = trait_changes({"warmth": 0.5, "humor": 0.2}, {"warmth": 0.5, "humor": 0.8})
+    assert [(c.trait, round(c.previous, 2), round(c.current, 2)) for c in changes] == [("humor", 0.2, 0.8)]
+
+
+def test_settings_merge_and_reject_without_half_applying() -> None:
+    current = default_settings(AssistantConfig())
+    updated, changes = apply_settings(
+        current, events_pb2.ConversationSettings(voice_output=True, language="de", traits={"humor": 0.9})
+    )
+    assert updated.voice_output and updated.language == "de"
+    assert updated.traits["humor"] == pytest.approx(0.9) and "warmth" in updated.traits
+    assert [c.trait for c in changes] == ["humor"]
+    again, _ = apply_settings(updated, events_pb2.ConversationSettings(voice_output=True, persona="terse"))
+    assert again.language == "de" and again.persona == "terse"
+    with pytest.raises(SettingsError, match=r"0\.\.1"):
+        apply_settings(updated, events_pb2.ConversationSettings(language="fr", traits={"humor": 2.0}))
+    assert updated.language == "de"
+
+
+@given(st.dictionaries(st.sampled_from(["warmth", "humor", "verbosity", "formality"]), st.floats(0, 1)))
+def test_any_valid_traits_apply_and_are_reported(traits: dict[str, float]) -> None:
+    current = default_settings(AssistantConfig())
+    updated, changes = apply_settings(current, events_pb2.ConversationSettings(traits=traits))
+    for name, value in traits.items():
+        assert updated.traits[name] == pytest.approx(value, abs=1e-6)
+    changed = {c.trait for c in changes}
+    assert changed <= set(traits)
+    assert all(abs(current.traits[n] - updated.traits[n]) > 1e-6 for n in changed)
+
+
+# -- sessions, prompts, speech ----------------------------------------------------------------
+
+
+def test_session_store_persists_and_lists_most_recent_first(tmp_path: Path) -> None:
+    path = str(tmp_path / "s" / "sessions.db")
+    store = SessionStore(path)
+    settings = events_pb2.ConversationSettings(language="en")
+    first = store.create("s-1", "ann", settings)
+    store.create("s-2", "bob", settings)
+    store.create("s-3", "ann", settings)
+    store.record_turn(first, memory_pb2.Turn(turn_id="t1", user_text="hello", assistant_text="hi"))
+    store.close()
+    reopened = SessionStore(path)
+    assert [s.session_id for s in reopened.list("ann")] == ["s-1", "s-3"]
+    session = reopened.get("s-1")
+    assert session is not None and session.turns == 1 and session.last_user_text == "hello"
+    assert session.settings.language == "en"
+    assert reopened.get("nope") is None
+
+
+@pytest.mark.parametrize("bad", ["x" * 200, "bad\nid", " padded"])
+def test_session_ids_must_be_short_and_printable(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid session id"):
+        check_session_id(bad)
+
+
+def test_messages_put_recent_turns_oldest_first() -> None:
+    older, newer = memory_pb2.Turn(user_text="one", assistant_text="1"), memory_pb2.Turn(user_text="two")
+    older.time.FromSeconds(10)
+    newer.time.FromSeconds(20)
+    messages = conversation_messages("sys", [newer, older], "three")
+    assert [(m.role, m.content) for m in messages] == [
+        (llm_pb2.ROLE_SYSTEM, "sys"),
+        (llm_pb2.ROLE_USER, "one"),
+        (llm_pb2.ROLE_ASSISTANT, "1"),
+        (llm_pb2.ROLE_USER, "two"),
+        (llm_pb2.ROLE_USER, "three"),
+    ]
+
+
+def test_tool_errors_reach_the_model_as_json() -> None:
+    error = events_pb2.ToolError(code=events_pb2.TOOL_ERROR_CODE_TIMEOUT, message="took longer than 1 s")
+    assert json.loads(tool_error_content(error)) == {"error": "took longer than 1 s", "code": "timeout"}
+
+
+def test_speakable_drops_markup() -> None:
+    assert speakable("**Hello** `world` see [docs](http://x)") == "Hello world see docs"
+
+
+# -- the turn, with in-process stand-ins for the components --------------------------------------
+
+
+class Generation:
+    def __init__(self, responses: list[llm_pb2.GenerateResponse], delay: float, fail_after: int | None) -> None:
+        self._responses = responses
+        self._delay = delay
+        self._fail_after = fail_after
+        self.cancelled = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        for index, response in enumerate(self._responses):
+            if self._fail_after is not None and index >= self._fail_after:
+                raise EngineError("llm", "UNAVAILABLE", "provider replay dropped the connection")
+            if self.cancelled.is_set():
+                yield llm_pb2.GenerateResponse(finished=events_pb2.LlmFinished(finish_reason="cancelled"))
+                return
+            await asyncio.sleep(self._delay)
+            yield response
+
+    async def cancel(self) -> None:
+        self.cancelled.set()
+
+    def abort(self) -> None:
+        self.cancelled.set()
+
+
+def tokens(*words: str) -> list[llm_pb2.GenerateResponse]:
+    return [llm_pb2.GenerateResponse(token=events_pb2.LlmToken(text=w, index=i)) for i, w in enumerate(words)]
+
+
+def finished(reason: str = "stop") -> llm_pb2.GenerateResponse:
+    return llm_pb2.GenerateResponse(finished=events_pb2.LlmFinished(finish_reason=reason, provider="fake"))
+
+
+def tool_call(name: str, call_id: str) -> llm_pb2.GenerateResponse:
+    return llm_pb2.GenerateResponse(
+        tool_call=events_pb2.LlmToolCallRequested(call_id=call_id, name=name, arguments_json="{}")
+    )
+
+
+@dataclass
+class FakeLlm:
+    """Answers each Generate with the next script; a script ending in a tool call asks for that tool."""
+
+    scripts: list[list[llm_pb2.GenerateResponse]]
+    delay: float = 0.0
+    fail_after: int | None = None
+    starts: list[llm_pb2.GenerateStart] = field(default_factory=list)
+    generations: list[Generation] = field(default_factory=list)
+
+    async def generate(self, start: llm_pb2.GenerateStart) -> Generation:
+        self.starts.append(start)
+        script = self.scripts[min(len(self.starts) - 1, len(self.scripts) - 1)]
+        generation = Generation(script, self.delay, self.fail_after)
+        self.generations.append(generation)
+        return generation
+
+
+@dataclass
+class FakeTools:
+    executed: list[tools_pb2.ToolCall] = field(default_factory=list)
+
+    async def list_tools(self) -> list[llm_pb2.ToolSpec]:
+        return [llm_pb2.ToolSpec(name="lookup", description="looks up", parameters_json_schema="{}")]
+
+    async def execute(self, calls: Sequence[tools_pb2.ToolCall]) -> AsyncIterator[tools_pb2.ExecuteResponse]:
+        for call in calls:
+            self.executed.append(call)
+            yield tools_pb2.ExecuteResponse(started=events_pb2.ToolCallStarted(call_id=call.call_id, name=call.name))
+            yield tools_pb2.ExecuteResponse(
+                result=events_pb2.ToolResult(call_id=call.call_id, name=call.name, result_json='{"ok": true}')
+            )
+
+
+@dataclass
+class FakeMemory:
+    down: bool = False
+    turns: list[memory_pb2.AddTurnRequest] = field(default_factory=list)
+    stored: list[memory_pb2.StoreRequest] = field(default_factory=list)
+
+    async def recall(self, request: memory_pb2.RecallRequest) -> memory_pb2.RecallResponse:
+        if self.down:
+            raise EngineError("memory", "UNAVAILABLE", "connection refused")
+        return memory_pb2.RecallResponse()
+
+    async def add_turn(self, request: memory_pb2.AddTurnRequest) -> None:
+        if self.down:
+            raise EngineError("memory", "UNAVAILABLE", "connection refused")
+        self.turns.append(request)
+
+    async def history(self, session_id: str, max_turns: int) -> list[memory_pb2.Turn]:
+        return [r.turn for r in self.turns]
+
+    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.MemoryItem:
+        self.stored.append(request)
+        return memory_pb2.MemoryItem(id="m1", text=request.item.text, importance=request.item.importance)
+
+
+class FakeVoice:
+    def transcribe(
+        self, config: voice_pb2.TranscribeConfig, audio: AsyncIterator[bytes]
+    ) -> AsyncIterator[voice_pb2.TranscribeResponse]:
+        raise AssertionError("no spoken input in these tests")
+
+    async def synthesize(self, config: voice_pb2.SynthesizeConfig) -> object:
+        raise AssertionError("no voice output in these tests")
+
+
+@dataclass
+class Engines:
+    llm: FakeLlm
+    tools: FakeTools = field(default_factory=FakeTools)
+    memory: FakeMemory = field(default_factory=FakeMemory)
+    voice: FakeVoice = field(default_factory=FakeVoice)
+
+
+@dataclass
+class Sink:
+    shown: list[events_pb2.Event] = field(default_factory=list)
+    published: list[events_pb2.Event] = field(default_factory=list)
+    tokens: int = 0
+    three_tokens: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def show(self, event: events_pb2.Event) -> None:
+        self.shown.append(event)
+        self.tokens += event.HasField("llm_token")
+        if self.tokens >= 3:
+            self.three_tokens.set()
+
+    def announce(self, event: events_pb2.Event) -> None:
+        self.published.append(event)
+        self.shown.append(event)
+
+    def types(self) -> list[str]:
+        return [event_type(e) for e in self.shown]
+
+
+def make_turn(engines: Engines, sink: Sink, **config: object) -> Turn:
+    store = SessionStore("")
+    session = store.create("s-test", "ann", default_settings(AssistantConfig()))
+    return Turn(
+        turn_id="t-1",
+        session=session,
+        engines=engines,  # type: ignore[arg-type]
+        tools=ToolCatalog(engines, 30.0),  # type: ignore[arg-type]
+        sink=sink,
+        config=AssistantConfig(**config),  # type: ignore[arg-type]
+    )
+
+
+async def test_tool_rounds_feed_results_back_then_answer() -> None:
+    engines = Engines(
+        FakeLlm([[tool_call("lookup", "c1"), finished("tool_calls")], [*tokens("It", " is", " ok."), finished()]])
+    )
+    sink = Sink()
+    await make_turn(engines, sink).run(text="look it up")
+    assert [c.name for c in engines.tools.executed] == ["lookup"]
+    assert engines.tools.executed[0].user_id == "ann" and engines.tools.executed[0].correlation_id == "t-1"
+    second = engines.llm.starts[1].messages
+    assert second[-2].role == llm_pb2.ROLE_ASSISTANT and second[-2].tool_calls[0].id == "c1"
+    assert second[-1].role == llm_pb2.ROLE_TOOL and second[-1].tool_call_id == "c1" and second[-1].name == "lookup"
+    types = sink.types()
+    assert types.index("llm.tool_call_requested") < types.index("tool.call_started") < types.index("tool.result")
+    assert types.index("tool.result") < types.index("llm.token") and types[-1] == "conversation.turn"
+    turn = sink.shown[-1].conversation_turn
+    assert turn.assistant_text == "It is ok." and not turn.interrupted and turn.timings.first_token_ms > 0
+    assert {e.correlation_id for e in sink.shown} == {"t-1"} and {e.session_id for e in sink.shown} == {"s-test"}
+    spans = [e.trace_span.name for e in sink.published if e.HasField("trace_span")]
+    assert {"memory", "llm", "tool:lookup", "first_token", "total"} <= set(spans)
+    assert engines.memory.turns[0].turn.assistant_text == "It is ok."
+
+
+async def test_tool_rounds_are_bounded_and_the_answer_says_so() -> None:
+    engines = Engines(FakeLlm([[tool_call("lookup", "again"), finished("tool_calls")]]))
+    sink = Sink()
+    await make_turn(engines, sink, max_tool_rounds=2).run(text="loop forever")
+    assert len(engines.tools.executed) == 2
+    assert len(engines.llm.starts) == 3 and not engines.llm.starts[-1].tools
+    assert "every tool call allowed" in engines.llm.starts[-1].messages[-1].content
+    assert "stopped after 2 tool steps" in sink.shown[-1].conversation_turn.assistant_text
+    assert any(e.HasField("system_error") and "limit" in e.system_error.message for e in sink.shown)
+
+
+async def test_interrupt_stops_forwarding_at_once_and_keeps_what_was_said() -> None:
+    engines = Engines(FakeLlm([[*tokens(*[f" w{i}" for i in range(200)]), finished()]], delay=0.005))
+    sink = Sink()
+    turn = make_turn(engines, sink)
+    task = asyncio.create_task(turn.run(text="talk a lot"))
+    await asyncio.wait_for(sink.three_tokens.wait(), 10)
+    turn.interrupt("cancel")
+    said = "".join(e.llm_token.text for e in sink.shown if e.HasField("llm_token")).strip()
+    count = len(sink.shown)
+    await task
+    assert not any(e.HasField("llm_token") for e in sink.shown[count:])
+    assert engines.llm.generations[0].cancelled.is_set()
+    interrupted = next(e.conversation_interrupted for e in sink.shown if e.HasField("conversation_interrupted"))
+    assert interrupted.reason == "cancel" and interrupted.spoken_text == said
+    assert engines.memory.turns[0].turn.interrupted and engines.memory.turns[0].turn.assistant_text == said
+    assert sink.shown[-1].conversation_turn.interrupted
+
+
+async def test_llm_failure_mid_stream_is_reported_and_the_turn_ends() -> None:
+    engines = Engines(FakeLlm([[*tokens("Half", " an"), finished()]], fail_after=2))
+    sink = Sink()
+    await make_turn(engines, sink).run(text="hello")
+    error = next(e.llm_error for e in sink.shown if e.HasField("llm_error"))
+    assert error.code == "UNAVAILABLE" and "dropped" in error.message
+    assert sink.shown[-1].conversation_turn.assistant_text == "Half an"
+    assert engines.memory.turns, "the failed turn is still kept in the history"
+
+
+async def test_memory_down_answers_anyway_with_a_warning() -> None:
+    engines = Engines(FakeLlm([[*tokens("Hi."), finished()]]), memory=FakeMemory(down=True))
+    sink = Sink()
+    await make_turn(engines, sink).run(text="hello there")
+    warnings = [e.system_error.message for e in sink.shown if e.HasField("system_error")]
+    assert any("memory is unavailable" in w for w in warnings) and any("could not be saved" in w for w in warnings)
+    assert sink.shown[-1].conversation_turn.assistant_text == "Hi."
+
+
+async def test_a_long_exchange_without_tools_becomes_an_episode() -> None:
+    engines = Engines(FakeLlm([[*tokens("Paris", " is", " lovely."), finished()]]))
+    sink = Sink()
+    await make_turn(engines, sink).run(text="I am going to Paris next week with my sister")
+    assert engines.memory.stored and engines.memory.stored[0].item.kind == memory_pb2.MEMORY_KIND_EPISODE
+    assert "Paris next week" in engines.memory.stored[0].item.text
