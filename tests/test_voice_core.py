@@ -1,12 +1,17 @@
-"""The pure voice cores: audio conversion, the utterance segmenter, the sentence splitter."""
+"""The pure voice cores: audio conversion, the utterance segmenter, the sentence splitter, the
+domain language model's corpus and files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coda.llm.agent.intents import match_intent
+from coda.llm.agent.numbers import words_to_digits
 from coda.v1 import voice_pb2
 from coda.voice.audio import (
     FLOAT32,
@@ -18,6 +23,15 @@ from coda.voice.audio import (
     Resampler,
     validate_format,
 )
+from coda.voice.domain_language import (
+    arpa_model,
+    build_domain_model,
+    command_families,
+    number_words,
+    read_pronunciations,
+    training_corpus,
+)
+from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
 from coda.voice.engines.webrtc_vad import WebRtcVad
 from coda.voice.quality import word_error_rate
 from coda.voice.segmenter import (
@@ -218,3 +232,78 @@ def test_splitting_never_loses_or_reorders_text(text: str, cuts: list[int]) -> N
 def test_word_error_rate() -> None:
     assert word_error_rate("open the garage door", "Open the garage door.") == 0
     assert word_error_rate("open the garage door", "open a garage") == 0.5
+
+
+# --- the domain language model -----------------------------------------------------------------
+
+
+@given(st.integers(min_value=0, max_value=999))
+def test_number_words_are_read_back_by_the_agent(n: int) -> None:
+    assert words_to_digits(number_words(n)) == str(n)
+
+
+def test_number_words_outside_their_range_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"0\.\.999"):
+        number_words(1000)
+
+
+def test_every_command_sentence_means_its_intent_to_the_agent() -> None:
+    families = command_families()
+    assert {name for name, _ in families} >= {"greeting", "help", "get_time", "set_timer", "remember", "recall"}
+    for name, sentences in families:
+        if not name:
+            continue  # chit-chat, which goes to the language model
+        assert sentences, name
+        for sentence in sentences:
+            intent = match_intent(sentence)
+            assert intent is not None and intent.name == name, (sentence, intent)
+
+
+def test_command_corpus_covers_the_agents_examples_and_slots() -> None:
+    sentences = {s for _, family in command_families() for s in family}
+    for example in ("what time is it in tokyo", "set a timer for five minutes", "hello coda", "what can you do"):
+        assert example in sentences
+    assert "what is my favourite colour" in sentences
+    assert any(s.endswith(" in new york") for s in sentences)
+    arithmetic = " ".join(dict(command_families())["calculate"])
+    assert all(f" {number_words(n)} times " in arithmetic for n in range(0, 101))
+
+
+def test_small_families_weigh_about_as_much_as_big_ones() -> None:
+    corpus = training_corpus([("a", ["hello"]), ("b", [f"what is {n}" for n in range(300)])], lines_per_family=300)
+    assert corpus.count("hello") == 300 and len(corpus) == 600
+
+
+def test_arpa_model_has_the_corpus_ngrams() -> None:
+    arpa = arpa_model(["hello coda", "hello there"])
+    assert "\\data\\" in arpa and "\\end\\" in arpa
+    assert "ngram 1=5" in arpa  # <s> </s> hello coda there
+    assert " hello coda " in arpa.split("\\3-grams:")[0] and "<s> hello coda" in arpa
+    with pytest.raises(ValueError, match="no sentences"):
+        arpa_model([" "])
+
+
+def test_domain_model_trims_the_dictionary_and_drops_unpronounceable_sentences(tmp_path: Path) -> None:
+    dictionary = tmp_path / "cmu.dict"
+    dictionary.write_text("coda K OW D AH\nhello HH AH L OW\nhello(2) HH EH L OW\ntimer T AY M ER\nzebra Z IY B R AH\n")
+    model = build_domain_model(tmp_path / "out", dictionary, ["hello coda", "hello xyzzy", "timer"])
+    assert model.dropped_words == ("xyzzy",)
+    assert model.vocabulary == {"hello", "coda", "timer"}
+    assert model.dict_path.read_text().splitlines() == [
+        "coda K OW D AH", "hello HH AH L OW", "hello(2) HH EH L OW", "timer T AY M ER",
+    ]  # fmt: skip
+    arpa = model.lm_path.read_text()
+    assert "xyzzy" not in arpa and "hello coda" in arpa and "zebra" not in arpa
+
+
+def test_read_pronunciations_keeps_alternates() -> None:
+    import pocketsphinx
+
+    cmudict = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    found = read_pronunciations(cmudict, {"coda", "tokyo", "favourite", "colour", "qqqzz"})
+    assert set(found) == {"coda", "tokyo", "favourite", "colour"}
+
+
+def test_unknown_language_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="stt_language_model"):
+        PocketsphinxStt("klingon")

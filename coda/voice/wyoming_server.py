@@ -30,7 +30,7 @@ from coda import __version__, logs
 from coda.voice.audio import PcmResampler
 from coda.voice.engines.base import EngineError, SttEngine, SttStream, TtsEngine
 from coda.voice.engines.espeak_tts import EspeakTts
-from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
+from coda.voice.engines.pocketsphinx_stt import LANGUAGE_MODELS, PocketsphinxStt
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,9 @@ class EngineHandler(AsyncEventHandler):
         await self._close_stream()
 
 
-async def start_server(uri: str, voice: str = "en-us") -> tuple[AsyncServer, str]:
+async def start_server(uri: str, voice: str = "en-us", language_model: str = "domain") -> tuple[AsyncServer, str]:
     """Load the engines, start serving, return the server and the URI it actually listens on."""
-    stt, tts = PocketsphinxStt(), EspeakTts(voice)
+    stt, tts = PocketsphinxStt(language_model), EspeakTts(voice)
     await stt.load()
     await tts.load()
     server = AsyncServer.from_uri(uri)
@@ -153,8 +153,8 @@ async def start_server(uri: str, voice: str = "en-us") -> tuple[AsyncServer, str
     return server, uri
 
 
-async def serve(uri: str, voice: str) -> None:
-    server, actual = await start_server(uri, voice)
+async def serve(uri: str, voice: str, language_model: str) -> None:
+    server, actual = await start_server(uri, voice, language_model)
     print(f"{BANNER} {actual}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,10 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m coda.voice.wyoming_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--uri", default="tcp://127.0.0.1:10300", help="tcp://HOST:PORT or unix://PATH")
     parser.add_argument("--voice", default="en-us", help="default eSpeak NG voice")
+    parser.add_argument(
+        "--language-model", default="domain", choices=LANGUAGE_MODELS, help="STT language model (see voice config)"
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
-    asyncio.run(serve(args.uri, args.voice))
+    asyncio.run(serve(args.uri, args.voice, args.language_model))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def build_engines(config: VoiceConfig, publisher: EventPublisher | None) -> Engi
         remote_stt = WyomingStt(config.wyoming_stt_host, config.wyoming_stt_port, config.wyoming_timeout_seconds)
         stt = FallbackStt(
             remote_stt,
-            PocketsphinxStt() if config.fallback_to_embedded else None,
+            PocketsphinxStt(config.stt_language_model) if config.fallback_to_embedded else None,
             Breaker(
                 remote_stt.target,
                 failures=config.breaker_failures,
@@ -51,7 +51,7 @@ def build_engines(config: VoiceConfig, publisher: EventPublisher | None) -> Engi
             max_replay_seconds=config.max_buffered_audio_seconds,
         )
     else:
-        stt = PocketsphinxStt()
+        stt = PocketsphinxStt(config.stt_language_model)
 
     tts: TtsEngine
     if config.tts_engine == "wyoming":

@@ -3,7 +3,11 @@
 A decoder is not thread-safe and costs about 0.35 s and 100 MB to load, so decoders are pooled
 and each utterance holds one. Decoding holds the GIL, so audio is fed in pieces of at most
 `_FEED_PIECE_SECONDS` per executor call: the event loop waits at most that long's CPU for a turn.
-Accuracy on synthetic speech with the generic LM is modest (see bench/voice.py).
+
+Language models: "domain" (default) is a small trigram model of the assistant's own commands, built
+at load time (coda/voice/domain_language.py); it recognises commands far better than the bundled
+generic en-US model but forces free dictation into command words. "general" is the bundled model,
+for free dictation. Figures for both are in bench/voice.py.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pocketsphinx
 
 from coda import logs
+from coda.voice.domain_language import DomainModel, build_domain_model
 from coda.voice.engines.base import EngineError, Transcript
 
 log = logging.getLogger(__name__)
@@ -28,10 +35,31 @@ SAMPLE_RATE = 16_000
 _FEED_PIECE_SECONDS = 0.25
 _FEED_PIECE_BYTES = int(SAMPLE_RATE * _FEED_PIECE_SECONDS) * 2
 _FRAMES_PER_SECOND = 100.0  # pocketsphinx's default -frate
+LANGUAGE_MODELS = ("domain", "general")
+
+_domain_lock = threading.Lock()
+_domain_files: tuple[tempfile.TemporaryDirectory[str], DomainModel] | None = None
 
 
-def _new_decoder() -> pocketsphinx.Decoder:
+def _domain_model() -> DomainModel:
+    """The command model, built once per process (about 0.1 s); its files live in a temporary
+    directory removed at exit, since every new decoder reads them."""
+    global _domain_files
+    with _domain_lock:
+        if _domain_files is None:
+            folder = tempfile.TemporaryDirectory(prefix="coda-voice-lm-")
+            dictionary = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+            _domain_files = folder, build_domain_model(Path(folder.name), dictionary)
+        return _domain_files[1]
+
+
+def _new_decoder(language_model: str) -> pocketsphinx.Decoder:
     # bestpath gives word posteriors, which the confidence is built from.
+    if language_model == "domain":
+        model = _domain_model()
+        return pocketsphinx.Decoder(
+            samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=True, lm=str(model.lm_path), dict=str(model.dict_path)
+        )
     return pocketsphinx.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", bestpath=True)
 
 
@@ -112,16 +140,26 @@ class PocketsphinxStt:
     name = "pocketsphinx"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, pool_size: int = 2) -> None:
+    def __init__(self, language_model: str = "domain", pool_size: int = 2) -> None:
+        if language_model not in LANGUAGE_MODELS:
+            raise ValueError(
+                f"voice.stt_language_model = {language_model!r} is unknown; choose one of {', '.join(LANGUAGE_MODELS)}"
+            )
+        self.language_model = language_model
         self._idle: list[pocketsphinx.Decoder] = []
         self._pool_size = pool_size
+
+    def _new_decoder(self) -> pocketsphinx.Decoder:
+        return _new_decoder(self.language_model)
 
     async def load(self) -> None:
         """Load one decoder up front so the first utterance does not pay for it."""
         if self._idle:
             return
-        with logs.progress(log, "loading pocketsphinx en-US model", engine=self.name):
-            decoder = await asyncio.get_running_loop().run_in_executor(None, _new_decoder)
+        with logs.progress(
+            log, "loading pocketsphinx en-US model", engine=self.name, language_model=self.language_model
+        ):
+            decoder = await asyncio.get_running_loop().run_in_executor(None, self._new_decoder)
         self._idle.append(decoder)
 
     def supports(self, language: str) -> bool:
@@ -132,7 +170,7 @@ class PocketsphinxStt:
         decoder = self._idle.pop() if self._idle else None
         if decoder is None:
             with logs.progress(log, "loading another pocketsphinx decoder", engine=self.name):
-                decoder = await loop.run_in_executor(None, _new_decoder)
+                decoder = await loop.run_in_executor(None, self._new_decoder)
         await loop.run_in_executor(None, decoder.start_utt)
         return _PocketsphinxStream(self, decoder)
 
