@@ -1,0 +1,1 @@
+"""Hot-path benchmarks: `python -m bench [--quick] [names...]`; figures are printed, never asserted."""

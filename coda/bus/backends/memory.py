@@ -1,0 +1,43 @@
+"""The embedded default: the log in process memory, lost on restart."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from coda.bus.backends.base import LogBackend
+from coda.bus.filters import EventFilter
+from coda.bus.log import AppendResult, EventLog, LogStats, StoredEvent
+from coda.v1 import events_pb2
+
+
+class MemoryBackend(LogBackend):
+    name = "memory"
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        super().__init__()
+        self.log = EventLog(max_events, max_bytes)
+
+    async def append(self, events: Sequence[events_pb2.Event]) -> list[AppendResult]:
+        return self.append_now(events)
+
+    def append_now(self, events: Sequence[events_pb2.Event]) -> list[AppendResult]:
+        append = self.log.append
+        results = [append(event) for event in events]
+        self._notify([r.stored for r in results if r.stored is not None])
+        return results
+
+    async def read_after(
+        self, after_seq: int, limit: int, event_filter: EventFilter | None = None
+    ) -> list[StoredEvent]:
+        return self.log.read_after(after_seq, limit)
+
+    @property
+    def head_seq(self) -> int:
+        return self.log.head_seq
+
+    @property
+    def first_retained_seq(self) -> int:
+        return self.log.first_retained_seq
+
+    def stats(self) -> LogStats:
+        return self.log.stats()

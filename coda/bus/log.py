@@ -1,0 +1,225 @@
+"""The event log: assigns seq, keeps a bounded retention window, de-duplicates retries. No I/O.
+
+Every event is serialized exactly once, when it is appended, into a `StoredEvent` that also holds
+its pre-framed form (the protobuf wire bytes of one element of a `repeated Event events = 1`
+field). Subscribers build a whole `SubscribeResponse` by concatenating frames, so delivery costs
+no per-event protobuf work however many subscribers there are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from coda.schema import event_type
+from coda.v1 import events_pb2
+
+#: Wire tag of field 1, length-delimited: `EventBatch.events`, `SubscribeResponse.batch`.
+FIELD1_BYTES_TAG = b"\x0a"
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
+
+
+def encode_varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (table lookup below 16384)."""
+    return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
+
+
+def frame_field1(payload: bytes) -> bytes:
+    """`payload` as a length-delimited field number 1."""
+    return FIELD1_BYTES_TAG + encode_varint(len(payload)) + payload
+
+
+class StoredEvent:
+    """One event in the log, serialized once, with what filters and metrics need at hand."""
+
+    __slots__ = ("appended_ns", "data", "frame", "id", "seq", "session_id", "type")
+
+    def __init__(self, seq: int, event_id: str, type_: str, session_id: str, data: bytes, appended_ns: int) -> None:
+        self.seq = seq
+        self.id = event_id
+        self.type = type_
+        self.session_id = session_id
+        #: The serialized Event, seq included.
+        self.data = data
+        #: `data` framed as one element of `EventBatch.events`.
+        self.frame = frame_field1(data)
+        #: time.monotonic_ns() at append, for publish-to-deliver latency.
+        self.appended_ns = appended_ns
+
+    @classmethod
+    def from_event(cls, event: events_pb2.Event, appended_ns: int | None = None) -> StoredEvent:
+        return cls(
+            event.seq,
+            event.id,
+            event_type(event),
+            event.session_id,
+            event.SerializeToString(),
+            time.monotonic_ns() if appended_ns is None else appended_ns,
+        )
+
+    def event(self) -> events_pb2.Event:
+        return events_pb2.Event.FromString(self.data)
+
+    def __repr__(self) -> str:
+        return f"StoredEvent(seq={self.seq}, id={self.id!r}, type={self.type!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    seq: int
+    #: True when the id was already in the retention window; `seq` is then the original one.
+    duplicate: bool
+    #: The new log entry; None for a duplicate.
+    stored: StoredEvent | None
+
+
+@dataclass(frozen=True, slots=True)
+class GapInfo:
+    requested_after_seq: int
+    #: The oldest seq still held (delivery continues from it).
+    oldest_seq: int
+    missed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    head_seq: int
+    oldest_seq: int
+    retained_events: int
+    retained_bytes: int
+    max_events: int
+    max_bytes: int
+
+
+class EventLog:
+    """Append-only, seq-assigning, bounded by event count and by bytes, idempotent on event id.
+
+    Seqs are contiguous inside the window, so an entry is found by arithmetic, not search.
+    An event larger than `max_bytes` on its own still gets its seq (and is acked) but is evicted
+    at once; subscribers following live still receive it.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int, start_seq: int = 0) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError("max_events and max_bytes must be positive")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        # Entries live in `_entries[_start:]`; the dead prefix is compacted away in bulk so that
+        # eviction is O(1) amortised without a deque's O(n) middle indexing.
+        self._entries: list[StoredEvent] = []
+        self._start = 0
+        self._bytes = 0
+        self._seq_by_id: dict[str, int] = {}
+        self._head = start_seq
+
+    # -- position -------------------------------------------------------------------------------
+
+    @property
+    def head_seq(self) -> int:
+        """The newest seq ever assigned (0: none)."""
+        return self._head
+
+    @property
+    def first_retained_seq(self) -> int:
+        """The seq the next replay from the beginning starts at (head + 1 when nothing is held)."""
+        return self._head + 1 - self.retained_events
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest retained seq, 0 when the log holds nothing."""
+        return self.first_retained_seq if self.retained_events else 0
+
+    @property
+    def retained_events(self) -> int:
+        return len(self._entries) - self._start
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._bytes
+
+    def stats(self) -> LogStats:
+        return LogStats(self._head, self.oldest_seq, self.retained_events, self._bytes, self.max_events, self.max_bytes)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(self, event: events_pb2.Event, appended_ns: int | None = None) -> AppendResult:
+        """Assign the next seq to `event` (setting `event.seq`) unless its id is already held."""
+        original = self._seq_by_id.get(event.id)
+        if original is not None:
+            event.seq = original
+            return AppendResult(original, True, None)
+        self._head += 1
+        event.seq = self._head
+        stored = StoredEvent.from_event(event, appended_ns)
+        self._hold(stored)
+        return AppendResult(stored.seq, False, stored)
+
+    def restore(self, stored: StoredEvent) -> None:
+        """Put back an entry read from durable storage (recovery); seqs must keep increasing."""
+        if stored.seq <= self._head:
+            raise ValueError(f"seq {stored.seq} is not after the head {self._head}")
+        if stored.seq != self._head + 1 and self.retained_events:
+            # A hole inside durable storage: drop what came before so the window stays contiguous.
+            self._evict(self.retained_events)
+        self._head = stored.seq
+        self._hold(stored)
+
+    def _hold(self, stored: StoredEvent) -> None:
+        self._entries.append(stored)
+        self._bytes += len(stored.data)
+        if stored.id:
+            self._seq_by_id[stored.id] = stored.seq
+        excess = 0
+        entries = self._entries
+        over_count = len(entries) - self._start - self.max_events
+        over_bytes = self._bytes - self.max_bytes
+        while over_count > excess or over_bytes > 0:
+            over_bytes -= len(entries[self._start + excess].data)
+            excess += 1
+        if excess:
+            self._evict(excess)
+
+    def _evict(self, count: int) -> None:
+        entries = self._entries
+        for stored in entries[self._start : self._start + count]:
+            self._bytes -= len(stored.data)
+            if stored.id and self._seq_by_id.get(stored.id) == stored.seq:
+                del self._seq_by_id[stored.id]
+        self._start += count
+        if self._start > 1024 and self._start * 2 > len(entries):
+            del entries[: self._start]
+            self._start = 0
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def seq_of(self, event_id: str) -> int | None:
+        """The seq of a retained event id, or None."""
+        return self._seq_by_id.get(event_id)
+
+    def gap_after(self, after_seq: int) -> GapInfo | None:
+        """The events a replay after `after_seq` can no longer deliver, or None when it is whole."""
+        first = self.first_retained_seq
+        if after_seq + 1 >= first:
+            return None
+        return GapInfo(after_seq, first, first - 1 - after_seq)
+
+    def read_after(self, after_seq: int, limit: int) -> list[StoredEvent]:
+        """Up to `limit` retained entries with seq > after_seq, in seq order."""
+        first = self.first_retained_seq
+        begin = self._start + max(0, after_seq + 1 - first)
+        return self._entries[begin : begin + max(0, limit)]
+
+    def __iter__(self) -> Iterator[StoredEvent]:
+        return iter(self._entries[self._start :])

@@ -1,0 +1,33 @@
+"""The bus's Prometheus metrics, module-level so several hosts in one process share them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_PUBLISHED = Counter("coda_bus_events_published", "Events accepted and assigned a seq")
+EVENTS_DUPLICATE = Counter("coda_bus_events_duplicate", "Retried events acked with their original seq")
+EVENTS_REJECTED = Counter("coda_bus_events_rejected", "Events refused by Publish", ["reason"])
+EVENTS_DELIVERED = Counter("coda_bus_events_delivered", "Events written to subscriber streams")
+SUBSCRIBERS = Gauge("coda_bus_subscribers", "Open Subscribe streams")
+SUBSCRIBERS_CUT_OFF = Counter("coda_bus_subscribers_cut_off", "Subscribers ended because their queue overflowed")
+LOG_EVENTS = Gauge("coda_bus_log_events", "Events retained in the log")
+LOG_BYTES = Gauge("coda_bus_log_bytes", "Bytes of serialized events retained in the log")
+HEAD_SEQ = Gauge("coda_bus_head_seq", "The newest seq assigned")
+DELIVERY_LATENCY = Histogram(
+    "coda_bus_publish_to_deliver_seconds",
+    "From append to the write of the batch carrying it (observed once per batch, for its oldest event)",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+
+def rejection_kind(reason: str) -> str:
+    """A low-cardinality label for a rejection reason."""
+    if "no id" in reason or "event id" in reason:
+        return "bad_id"
+    if "no payload" in reason:
+        return "no_payload"
+    if "bytes" in reason:
+        return "too_large"
+    if "session_id" in reason:
+        return "bad_session_id"
+    return "other"

@@ -1,0 +1,282 @@
+"""The EventBus gRPC servicer: moves messages between the network and the log/fan-out core.
+
+Subscribe responses are written as pre-encoded bytes: a batch is the concatenation of its events'
+frames (serialized once at append) under one length prefix, so a batch costs one join, whatever
+its size or the number of subscribers. The method is registered with an identity serializer;
+on the wire it is an ordinary `SubscribeResponse`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from coda.bus import metrics
+from coda.bus.backends.base import BackendUnavailable, LogBackend
+from coda.bus.fanout import Fanout, Subscription
+from coda.bus.filters import EventFilter, FilterError
+from coda.bus.log import GapInfo, encode_varint, frame_field1
+from coda.bus.validation import event_problem, session_id_problem
+from coda.config import BusConfig
+from coda.v1 import bus_pb2, events_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
+
+
+def gap_between(after_seq: int, first_retained_seq: int) -> GapInfo | None:
+    if after_seq + 1 >= first_retained_seq:
+        return None
+    return GapInfo(after_seq, first_retained_seq, first_retained_seq - 1 - after_seq)
+
+
+def encode_gap(gap: GapInfo) -> bytes:
+    return bus_pb2.SubscribeResponse(
+        gap=events_pb2.Gap(requested_after_seq=gap.requested_after_seq, oldest_seq=gap.oldest_seq, missed=gap.missed)
+    ).SerializeToString()
+
+
+class BusService:
+    """Publish, Subscribe and Describe over one backend and one fan-out."""
+
+    def __init__(self, config: BusConfig, backend: LogBackend) -> None:
+        self.config = config
+        self.backend = backend
+        self.fanout = Fanout()
+        backend.set_listener(self._on_append)
+        self.batch_max_events = max(1, config.batch_max_events)
+        self.batch_max_seconds = max(0.0, config.batch_max_ms) / 1000.0
+        self.stopping = False
+
+    # -- core operations (also used in process by the local publisher) --------------------------
+
+    def _on_append(self, stored: list) -> None:  # type: ignore[type-arg]
+        self.fanout.deliver(stored)
+        metrics.EVENTS_PUBLISHED.inc(len(stored))
+
+    async def _store(self, events: Sequence[events_pb2.Event]) -> list[tuple[int, bool, str]]:
+        """Validate, store and fan out; per event (seq, duplicate, error), in order."""
+        max_bytes = self.config.max_event_bytes
+        problems = [event_problem(event, max_bytes) for event in events]
+        valid = [event for event, problem in zip(events, problems, strict=True) if problem is None]
+        results = iter(await self.backend.append(valid) if valid else ())
+        out: list[tuple[int, bool, str]] = []
+        duplicates = 0
+        for problem in problems:
+            if problem is None:
+                result = next(results)
+                duplicates += result.duplicate
+                out.append((result.seq, result.duplicate, ""))
+            else:
+                metrics.EVENTS_REJECTED.labels(metrics.rejection_kind(problem)).inc()
+                out.append((0, False, problem))
+        if duplicates:
+            metrics.EVENTS_DUPLICATE.inc(duplicates)
+        self._update_log_gauges()
+        return out
+
+    async def accept(self, events: Sequence[events_pb2.Event]) -> list[bus_pb2.PublishAck]:
+        """Validate, store and fan out `events`; one ack per event, in order."""
+        outcomes = await self._store(events)
+        return [
+            bus_pb2.PublishAck(id=event.id, seq=seq, duplicate=duplicate, error=error, index=index)
+            for index, (event, (seq, duplicate, error)) in enumerate(zip(events, outcomes, strict=True))
+        ]
+
+    async def accept_encoded(self, events: Sequence[events_pb2.Event]) -> bytes:
+        """Like `accept`, but the acks come back as an encoded PublishResponse (the hot path)."""
+        outcomes = await self._store(events)
+        parts: list[bytes] = []
+        for index, (event, (seq, duplicate, error)) in enumerate(zip(events, outcomes, strict=True)):
+            if error:
+                parts.append(
+                    frame_field1(bus_pb2.PublishAck(id=event.id, error=error, index=index).SerializeToString())
+                )
+                continue
+            # PublishAck fields 1 (id), 2 (seq), 3 (duplicate), 5 (index), encoded by hand.
+            event_id = event.id.encode()
+            ack = b"\x0a" + encode_varint(len(event_id)) + event_id + b"\x10" + encode_varint(seq)
+            if duplicate:
+                ack += b"\x18\x01"
+            if index:
+                ack += b"\x28" + encode_varint(index)
+            parts.append(b"\x0a" + encode_varint(len(ack)) + ack)
+        return b"".join(parts)
+
+    def _update_log_gauges(self) -> None:
+        stats = self.backend.stats()
+        metrics.LOG_EVENTS.set(stats.retained_events)
+        metrics.LOG_BYTES.set(stats.retained_bytes)
+        metrics.HEAD_SEQ.set(stats.head_seq)
+
+    def describe(self) -> bus_pb2.DescribeResponse:
+        stats = self.backend.stats()
+        return bus_pb2.DescribeResponse(
+            head_seq=stats.head_seq,
+            oldest_seq=stats.oldest_seq,
+            retained_events=stats.retained_events,
+            retained_bytes=stats.retained_bytes,
+            max_events=stats.max_events,
+            max_bytes=stats.max_bytes,
+            subscribers=len(self.fanout.subscriptions),
+            backend=self.backend.name,
+        )
+
+    async def close_streams(self, timeout: float) -> None:
+        """Stop accepting publishes, let every subscriber drain its queue, wait for them (bounded)."""
+        self.stopping = True
+        self.fanout.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.fanout.empty.wait()
+        except TimeoutError:
+            log.warning("subscribers still open at shutdown", extra={"subscribers": len(self.fanout.subscriptions)})
+
+    # -- gRPC methods ---------------------------------------------------------------------------
+
+    async def Publish(
+        self, request_iterator: AsyncIterator[bus_pb2.PublishRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for request in request_iterator:
+            if self.stopping:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping; publish again after restart")
+            try:
+                response = await self.accept_encoded(request.events)
+            except BackendUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; publish again (same ids) later")
+            yield response
+
+    async def Subscribe(
+        self, request: bus_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        try:
+            event_filter = EventFilter(request.types, request.session_id)
+        except FilterError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        problem = session_id_problem(request.session_id)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self.stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping")
+
+        try:
+            await self.backend.prepare_subscribe(request.after_seq if request.HasField("after_seq") else None)
+        except BackendUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+        batch_max = self.batch_max_events
+        subscription = Subscription(event_filter, self.config.subscriber_queue_events, batch_max)
+        # No await between these two lines: events after `live_from` reach the queue, the
+        # rest come from the log, so the switch from replay to live has no hole and no repeat.
+        self.fanout.add(subscription)
+        live_from = self.backend.head_seq
+        subscription.last_sent_seq = live_from
+        try:
+            if request.HasField("after_seq"):
+                after = request.after_seq
+                if after > live_from:
+                    await context.abort(
+                        grpc.StatusCode.OUT_OF_RANGE,
+                        f"after_seq {after} is beyond the newest seq {live_from} (was the bus log reset?); "
+                        f"subscribe with after_seq <= {live_from}",
+                    )
+                subscription.last_sent_seq = after
+                try:
+                    async for chunk in self._replay(after, live_from, event_filter, subscription):
+                        yield chunk
+                except BackendUnavailable as exc:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"replay interrupted: {exc}")
+            async for chunk in self._follow(subscription):
+                yield chunk
+            if subscription.cut_off:
+                last = subscription.last_sent_seq
+                log.info("subscriber cut off", extra={"last_seq": last, "peer": context.peer()})
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"subscriber fell more than {subscription.max_queue} events behind and was cut off; "
+                    f"last seq sent {last}; resume with after_seq={last}",
+                )
+        finally:
+            self.fanout.remove(subscription)
+
+    async def _replay(
+        self, after: int, live_from: int, event_filter: EventFilter, subscription: Subscription
+    ) -> AsyncIterator[bytes]:
+        while after < live_from and not subscription.cut_off:
+            gap = gap_between(after, min(self.backend.first_retained_seq, live_from + 1))
+            if gap is not None:
+                yield encode_gap(gap)
+                after = gap.oldest_seq - 1
+                subscription.last_sent_seq = after
+                continue
+            entries = await self.backend.read_after(after, self.batch_max_events, event_filter)
+            if entries and entries[-1].seq > live_from:
+                entries = [e for e in entries if e.seq <= live_from]
+            if not entries:
+                break
+            after = entries[-1].seq
+            selected = event_filter.select(entries)
+            if selected:
+                yield frame_field1(b"".join([e.frame for e in selected]))
+                metrics.EVENTS_DELIVERED.inc(len(selected))
+            subscription.last_sent_seq = after
+
+    async def _follow(self, subscription: Subscription) -> AsyncIterator[bytes]:
+        batch_max = self.batch_max_events
+        linger = self.batch_max_seconds
+        while not subscription.cut_off:
+            if not subscription.queue:
+                if subscription.closing:
+                    return
+                await subscription.ready.wait()
+                continue
+            if len(subscription.queue) < batch_max and linger > 0 and not subscription.closing:
+                try:
+                    async with asyncio.timeout(linger):
+                        await subscription.filled.wait()
+                except TimeoutError:
+                    pass
+                if subscription.cut_off:
+                    return
+            batch = subscription.take(batch_max)
+            yield frame_field1(b"".join([e.frame for e in batch]))
+            subscription.last_sent_seq = batch[-1].seq
+            metrics.EVENTS_DELIVERED.inc(len(batch))
+            metrics.DELIVERY_LATENCY.observe((time.monotonic_ns() - batch[0].appended_ns) / 1e9)
+
+    async def Describe(
+        self, request: bus_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> bus_pb2.DescribeResponse:
+        return self.describe()
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def add_to_server(service: BusService, server: grpc.aio.Server) -> None:
+    """Register the EventBus methods; Subscribe sends the pre-encoded bytes it yields as they are."""
+    handlers = {
+        "Publish": grpc.stream_stream_rpc_method_handler(
+            service.Publish,
+            request_deserializer=bus_pb2.PublishRequest.FromString,
+            response_serializer=_identity,
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            service.Subscribe,
+            request_deserializer=bus_pb2.SubscribeRequest.FromString,
+            response_serializer=_identity,
+        ),
+        "Describe": grpc.unary_unary_rpc_method_handler(
+            service.Describe,
+            request_deserializer=bus_pb2.DescribeRequest.FromString,
+            response_serializer=bus_pb2.DescribeResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

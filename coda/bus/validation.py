@@ -1,0 +1,38 @@
+"""Why a published event is refused, as a readable reason (None: acceptable). No I/O."""
+
+from __future__ import annotations
+
+import re
+
+from coda.v1 import events_pb2
+
+MAX_SESSION_ID_CHARS = 128
+MAX_EVENT_ID_CHARS = 128
+#: Session ids travel in URLs, logs and NATS subjects: keep them to a safe, printable alphabet.
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def session_id_problem(session_id: str) -> str | None:
+    if not session_id:
+        return None
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        return f"session_id is {len(session_id)} characters; at most {MAX_SESSION_ID_CHARS} allowed"
+    if not SESSION_ID_PATTERN.fullmatch(session_id):
+        return f"session_id {session_id[:40]!r} has characters outside [A-Za-z0-9._:-]"
+    return None
+
+
+def event_problem(event: events_pb2.Event, max_event_bytes: int) -> str | None:
+    """The reason `event` cannot be published, or None."""
+    if not event.id:
+        return "event has no id (set Event.id; coda.schema.new_event does)"
+    if len(event.id) > MAX_EVENT_ID_CHARS:
+        return f"event id is {len(event.id)} characters; at most {MAX_EVENT_ID_CHARS} allowed"
+    if event.WhichOneof("payload") is None:
+        return "event has no payload (set one case of Event.payload)"
+    size = event.ByteSize()
+    if size > max_event_bytes:
+        return f"event is {size} bytes; bus.max_event_bytes is {max_event_bytes}"
+    if event.session_id:
+        return session_id_problem(event.session_id)
+    return None

@@ -1,0 +1,179 @@
+"""The bus's pure core: the log (seq, retention, replay, idempotency, gaps), filters, validation."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coda.bus.backends.file import decode_records, encode_record
+from coda.bus.filters import EventFilter, FilterError, compile_types
+from coda.bus.log import EventLog, StoredEvent
+from coda.bus.validation import event_problem
+from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
+from coda.v1 import bus_pb2, events_pb2
+
+SESSIONS = ["", "s1", "s2"]
+
+
+def make_event(type_name: str, session: str = "", event_id: str = "", text: str = "") -> events_pb2.Event:
+    event = events_pb2.Event(id=event_id or f"id-{text}-{type_name}", source="test", session_id=session)
+    payload = getattr(event, FIELD_BY_TYPE[type_name])
+    payload.SetInParent()
+    if type_name == "system.error":
+        payload.message = text
+    return event
+
+
+publishes = st.lists(
+    st.tuples(
+        st.sampled_from(EVENT_TYPES[:12]),
+        st.sampled_from(SESSIONS),
+        st.integers(min_value=0, max_value=40),  # id: small range so retries (duplicates) happen
+        st.text(max_size=30),
+    ),
+    max_size=120,
+)
+
+
+def feed(log: EventLog, items: list) -> list[tuple[int, bool, str]]:
+    out = []
+    for type_name, session, id_number, text in items:
+        event = make_event("system.error" if text else type_name, session, f"e{id_number}", text)
+        result = log.append(event)
+        assert event.seq == result.seq
+        out.append((result.seq, result.duplicate, event.id))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=publishes, max_events=st.integers(1, 50), max_bytes=st.integers(1, 3000))
+def test_log_orders_retains_and_deduplicates(items: list, max_events: int, max_bytes: int) -> None:
+    log = EventLog(max_events, max_bytes)
+    results = feed(log, items)
+    new_seqs = [seq for seq, duplicate, _ in results if not duplicate]
+    # Seqs of newly stored events are 1, 2, 3, ... with no hole.
+    assert new_seqs == list(range(1, len(new_seqs) + 1))
+    assert log.head_seq == len(new_seqs)
+    retained = log.read_after(0, 10**9)
+    # Retention: both bounds hold, and what is kept is the newest contiguous suffix.
+    assert len(retained) <= max_events
+    assert sum(len(s.data) for s in retained) == log.retained_bytes <= max_bytes
+    assert [s.seq for s in retained] == list(range(log.head_seq - len(retained) + 1, log.head_seq + 1))
+    # Idempotency: an id is acked with its original seq while it is retained.
+    first_seq_by_id: dict[str, int] = {}
+    for seq, duplicate, event_id in results:
+        if duplicate:
+            assert seq == first_seq_by_id[event_id]
+        else:
+            first_seq_by_id[event_id] = seq
+    retained_ids = [s.id for s in retained]
+    assert len(retained_ids) == len(set(retained_ids)), "an id is stored twice in the window"
+    for stored in retained:
+        assert log.seq_of(stored.id) == stored.seq
+        assert stored.event().seq == stored.seq
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=publishes, max_events=st.integers(1, 60), after=st.integers(0, 130), limit=st.integers(1, 20))
+def test_replay_and_gaps(items: list, max_events: int, after: int, limit: int) -> None:
+    log = EventLog(max_events, 10**9)
+    feed(log, items)
+    after = min(after, log.head_seq)
+    chunk = log.read_after(after, limit)
+    first = log.first_retained_seq
+    expected_start = max(after + 1, first)
+    assert [s.seq for s in chunk] == list(range(expected_start, min(log.head_seq, expected_start + limit - 1) + 1))
+    gap = log.gap_after(after)
+    if after + 1 < first:
+        assert gap is not None and gap.oldest_seq == first and gap.missed == first - 1 - after
+    else:
+        assert gap is None
+
+
+def test_retention_by_bytes_keeps_newest_and_evicts_oversized() -> None:
+    log = EventLog(1000, 500)
+    for i in range(50):
+        log.append(make_event("system.error", text="x" * 40 + str(i), event_id=f"a{i}"))
+    assert log.retained_bytes <= 500
+    assert log.read_after(0, 1000)[-1].seq == 50
+    huge = log.append(make_event("system.error", text="y" * 2000, event_id="huge"))
+    assert huge.seq == 51 and not huge.duplicate
+    assert log.retained_events == 0 and log.head_seq == 51 and log.first_retained_seq == 52
+    assert log.gap_after(10) is not None
+    # An evicted id is no longer a duplicate: it is stored again with a new seq.
+    again = log.append(make_event("system.error", text="x", event_id="a0"))
+    assert again.seq == 52 and not again.duplicate
+
+
+def test_stored_event_frame_concatenation_is_a_valid_batch() -> None:
+    log = EventLog(10, 10**6)
+    for i in range(3):
+        log.append(make_event("llm.token", session="s", event_id=f"t{i}"))
+    frames = b"".join(s.frame for s in log.read_after(0, 10))
+    batch = events_pb2.EventBatch.FromString(frames)
+    assert [e.seq for e in batch.events] == [1, 2, 3]
+    from coda.bus.log import frame_field1
+
+    response = bus_pb2.SubscribeResponse.FromString(frame_field1(frames))
+    assert [e.id for e in response.batch.events] == ["t0", "t1", "t2"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    patterns=st.lists(
+        st.one_of(
+            st.sampled_from(EVENT_TYPES),
+            st.sampled_from(sorted({t.split(".")[0] + ".*" for t in EVENT_TYPES})),
+            st.sampled_from(["voice.stt_*", "*.error", "llm.t*", "*"]),
+        ),
+        max_size=4,
+    ),
+    type_name=st.sampled_from(EVENT_TYPES),
+    session=st.sampled_from(SESSIONS),
+    event_session=st.sampled_from(SESSIONS),
+)
+def test_filter_matches_like_fnmatch(patterns: list[str], type_name: str, session: str, event_session: str) -> None:
+    event_filter = EventFilter(patterns, session)
+    stored = StoredEvent.from_event(make_event(type_name, event_session))
+    type_ok = not patterns or any(fnmatch.fnmatchcase(type_name, p) for p in patterns)
+    session_ok = not session or session == event_session
+    assert event_filter.matches(stored) == (type_ok and session_ok)
+    assert event_filter.select([stored]) == ([stored] if type_ok and session_ok else [])
+
+
+def test_filter_errors_name_the_families() -> None:
+    with pytest.raises(FilterError, match="families: system, component"):
+        compile_types(["nosuch.*"])
+    with pytest.raises(FilterError, match="empty"):
+        compile_types([""])
+    assert compile_types(["*"]) is None
+    assert compile_types(["llm.*"]) == frozenset(t for t in EVENT_TYPES if t.startswith("llm."))
+
+
+def test_validation_reasons() -> None:
+    ok = new_event("t", events_pb2.SystemError(message="hi"), session_id="abc-1:2.x_y")
+    assert event_problem(ok, 1000) is None
+    no_id = events_pb2.Event(system_error=events_pb2.SystemError())
+    assert "no id" in (event_problem(no_id, 1000) or "")
+    no_payload = events_pb2.Event(id="x")
+    assert "no payload" in (event_problem(no_payload, 1000) or "")
+    big = new_event("t", events_pb2.SystemError(message="x" * 2000))
+    assert "bytes" in (event_problem(big, 1000) or "")
+    for bad in ["has space", "é", "x" * 129, "semi;colon", "new\nline"]:
+        event = new_event("t", events_pb2.SystemError(), session_id=bad)
+        assert "session_id" in (event_problem(event, 10**6) or ""), bad
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.integers(0, 400))
+def test_file_records_recover_up_to_a_torn_tail(records: list[bytes], cut: int) -> None:
+    blob = b"".join(encode_record(r) for r in records)
+    decoded, valid = decode_records(blob)
+    assert decoded == records and valid == len(blob)
+    torn = blob[: max(0, len(blob) - cut)]
+    decoded, valid = decode_records(torn)
+    assert decoded == records[: len(decoded)]
+    assert valid == sum(len(encode_record(r)) for r in decoded)
+    assert len(torn) - valid < len(encode_record(records[len(decoded)])) if len(decoded) < len(records) else True

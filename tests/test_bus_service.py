@@ -1,0 +1,299 @@
+"""The EventBus over real gRPC on an ephemeral loopback port (in-process host)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from coda.bus.client import GrpcPublisher, ResumingSubscription, subscribe
+from coda.schema import event_type, new_event
+from coda.v1 import bus_pb2, bus_pb2_grpc, events_pb2
+from tests.conftest import make_config, running_host
+
+
+@pytest.fixture
+async def channel_to(tmp_path: Path) -> AsyncIterator:
+    channels: list[grpc.aio.Channel] = []
+
+    def make(address: str) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(address)
+        channels.append(channel)
+        return channel
+
+    yield make
+    for channel in channels:
+        await channel.close()
+
+
+def token(i: int, session: str = "") -> events_pb2.Event:
+    return new_event("llm", events_pb2.LlmToken(text=f"t{i}"), session_id=session)
+
+
+def error(i: int, session: str = "") -> events_pb2.Event:
+    return new_event("tools", events_pb2.SystemError(message=f"e{i}"), session_id=session)
+
+
+def stt(i: int, session: str = "") -> events_pb2.Event:
+    return new_event("voice", events_pb2.VoiceSttPartial(text=f"p{i}"), session_id=session)
+
+
+async def collect(channel: grpc.aio.Channel, until_seq: int, **kwargs) -> list[events_pb2.Event]:
+    """Events of one subscription until one with seq >= until_seq arrives (or the stream ends)."""
+    events: list[events_pb2.Event] = []
+    async for response in subscribe(channel, **kwargs):
+        events.extend(response.batch.events)
+        if events and events[-1].seq >= until_seq:
+            break
+    return events
+
+
+async def publish_direct(channel: grpc.aio.Channel, events: list[events_pb2.Event]) -> list[bus_pb2.PublishAck]:
+    call = bus_pb2_grpc.EventBusStub(channel).Publish()
+    await call.write(bus_pb2.PublishRequest(events=events))
+    response = await call.read()
+    await call.done_writing()
+    return list(response.acks)
+
+
+FILTERS = [
+    ({"types": ["*"]}, lambda e: True),
+    ({"types": ["llm.*"]}, lambda e: event_type(e).startswith("llm.")),
+    ({"types": ["system.error", "voice.stt_*"]}, lambda e: event_type(e) in ("system.error", "voice.stt_partial")),
+    ({"types": ["*"], "session_id": "s1"}, lambda e: e.session_id == "s1"),
+    ({"types": ["llm.token"], "session_id": "s2"}, lambda e: event_type(e) == "llm.token" and e.session_id == "s2"),
+]
+
+
+async def gather_into(channel: grpc.aio.Channel, sink: list[events_pb2.Event], **kwargs) -> None:
+    async for response in subscribe(channel, **kwargs):
+        sink.extend(response.batch.events)
+
+
+async def wait_for_count(sink: list, count: int, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while len(sink) < count:  # noqa: ASYNC110 - polls a list filled by another task
+            await asyncio.sleep(0.02)
+
+
+async def head_of(channel: grpc.aio.Channel) -> int:
+    return (await bus_pb2_grpc.EventBusStub(channel).Describe(bus_pb2.DescribeRequest())).head_seq
+
+
+async def test_concurrent_publishers_and_filtered_subscribers(config, channel_to) -> None:
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        start = await head_of(channel)
+        sinks: list[list[events_pb2.Event]] = [[] for _ in FILTERS]
+        tasks = [
+            asyncio.create_task(gather_into(channel_to(host.address), sink, **spec))
+            for sink, (spec, _) in zip(sinks, FILTERS, strict=True)
+        ]
+        await asyncio.sleep(0.3)  # live subscriptions (no after_seq) must be open before publishing
+        publishers = [
+            GrpcPublisher(lambda: channel_to(host.address), source=f"p{n}", batch_max_events=7) for n in range(3)
+        ]
+        makers = [token, error, stt]
+        for i in range(300):
+            for n, publisher in enumerate(publishers):
+                publisher.publish(makers[(i + n) % 3](i, session=["", "s1", "s2"][i % 3]))
+            if i % 20 == 0:
+                await asyncio.sleep(0)
+        for publisher in publishers:
+            await publisher.flush(timeout=20)
+            assert (publisher.acked, publisher.rejected) == (300, 0)
+        end = await head_of(channel)
+        assert end == start + 900
+        everything = await collect(channel, end, after_seq=start)
+        assert [e.seq for e in everything] == list(range(start + 1, end + 1))
+        for sink, (_, wanted) in zip(sinks, FILTERS, strict=True):
+            expected = [e for e in everything if wanted(e)]
+            assert expected, "the workload must give every filter something to match"
+            await wait_for_count(sink, len(expected))
+            await asyncio.sleep(0.05)  # a duplicate would arrive after the expected count
+            assert [(e.seq, e.id) for e in sink] == [(e.seq, e.id) for e in expected]
+        for task in tasks:
+            task.cancel()
+        for publisher in publishers:
+            await publisher.close()
+
+
+async def test_replay_with_and_without_gap(tmp_path: Path, channel_to) -> None:
+    config = make_config(tmp_path, CODA_BUS__MAX_EVENTS="50")
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        acks = await publish_direct(channel, [token(i) for i in range(30)])
+        head = acks[-1].seq
+        # Without a gap: everything after seq 10, in order, then live.
+        replayed = await collect(channel, head, after_seq=10)
+        assert [e.seq for e in replayed] == list(range(11, head + 1))
+        # Push the start of the log past seq 10: a gap notice comes first, then the rest.
+        await publish_direct(channel, [token(i) for i in range(60)])
+        head = await head_of(channel)
+        responses = []
+        async for response in subscribe(channel, after_seq=10):
+            responses.append(response)
+            if response.HasField("batch") and response.batch.events[-1].seq >= head:
+                break
+        assert responses[0].HasField("gap")
+        gap = responses[0].gap
+        assert gap.requested_after_seq == 10 and gap.oldest_seq == head - 49 and gap.missed == head - 49 - 11
+        seqs = [e.seq for r in responses[1:] for e in r.batch.events]
+        assert seqs == list(range(head - 49, head + 1))
+        # Resuming ahead of the log is a clear OUT_OF_RANGE, not a silent wait.
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            await collect(channel, 0, after_seq=head + 100)
+        assert excinfo.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_idempotent_retry_keeps_the_original_seq(config, channel_to) -> None:
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        events = [token(i) for i in range(3)]
+        first = await publish_direct(channel, events)
+        retry = await publish_direct(channel, [events[1], token(99), events[2]])
+        assert [a.seq for a in first] == [first[0].seq, first[0].seq + 1, first[0].seq + 2]
+        assert (retry[0].seq, retry[0].duplicate) == (first[1].seq, True)
+        assert (retry[1].seq, retry[1].duplicate) == (first[2].seq + 1, False)
+        assert (retry[2].seq, retry[2].duplicate) == (first[2].seq, True)
+        stored = await collect(channel, first[2].seq + 1, after_seq=first[0].seq - 1)
+        assert [e.id for e in stored] == [events[0].id, events[1].id, events[2].id, retry[1].id]
+
+
+async def test_every_invalid_event_gets_an_error_ack_and_the_stream_stays_open(tmp_path: Path, channel_to) -> None:
+    config = make_config(tmp_path, CODA_BUS__MAX_EVENT_BYTES="1000")
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        call = bus_pb2_grpc.EventBusStub(channel).Publish()
+        bad = {
+            "no id": events_pb2.Event(source="t", llm_token=events_pb2.LlmToken(text="x")),
+            "no payload": events_pb2.Event(id="p1", source="t"),
+            "bytes": new_event("t", events_pb2.SystemError(message="x" * 2000)),
+            "session_id": new_event("t", events_pb2.LlmToken(text="x"), session_id="bad session!"),
+            "at most 128": new_event("t", events_pb2.LlmToken(text="x"), session_id="s" * 129),
+        }
+        for reason, event in bad.items():
+            await call.write(bus_pb2.PublishRequest(events=[token(1), event, token(2)]))
+            acks = (await call.read()).acks
+            assert [a.index for a in acks] == [0, 1, 2]
+            assert acks[0].seq and not acks[0].error and acks[2].seq == acks[0].seq + 1
+            assert acks[1].seq == 0 and reason in acks[1].error, acks[1].error
+        # The stream is still open and other publishers are unaffected.
+        await call.write(bus_pb2.PublishRequest(events=[token(3)]))
+        assert (await call.read()).acks[0].seq > 0
+        assert (await publish_direct(channel_to(host.address), [token(4)]))[0].seq > 0
+        await call.done_writing()
+        # Bad subscriptions are refused with INVALID_ARGUMENT and a readable reason.
+        for kwargs, words in [({"types": ["nosuch.*"]}, "families"), ({"session_id": "a b"}, "session_id")]:
+            with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+                await collect(channel, 0, **kwargs)
+            assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert words in (excinfo.value.details() or "")
+
+
+def cut_offs() -> float:
+    return REGISTRY.get_sample_value("coda_bus_subscribers_cut_off_total") or 0.0
+
+
+async def test_stalled_subscriber_is_cut_off_and_resumes_while_a_fast_one_keeps_up(tmp_path: Path, channel_to) -> None:
+    config = make_config(tmp_path, CODA_BUS__SUBSCRIBER_QUEUE_EVENTS="300", CODA_BUS__BATCH_MAX_EVENTS="32")
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        start = await head_of(channel)
+        cut_before = cut_offs()
+        # Opened but never read: once gRPC's flow-control window and socket buffers are full, the
+        # bus cannot write to it and its queue overflows.
+        stalled = bus_pb2_grpc.EventBusStub(channel_to(host.address)).Subscribe(
+            bus_pb2.SubscribeRequest(types=["*"], after_seq=start)
+        )
+        fast: list[events_pb2.Event] = []
+        fast_task = asyncio.create_task(gather_into(channel_to(host.address), fast, types=["*"], after_seq=start))
+        publisher = GrpcPublisher(lambda: channel_to(host.address), source="load")
+        published = 0
+        while published < 20_000 and cut_offs() == cut_before:
+            for _ in range(50):
+                publisher.publish(new_event("t", events_pb2.SystemError(message="x" * 4000)))
+            published += 50
+            await publisher.flush(timeout=20)
+            await wait_for_count(fast, published)  # the fast subscriber keeps receiving everything
+        assert cut_offs() == cut_before + 1, "the stalled subscriber was never cut off"
+        for _ in range(20):  # and the fast one still gets everything after the cut-off
+            publisher.publish(new_event("t", events_pb2.SystemError(message="x" * 4000)))
+        published += 20
+        await publisher.flush(timeout=20)
+        await wait_for_count(fast, published)
+        # Now read the stalled stream: what was buffered, then RESOURCE_EXHAUSTED naming its last seq.
+        received: list[int] = []
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            async for response in stalled:
+                received.extend(e.seq for e in response.batch.events)
+        assert excinfo.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        last = received[-1]
+        assert f"after_seq={last}" in (excinfo.value.details() or ""), excinfo.value.details()
+        assert received == list(range(start + 1, last + 1))
+        # More events while it is away, then resume: nothing lost, nothing repeated.
+        for i in range(100):
+            publisher.publish(token(i))
+        await publisher.flush()
+        end = await head_of(channel)
+        rest = await collect(channel, end, after_seq=last)
+        assert [e.seq for e in rest] == list(range(last + 1, end + 1))
+        await wait_for_count(fast, end - start)
+        assert [e.seq for e in fast] == list(range(start + 1, end + 1))
+        fast_task.cancel()
+        await publisher.close()
+
+
+async def test_resuming_subscription_survives_a_cut_off(tmp_path: Path, channel_to) -> None:
+    config = make_config(tmp_path, CODA_BUS__SUBSCRIBER_QUEUE_EVENTS="20", CODA_BUS__BATCH_MAX_EVENTS="8")
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        start = await head_of(channel)
+        subscription = ResumingSubscription(lambda: channel, types=["llm.*"], after_seq=start)
+        seen: list[int] = []
+
+        async def consume() -> None:
+            async for response in subscription:
+                seen.extend(e.seq for e in response.batch.events)
+                await asyncio.sleep(0.01)  # slower than the publisher: it will be cut off
+
+        task = asyncio.create_task(consume())
+        for _ in range(10):
+            await publish_direct(channel, [token(i) for i in range(100)])
+        end = await head_of(channel)
+        await wait_for_count(seen, end - start, timeout=30)
+        assert seen == list(range(start + 1, end + 1))
+        assert subscription.reconnects >= 1
+        subscription.close()
+        task.cancel()
+
+
+async def test_describe_and_metrics_endpoint(config, channel_to) -> None:
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        await publish_direct(channel, [token(i) for i in range(5)])
+        await publish_direct(channel, [events_pb2.Event(id="", llm_token=events_pb2.LlmToken())])
+        replay = await collect(channel, 5, after_seq=0)
+        info = await bus_pb2_grpc.EventBusStub(channel).Describe(bus_pb2.DescribeRequest())
+        assert info.backend == "memory" and info.head_seq == replay[-1].seq >= 5
+        assert info.oldest_seq == 1 and info.retained_events == info.head_seq
+        assert info.retained_bytes > 0 and info.max_events == config.bus.max_events
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://{host.metrics_address}/metrics", timeout=5).read().decode()
+        )
+        for name in [
+            "coda_bus_events_published_total",
+            "coda_bus_events_delivered_total",
+            'coda_bus_events_rejected_total{reason="bad_id"}',
+            "coda_bus_subscribers_cut_off_total",
+            "coda_bus_log_events",
+            "coda_bus_log_bytes",
+            "coda_bus_publish_to_deliver_seconds_bucket",
+            "coda_bus_subscribers",
+        ]:
+            assert name in body, name
