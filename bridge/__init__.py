@@ -1,0 +1,7 @@
+"""The WebSocket bridge: browsers speak `ClientFrame`/`ServerFrame` over WebSocket, the bridge speaks gRPC to Coda.
+
+Pure cores (no I/O): `codec` (frames <-> bytes), `ratelimit` (token bucket), `batching` (coalescer),
+`auth` (tokens, origins), `limits` (connection admission), `fanout` (filters, encode-once broadcast).
+I/O shells: `upstream` (the bus link), `assistant` (Converse streams behind a circuit breaker),
+`server` (websockets server, HTTP routes, connections), `cli` (`coda bridge`).
+"""

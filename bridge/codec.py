@@ -1,0 +1,181 @@
+"""Frame codec: ClientFrame from text (canonical protobuf JSON) or binary frames, ServerFrame to bytes.
+
+Events are encoded once each (`EncodedEvent`) and an `events` frame is assembled from the encoded
+pieces, so a batch sent to many groups of clients never re-serializes an event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from coda.schema import event_type
+from coda.v1 import bridge_pb2, events_pb2
+
+JSON_PROTOCOL = "coda.v1.json"
+PROTO_PROTOCOL = "coda.v1.proto"
+PROTOCOLS = (JSON_PROTOCOL, PROTO_PROTOCOL)
+
+ErrorCode = bridge_pb2.ErrorCode
+ClientFrame = bridge_pb2.ClientFrame
+ServerFrame = bridge_pb2.ServerFrame
+
+_FRAME_FIELDS = ClientFrame.DESCRIPTOR.fields
+#: JSON keys a ClientFrame may have at top level (both the lowerCamel and the proto field names).
+_KNOWN_KEYS = frozenset({f.json_name for f in _FRAME_FIELDS} | {f.name for f in _FRAME_FIELDS})
+
+
+class FrameError(Exception):
+    """A client frame that cannot be used; becomes an error frame, the connection stays open."""
+
+    def __init__(self, code: int, message: str, client_frame_id: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_frame_id = client_frame_id
+
+    def to_frame(self) -> bridge_pb2.ServerFrame:
+        return error_frame(self.code, self.message, self.client_frame_id)
+
+
+def error_frame(code: int, message: str, client_frame_id: str = "") -> bridge_pb2.ServerFrame:
+    return ServerFrame(error=bridge_pb2.ErrorFrame(code=code, message=message, client_frame_id=client_frame_id))
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    if max_bytes and size > max_bytes:
+        raise FrameError(
+            ErrorCode.ERROR_CODE_FRAME_TOO_LARGE, f"frame of {size} bytes exceeds the limit of {max_bytes}"
+        )
+
+
+def decode_text(text: str, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
+    """A ClientFrame from canonical protobuf JSON; unknown fields are errors, not ignored."""
+    if max_bytes and len(text) * 4 > max_bytes:  # a char is at most 4 bytes: short texts skip the encode
+        check_size(len(text.encode("utf-8", "surrogatepass")), max_bytes)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"a frame is a JSON object, got {type(data).__name__}")
+    frame_id = data.get("id") if isinstance(data.get("id"), str) else ""
+    unknown = sorted(k for k in data if k not in _KNOWN_KEYS)
+    if unknown:
+        raise FrameError(
+            ErrorCode.ERROR_CODE_UNKNOWN_FRAME_TYPE,
+            f"unknown frame type {', '.join(map(repr, unknown))}; known: subscribe, unsubscribe, converse, ping",
+            frame_id,
+        )
+    frame = ClientFrame()
+    try:
+        json_format.ParseDict(data, frame, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"invalid frame: {exc}", frame_id) from None
+    return _require_kind(frame)
+
+
+def decode_binary(data: bytes, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
+    """A ClientFrame from its protobuf serialization."""
+    check_size(len(data), max_bytes)
+    frame = ClientFrame()
+    try:
+        frame.ParseFromString(data)
+    except DecodeError as exc:
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"not a serialized ClientFrame: {exc}") from None
+    return _require_kind(frame)
+
+
+def _require_kind(frame: bridge_pb2.ClientFrame) -> bridge_pb2.ClientFrame:
+    if frame.WhichOneof("frame") is None:
+        raise FrameError(
+            ErrorCode.ERROR_CODE_UNKNOWN_FRAME_TYPE,
+            "the frame has no known type; set one of subscribe, unsubscribe, converse, ping",
+            frame.id,
+        )
+    return frame
+
+
+def encode(frame: bridge_pb2.ServerFrame, protocol: str) -> str | bytes:
+    """A ServerFrame as a text frame (JSON subprotocol) or a binary frame (proto subprotocol)."""
+    if protocol == JSON_PROTOCOL:
+        return _compact_json(json_format.MessageToDict(frame))
+    return frame.SerializeToString()
+
+
+def _compact_json(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# ServerFrame.events is field 2 and EventBatch.events field 1, both length-delimited (wire type 2).
+_EVENTS_FIELD_TAG = b"\x12"
+_BATCH_EVENT_TAG = b"\x0a"
+
+
+@dataclass(slots=True)
+class EncodedEvent:
+    """One event with its encodings made on first use and shared by every frame that carries it."""
+
+    event: events_pb2.Event
+    seq: int
+    type: str
+    session_id: str
+    _binary: bytes | None = None
+    _json: str | None = None
+
+    @classmethod
+    def of(cls, event: events_pb2.Event) -> EncodedEvent:
+        return cls(event, event.seq, event_type(event), event.session_id)
+
+    @property
+    def time_ns(self) -> int:
+        return self.event.time.ToNanoseconds()
+
+    def binary(self) -> bytes:
+        if self._binary is None:
+            data = self.event.SerializeToString()
+            self._binary = _BATCH_EVENT_TAG + encode_varint(len(data)) + data
+        return self._binary
+
+    def json(self) -> str:
+        if self._json is None:
+            self._json = _compact_json(json_format.MessageToDict(self.event))
+        return self._json
+
+
+_JSON_EVENTS_PREFIX = '{"events":{"events":['
+_JSON_EVENTS_SUFFIX = "]}}"
+
+
+def merge_events_frames(frames: list[str | bytes]) -> str | bytes:
+    """Several `events` frames of one subprotocol as one frame carrying all their events, in order.
+
+    Binary: concatenated protobuf messages merge, and repeated fields append, so the bytes simply
+    join. JSON: the event arrays are spliced. Used by a connection's writer to catch up in one send.
+    """
+    if len(frames) == 1:
+        return frames[0]
+    if isinstance(frames[0], bytes):
+        return b"".join(frames)  # type: ignore[arg-type]
+    start, end = len(_JSON_EVENTS_PREFIX), -len(_JSON_EVENTS_SUFFIX)
+    return _JSON_EVENTS_PREFIX + ",".join(f[start:end] for f in frames) + _JSON_EVENTS_SUFFIX  # type: ignore[misc]
+
+
+def events_frame(events: list[EncodedEvent], protocol: str) -> str | bytes:
+    """`ServerFrame{events: EventBatch{events}}` from pre-encoded events, equal to encoding it whole."""
+    if protocol == JSON_PROTOCOL:
+        return _JSON_EVENTS_PREFIX + ",".join(e.json() for e in events) + _JSON_EVENTS_SUFFIX
+    body = b"".join(e.binary() for e in events)
+    return _EVENTS_FIELD_TAG + encode_varint(len(body)) + body

@@ -1,0 +1,674 @@
+"""The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`.
+
+Events flow: UpstreamLink (one `*` bus subscription) -> Coalescer (a few ms) -> FanOut (encode once
+per group and subprotocol) -> each Connection's bounded send queue -> its writer task -> socket.
+Nothing on that path awaits a client; a client whose queue is full is cut off with 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import signal
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from coda import __version__
+from coda.config import Config
+from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, bus_pb2, events_pb2
+
+from . import codec
+from .assistant import AssistantGate, AssistantUnavailable, ConverseStream
+from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Principal, bearer_token
+from .batching import Coalescer
+from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
+from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
+from .limits import ConnectionAdmission
+from .metrics import BREAKER_STATES, BridgeMetrics
+from .ratelimit import TokenBucket
+from .upstream import RETRYABLE, Backoff, UpstreamLink
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/v1/ws"
+STATIC_ROOT = Path(__file__).resolve().parent / "static"
+#: Close codes (RFC 6455 and the registry): see docs/protocol.md.
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")]
+    )
+    return Response(status, reason, headers, body)
+
+
+def _text(status: int, reason: str, text: str) -> Response:
+    return _response(status, reason, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+
+class Bridge:
+    def __init__(self, config: Config, coda_address: str | None = None) -> None:
+        self.config = config
+        settings = config.bridge
+        self.settings = settings
+        self.coda_address = coda_address or settings.coda_address or config.grpc.address
+        #: The Assistant may be hosted elsewhere (`endpoints.assistant`); by default it is at Coda's address.
+        self.assistant_address = config.endpoints.assistant or self.coda_address
+        self.metrics = BridgeMetrics()
+        self.fanout = FanOut()
+        self.admission = ConnectionAdmission(settings.max_connections, settings.max_connections_per_ip)
+        self.authenticator = Authenticator(settings.jwt_secret, settings.jwt_audience, settings.static_tokens)
+        self.origins = OriginPolicy(settings.allowed_origins)
+        self.gate = AssistantGate(
+            settings.assistant_failures_to_open,
+            settings.assistant_reset_seconds,
+            on_state=lambda state: self.metrics.breaker_state.set(BREAKER_STATES.get(state, 0)),
+        )
+        self.static_root = Path(settings.static_dir).resolve() if settings.static_dir else STATIC_ROOT
+        self.connections: dict[str, Connection] = {}
+        #: The newest seq handed to the fan-out; a resuming client replays up to here from the log.
+        self.dispatched_seq = 0
+        self._coalescer: Coalescer[EncodedEvent] = Coalescer(
+            settings.batch_window_ms / 1000, settings.batch_max_events, settings.batch_max_window_ms / 1000
+        )
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._assistant_channel: grpc.aio.Channel | None = None
+        self.upstream: UpstreamLink | None = None
+        self._upstream_task: asyncio.Task[None] | None = None
+        self._server: Server | None = None
+        self.assistant: assistant_pb2_grpc.AssistantStub | None = None
+        self.port = 0
+        self._principals: dict[int, Principal] = {}
+        #: Set once the upstream link has been up (dispatched_seq is then meaningful).
+        self.linked = asyncio.Event()
+        self.link_start_seq = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.settings.host}:{self.port}{WS_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    # --- lifecycle
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._channel = self._open_channel(self.coda_address)
+        self._assistant_channel = (
+            self._channel if self.assistant_address == self.coda_address else self._open_channel(self.assistant_address)
+        )
+        self.assistant = assistant_pb2_grpc.AssistantStub(self._assistant_channel)
+        self.upstream = UpstreamLink(
+            self._channel,
+            on_events=self._on_events,
+            on_gap=self._on_upstream_gap,
+            on_state=self._on_upstream_state,
+            backoff=Backoff(settings.reconnect_initial_seconds, settings.reconnect_max_seconds),
+        )
+        self._upstream_task = asyncio.create_task(self.upstream.run(), name="bridge-upstream")
+        hard_limit = settings.max_frame_bytes * max(1, settings.hard_frame_factor) if settings.max_frame_bytes else None
+        self._server = await serve(
+            self._handle,
+            settings.host,
+            settings.port,
+            subprotocols=[codec.JSON_PROTOCOL, codec.PROTO_PROTOCOL],  # type: ignore[list-item]
+            select_subprotocol=_select_subprotocol,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=settings.ping_interval_seconds or None,
+            ping_timeout=settings.ping_timeout_seconds or None,
+            close_timeout=settings.close_timeout_seconds,
+            max_size=hard_limit,
+            server_header=f"coda-bridge/{__version__}",
+        )
+        sockname = next(iter(self._server.sockets)).getsockname()
+        self.port = sockname[1]
+        self.metrics.breaker_state.set(BREAKER_STATES.get(self.gate.state, 0))
+        log.info("bridge serving", extra={"url": self.url, "coda": self.coda_address})
+
+    def _open_channel(self, address: str) -> grpc.aio.Channel:
+        settings = self.settings
+        size = self.config.grpc.max_message_bytes
+        backoff_ms = max(1, int(settings.reconnect_initial_seconds * 1000))
+        return grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                # The channel's own reconnects follow the bridge's backoff (gRPC's default grows to 2 min).
+                ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+                ("grpc.min_reconnect_backoff_ms", backoff_ms),
+                ("grpc.max_reconnect_backoff_ms", max(1, int(settings.reconnect_max_seconds * 1000))),
+            ],
+        )
+
+    async def stop(self) -> None:
+        """Close every client with 1001, then release the upstream link."""
+        if self._server is not None:
+            for connection in list(self.connections.values()):
+                connection.shutting_down = True
+            self._server.close(close_connections=True, code=CLOSE_GOING_AWAY, reason="bridge shutting down")
+            await self._server.wait_closed()
+            self._server = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        if self._upstream_task is not None:
+            self._upstream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upstream_task
+            self._upstream_task = None
+        for channel in {self._channel, self._assistant_channel} - {None}:
+            await channel.close()  # type: ignore[union-attr]
+        self._channel = self._assistant_channel = None
+
+    async def run_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        received = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, received.set)
+        await received.wait()
+        await self.stop()
+
+    # --- upstream events -> fan-out
+
+    def _on_upstream_state(self, up: bool) -> None:
+        self.metrics.upstream_up.set(1 if up else 0)
+        if up and not self.linked.is_set() and self.upstream is not None:
+            # Everything up to the bus head at first contact is history (replayed from the log on
+            # resume); everything after it reaches clients live.
+            self.dispatched_seq = max(self.dispatched_seq, self.upstream.cursor or 0)
+            self.link_start_seq = self.dispatched_seq
+            self.linked.set()
+        if not up and self.upstream is not None and self.upstream.cursor is not None:
+            self.metrics.upstream_reconnects.inc()
+
+    def _on_events(self, events: list[events_pb2.Event]) -> None:
+        encoded = [EncodedEvent.of(e) for e in events]
+        loop = asyncio.get_running_loop()
+        if self._coalescer.add(encoded, loop.time()):
+            self._flush()
+        elif self._flush_timer is None and self._coalescer.deadline is not None:
+            self._flush_timer = loop.call_at(self._coalescer.deadline, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        coalescer = self._coalescer
+        if coalescer.deadline is not None:
+            coalescer.note_lag(asyncio.get_running_loop().time() - coalescer.deadline)
+        events = coalescer.take()
+        if not events:
+            return
+        self.dispatched_seq = events[-1].seq
+        self.fanout.dispatch(events)
+
+    def _on_upstream_gap(self, gap: events_pb2.Gap) -> None:
+        # The bus no longer holds what happened while the link was down: tell every subscriber.
+        self._flush()
+        frame = bridge_pb2.ServerFrame(gap=gap)
+        encoded = {p: codec.encode(frame, p) for p in PROTOCOLS}
+        for connection in list(self.connections.values()):
+            if connection.key is not None:
+                connection.enqueue(encoded[connection.protocol])
+
+    def head_seq(self) -> int:
+        cursor = self.upstream.cursor if self.upstream is not None else None
+        return max(self.dispatched_seq, cursor or 0)
+
+    # --- HTTP routes and handshake checks
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        target = urlsplit(request.path)
+        path = target.path
+        if path == WS_PATH:
+            try:
+                self.origins.check(request.headers.get("Origin"))
+                principal = self.authenticator.authenticate(
+                    bearer_token(request.headers.get("Authorization"), target.query)
+                )
+            except HandshakeRefused as refused:
+                self.metrics.refusals.labels(refused.label).inc()
+                log.info("handshake refused", extra={"status": refused.status, "reason": refused.reason})
+                return _text(refused.status, "Unauthorized" if refused.status == 401 else "Forbidden", refused.reason)
+            ip = _client_ip(connection)
+            refusal = self.admission.refusal(ip)
+            if refusal is not None:
+                self.metrics.refusals.labels(refusal[0]).inc()
+                return _text(403, "Forbidden", refusal[1])
+            self._principals[id(connection)] = principal
+            return None
+        if path == "/healthz":
+            up = self.upstream is not None and self.upstream.up
+            if up:
+                return _text(200, "OK", f"ok: linked to coda at {self.coda_address}")
+            return _text(503, "Service Unavailable", f"not ready: no gRPC link to coda at {self.coda_address}")
+        if path == "/metrics":
+            self.metrics.connections.set(len(self.connections))
+            return _response(200, "OK", self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        return self._static(path)
+
+    def _static(self, path: str) -> Response:
+        relative = path.lstrip("/") or "index.html"
+        if relative.endswith("/"):
+            relative += "index.html"
+        try:
+            file = (self.static_root / relative).resolve()
+        except (OSError, ValueError):
+            return _text(404, "Not Found", "not found")
+        if not file.is_relative_to(self.static_root) or not file.is_file():
+            return _text(404, "Not Found", f"not found: {path}")
+        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type in {"application/javascript", "application/json"}:
+            content_type += "; charset=utf-8"
+        return _response(200, "OK", file.read_bytes(), content_type)
+
+    # --- connections
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        principal = self._principals.pop(id(ws), ANONYMOUS)
+        ip = _client_ip(ws)
+        refusal = self.admission.admit(ip)
+        if refusal is not None:  # lost a race with another handshake from the same address
+            self.metrics.refusals.labels(refusal[0]).inc()
+            await ws.close(CLOSE_TRY_AGAIN_LATER, refusal[1])
+            return
+        connection = Connection(self, ws, principal, ws.subprotocol or JSON_PROTOCOL)
+        self.connections[connection.id] = connection
+        self.metrics.connections.set(len(self.connections))
+        try:
+            await connection.run()
+        finally:
+            self.connections.pop(connection.id, None)
+            self.admission.release(ip)
+            self.metrics.connections.set(len(self.connections))
+
+
+def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+    # A client that offers no subprotocol gets JSON; one that offers only unknown ones gets none,
+    # which a browser treats as a failed handshake.
+    for protocol in offered:
+        if protocol in PROTOCOLS:
+            return protocol
+    return None
+
+
+def _client_ip(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else ""
+
+
+class _Replay:
+    """A resume in progress: live frames wait in `held` until the log has been replayed up to `live_start`."""
+
+    __slots__ = ("held", "live_start", "task")
+
+    def __init__(self, live_start: int | None) -> None:
+        self.live_start = live_start
+        self.held: deque[tuple[str | bytes, int, int, int]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Connection:
+    def __init__(self, bridge: Bridge, ws: ServerConnection, principal: Principal, protocol: str) -> None:
+        settings = bridge.settings
+        self.bridge = bridge
+        self.ws = ws
+        self.principal = principal
+        self.protocol = protocol
+        self.id = uuid.uuid4().hex[:16]
+        self.metrics = bridge.metrics
+        self.queue_limit = max(1, settings.send_queue_frames)
+        #: Queued events frames are merged into one send up to about this many bytes.
+        self.merge_limit = max(64 * 1024, settings.max_frame_bytes)
+        #: (frame, last seq, oldest event time in ns, event count); seq 0 for frames without events
+        self.queue: deque[tuple[str | bytes, int, int, int]] = deque()
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.last_sent_seq = 0
+        self.key: GroupKey | None = None
+        self.replay: _Replay | None = None
+        self.closing = False
+        self.shutting_down = False
+        self.frames = TokenBucket(settings.frames_per_second, settings.frames_burst)
+        self.audio = TokenBucket(settings.audio_bytes_per_second, settings.audio_bytes_per_second)
+        self.max_frame_bytes = settings.max_frame_bytes
+        self.idle_timeout = settings.idle_timeout_seconds
+        self.last_activity = time.monotonic()
+        assert bridge.assistant is not None
+        self.converse = ConverseStream(bridge.assistant, bridge.gate, self.send)
+        self._converse_opened = False
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def limits(self) -> bridge_pb2.ConnectionLimits:
+        s = self.bridge.settings
+        return bridge_pb2.ConnectionLimits(
+            max_frame_bytes=s.max_frame_bytes,
+            frames_per_second=int(s.frames_per_second),
+            audio_bytes_per_second=s.audio_bytes_per_second,
+            idle_timeout_seconds=int(s.idle_timeout_seconds),
+            send_queue_frames=s.send_queue_frames,
+        )
+
+    # --- outbound
+
+    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> None:
+        """FanOut calls this for every batch that matches; never blocks."""
+        if self.closing:
+            return
+        if self.replay is not None:
+            self.replay.held.append((frame, last_seq, time_ns, count))
+            if len(self.replay.held) + len(self.queue) > self.queue_limit:
+                self.cut_off()
+            return
+        self.enqueue(frame, last_seq, time_ns, count)
+
+    def enqueue(self, frame: str | bytes, last_seq: int = 0, time_ns: int = 0, count: int = 0) -> None:
+        if self.closing:
+            return
+        if len(self.queue) >= self.queue_limit:
+            self.cut_off()
+            return
+        self.queue.append((frame, last_seq, time_ns, count))
+        if len(self.queue) >= self.queue_limit // 2:
+            self._room.clear()
+        self._wakeup.set()
+
+    def send(self, frame: bridge_pb2.ServerFrame) -> None:
+        """Queue a frame of this connection only (hello, error, pong, converse)."""
+        self.enqueue(codec.encode(frame, self.protocol))
+
+    def error(self, code: int, message: str, client_frame_id: str = "") -> None:
+        self.send(codec.error_frame(code, message, client_frame_id))
+
+    def cut_off(self) -> None:
+        """Too slow: stop feeding it, say where to resume, close without waiting on the broadcast path."""
+        if self.closing:
+            return
+        self.closing = True
+        self.bridge.fanout.leave(self)
+        self.queue.clear()
+        self.metrics.slow_clients.inc()
+        self.metrics.refusals.labels("slow_consumer").inc()
+        reason = f"too slow: send queue full; resume with after_seq={self.last_sent_seq}"
+        log.info("client cut off", extra={"connection": self.id, "last_seq": self.last_sent_seq})
+        self._wakeup.set()
+        asyncio.get_running_loop().create_task(self.ws.close(CLOSE_TRY_AGAIN_LATER, reason))
+
+    async def _writer(self) -> None:
+        metrics = self.metrics
+        queue = self.queue
+        ws = self.ws
+        low_water = self.queue_limit // 4
+        merge_limit = self.merge_limit
+        while not self.closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while queue and not self.closing:
+                frame, last_seq, time_ns, count = queue.popleft()
+                if count and queue and queue[0][3]:
+                    # Behind: send every queued events frame as one, so a lagging client
+                    # catches up with one send instead of many.
+                    frames = [frame]
+                    size = len(frame)
+                    while queue and queue[0][3] and size < merge_limit:
+                        more, last_seq, _, more_count = queue.popleft()
+                        frames.append(more)
+                        size += len(more)
+                        count += more_count
+                    frame = codec.merge_events_frames(frames)
+                await ws.send(frame)
+                metrics.frames_out.inc()
+                metrics.bytes_out.inc(len(frame))
+                if count:
+                    self.last_sent_seq = last_seq
+                    metrics.events_delivered.inc(count)
+                    metrics.latency.observe(max(0.0, (time.time_ns() - time_ns) / 1e9))
+                if len(queue) <= low_water:
+                    self._room.set()
+
+    async def _wait_for_room(self) -> None:
+        await self._room.wait()
+
+    # --- inbound
+
+    async def run(self) -> None:
+        head = self.bridge.head_seq()
+        with contextlib.suppress(grpc.aio.AioRpcError, AttributeError):
+            assert self.bridge.upstream is not None
+            head = (await self.bridge.upstream.describe(timeout=1.0)).head_seq
+        self.send(
+            bridge_pb2.ServerFrame(
+                hello=bridge_pb2.HelloFrame(
+                    connection_id=self.id,
+                    protocol=self.protocol,
+                    server_version=__version__,
+                    head_seq=head,
+                    limits=self.limits(),
+                    session_id=self.principal.session_id,
+                    user_id=self.principal.user_id,
+                )
+            )
+        )
+        writer = asyncio.create_task(self._writer(), name=f"ws-writer-{self.id}")
+        idle = asyncio.create_task(self._idle_watch(), name=f"ws-idle-{self.id}") if self.idle_timeout > 0 else None
+        try:
+            async for message in self.ws:
+                self._receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closing = True
+            self.bridge.fanout.leave(self)
+            self._cancel_replay()
+            for task in (writer, idle):
+                if task is not None:
+                    task.cancel()
+            await self.converse.close()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+
+    async def _idle_watch(self) -> None:
+        while True:
+            remaining = self.last_activity + self.idle_timeout - time.monotonic()
+            if remaining <= 0:
+                self.metrics.refusals.labels("idle_timeout").inc()
+                await self.ws.close(CLOSE_POLICY, f"idle timeout: no frame for {self.idle_timeout:g}s; send pings")
+                return
+            await asyncio.sleep(remaining)
+
+    def _receive(self, message: str | bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.metrics.frames_in.inc()
+        self.metrics.bytes_in.inc(len(message))
+        if not self.frames.try_take():
+            self.metrics.refusals.labels("rate_limited").inc()
+            self.error(
+                ErrorCode.ERROR_CODE_RATE_LIMITED,
+                f"more than {self.frames.rate:g} frames per second; frame dropped, "
+                f"retry in {self.frames.retry_after():.2f}s",
+            )
+            return
+        try:
+            if isinstance(message, bytes):
+                if self.protocol == JSON_PROTOCOL:
+                    # Binary frames on the JSON subprotocol are raw PCM16 microphone audio.
+                    codec.check_size(len(message), self.max_frame_bytes)
+                    self._converse(
+                        assistant_pb2.ConverseRequest(audio_chunk=assistant_pb2.AudioInputChunk(audio=message)), ""
+                    )
+                    return
+                frame = codec.decode_binary(message, self.max_frame_bytes)
+            else:
+                if self.protocol != JSON_PROTOCOL:
+                    raise FrameError(
+                        ErrorCode.ERROR_CODE_MALFORMED_FRAME,
+                        f"text frame on {self.protocol}: send serialized ClientFrame messages as binary frames",
+                    )
+                frame = codec.decode_text(message, self.max_frame_bytes)
+            self._dispatch(frame)
+        except FrameError as exc:
+            label = {
+                ErrorCode.ERROR_CODE_FRAME_TOO_LARGE: "frame_too_large",
+                ErrorCode.ERROR_CODE_UNKNOWN_FRAME_TYPE: "unknown_frame_type",
+            }.get(exc.code, "malformed_frame")
+            self.metrics.refusals.labels(label).inc()
+            self.send(exc.to_frame())
+
+    def _dispatch(self, frame: bridge_pb2.ClientFrame) -> None:
+        kind = frame.WhichOneof("frame")
+        if kind == "ping":
+            self.send(
+                bridge_pb2.ServerFrame(
+                    pong=bridge_pb2.PongFrame(nonce=frame.ping.nonce, head_seq=self.bridge.head_seq())
+                )
+            )
+        elif kind == "subscribe":
+            self._subscribe(frame.subscribe, frame.id)
+        elif kind == "unsubscribe":
+            self._cancel_replay()
+            self.bridge.fanout.leave(self)
+            self.key = None
+        elif kind == "converse":
+            self._converse(frame.converse, frame.id)
+
+    def _subscribe(self, request: bridge_pb2.SubscribeFrame, frame_id: str) -> None:
+        session = request.session_id
+        bound = self.principal.session_id
+        if bound:
+            if session and session != bound:
+                self.metrics.refusals.labels("permission_denied").inc()
+                self.error(
+                    ErrorCode.ERROR_CODE_PERMISSION_DENIED, f"your token allows session {bound!r} only", frame_id
+                )
+                return
+            session = bound
+        try:
+            key = compile_filter(request.types, session)
+        except FilterError as exc:
+            self.error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, str(exc), frame_id)
+            return
+        self._cancel_replay()
+        self.key = key
+        # Unknown until the upstream link has been up once; the replay then waits for it.
+        live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
+        if request.HasField("after_seq") and (live_start is None or request.after_seq < live_start):
+            self.replay = _Replay(live_start)
+            self.replay.task = asyncio.create_task(
+                self._replay(key, request.after_seq, self.replay), name=f"ws-replay-{self.id}"
+            )
+        self.bridge.fanout.join(self, key)
+
+    def _cancel_replay(self) -> None:
+        if self.replay is not None:
+            if self.replay.task is not None:
+                self.replay.task.cancel()
+            self.replay = None
+
+    async def _replay(self, key: GroupKey, after_seq: int, replay: _Replay) -> None:
+        """Events (after_seq, live_start] from the bus log, then the held live frames: no gap, no duplicate."""
+        upstream = self.bridge.upstream
+        assert upstream is not None
+        if replay.live_start is None:
+            await self.bridge.linked.wait()
+            replay.live_start = self.bridge.link_start_seq
+        cursor = after_seq
+        gap_sent = False
+        backoff = Backoff(self.bridge.settings.reconnect_initial_seconds, self.bridge.settings.reconnect_max_seconds)
+        while cursor < replay.live_start:
+            call = upstream.subscribe(bus_pb2.SubscribeRequest(types=["*"], after_seq=cursor))
+            try:
+                async for response in call:
+                    if response.HasField("gap"):
+                        if not gap_sent:
+                            gap_sent = True
+                            self.send(bridge_pb2.ServerFrame(gap=response.gap))
+                        cursor = max(cursor, response.gap.oldest_seq - 1)
+                        continue
+                    batch = [e for e in response.batch.events if cursor < e.seq <= replay.live_start]
+                    if response.batch.events:
+                        cursor = max(cursor, min(response.batch.events[-1].seq, replay.live_start))
+                    wanted = select(key, [EncodedEvent.of(e) for e in batch])
+                    if wanted:
+                        await self._wait_for_room()
+                        if self.closing:
+                            return
+                        self.enqueue(
+                            codec.events_frame(wanted, self.protocol), wanted[-1].seq, wanted[0].time_ns, len(wanted)
+                        )
+                    if cursor >= replay.live_start:
+                        break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    self.error(ErrorCode.ERROR_CODE_UNAVAILABLE, f"resume failed: {exc.details()}")
+                    return
+                await asyncio.sleep(backoff.next_delay())
+            finally:
+                call.cancel()
+        if self.replay is not replay or self.closing:
+            return
+        self.replay = None
+        for held in replay.held:
+            self.enqueue(*held)
+
+    def _converse(self, request: assistant_pb2.ConverseRequest, frame_id: str) -> None:
+        kind = request.WhichOneof("request")
+        if kind is None:
+            self.error(ErrorCode.ERROR_CODE_INVALID_ARGUMENT, "converse frame has no request", frame_id)
+            return
+        if kind == "audio_chunk" and not self.audio.try_take(len(request.audio_chunk.audio)):
+            self.metrics.refusals.labels("audio_rate_limited").inc()
+            self.error(
+                ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED,
+                f"audio above {self.audio.rate:g} bytes per second; chunk dropped",
+                frame_id,
+            )
+            return
+        bound = self.principal
+        if kind == "open" and (bound.session_id or bound.user_id):
+            if bound.session_id and request.open.session_id not in ("", bound.session_id):
+                self.metrics.refusals.labels("permission_denied").inc()
+                self.error(
+                    ErrorCode.ERROR_CODE_PERMISSION_DENIED,
+                    f"your token allows session {bound.session_id!r} only",
+                    frame_id,
+                )
+                return
+            request.open.session_id = bound.session_id or request.open.session_id
+            request.open.user_id = bound.user_id or request.open.user_id
+        try:
+            if not self.converse.open and kind != "open" and bound.session_id:
+                # The token decides the session: open it before the first turn.
+                self.converse.submit(
+                    assistant_pb2.ConverseRequest(
+                        open=assistant_pb2.SessionOpen(session_id=bound.session_id, user_id=bound.user_id)
+                    ),
+                    frame_id,
+                )
+            self.converse.submit(request, frame_id)
+        except AssistantUnavailable as exc:
+            self.metrics.refusals.labels("assistant_unavailable").inc()
+            self.error(ErrorCode.ERROR_CODE_UNAVAILABLE, str(exc), frame_id)
