@@ -7,6 +7,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/@bufbuild/buf/bin/buf
 PROTOS := $(wildcard protos/coda/v1/*.proto)
 PYTEST_ARGS ?=
+GENERATED := coda/v1 bridge/static/coda-schema.js
 
 .PHONY: run test bench protos lint buf-lint fmt venv system-deps clean check-protos
 
@@ -37,11 +38,12 @@ protos: $(STAMP)
 		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
 		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	$(PY) scripts/gen_web_schema.py
 
 ## check-protos: fail when generated code is stale
 check-protos: protos
-	git diff --exit-code -- coda/v1 || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
-	test -z "$$(git status --porcelain -- coda/v1)" || (git status --porcelain -- coda/v1; echo "untracked generated files" && exit 1)
+	git diff --exit-code -- $(GENERATED) || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+	test -z "$$(git status --porcelain -- $(GENERATED))" || (git status --porcelain -- $(GENERATED); echo "untracked generated files" && exit 1)
 
 $(BUF):
 	mkdir -p .tools
