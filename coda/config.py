@@ -144,6 +144,8 @@ class BridgeConfig:
     send_queue_frames: int = 1024
     #: Events arriving within this window leave as one `events` frame.
     batch_window_ms: float = 5.0
+    #: When sending a batch takes longer than the window (many clients), the window stretches up to this.
+    batch_max_window_ms: float = 50.0
     #: An `events` frame holds at most this many events.
     batch_max_events: int = 512
     #: WebSocket-level keep-alive pings every N seconds (0: off) ...
@@ -284,6 +286,10 @@ class VoiceConfig:
     silence_ms: int = 700
     #: Speech-to-text engine: "pocketsphinx" (embedded, offline) or "wyoming" (e.g. wyoming-faster-whisper).
     stt_engine: str = "pocketsphinx"
+    #: Language model of the embedded STT: "domain" (the assistant's own commands, built at start from
+    #: the intent agent's templates; far more accurate on commands) or "general" (pocketsphinx's
+    #: bundled en-US model, for free dictation such as questions to a configured LLM).
+    stt_language_model: str = "domain"
     #: Text-to-speech engine: "espeak" (embedded eSpeak NG, offline) or "wyoming" (e.g. wyoming-piper).
     tts_engine: str = "espeak"
     #: Voice activity detector: "webrtc" (embedded).
