@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,test]'
 	touch $(STAMP)
 
+## cluster: three NATS nodes, two Coda processes and two bridges on loopback (docs/operations.md)
+cluster: $(STAMP) ; bash scripts/cluster.sh
+
 ## run: start Coda (all services on 127.0.0.1:50051) and the bridge with the web page on :8765
 run: $(STAMP)
 	$(VENV)/bin/coda up

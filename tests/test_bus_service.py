@@ -14,7 +14,19 @@ from prometheus_client import REGISTRY
 from coda.bus.client import GrpcPublisher, ResumingSubscription, subscribe
 from coda.schema import event_type, new_event
 from coda.v1 import bus_pb2, bus_pb2_grpc, events_pb2
+from tests.bus_backends import BACKENDS, backend_settings, nats_server  # noqa: F401 - nats_server is a fixture
 from tests.conftest import make_config, running_host
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every test here runs on each bus backend: memory, file and NATS JetStream."""
+    return backend_settings(request)
+
+
+@pytest.fixture
+def config(tmp_path: Path, backend_env: dict[str, str]):
+    return make_config(tmp_path, **backend_env)
 
 
 @pytest.fixture
@@ -123,8 +135,8 @@ async def test_concurrent_publishers_and_filtered_subscribers(config, channel_to
             await publisher.close()
 
 
-async def test_replay_with_and_without_gap(tmp_path: Path, channel_to) -> None:
-    config = make_config(tmp_path, CODA_BUS__MAX_EVENTS="50")
+async def test_replay_with_and_without_gap(tmp_path: Path, channel_to, backend_env) -> None:
+    config = make_config(tmp_path, **backend_env, CODA_BUS__MAX_EVENTS="50")
     async with running_host(config, only="bus") as host:
         channel = channel_to(host.address)
         acks = await publish_direct(channel, [token(i) for i in range(30)])
@@ -165,8 +177,10 @@ async def test_idempotent_retry_keeps_the_original_seq(config, channel_to) -> No
         assert [e.id for e in stored] == [events[0].id, events[1].id, events[2].id, retry[1].id]
 
 
-async def test_every_invalid_event_gets_an_error_ack_and_the_stream_stays_open(tmp_path: Path, channel_to) -> None:
-    config = make_config(tmp_path, CODA_BUS__MAX_EVENT_BYTES="1000")
+async def test_every_invalid_event_gets_an_error_ack_and_the_stream_stays_open(
+    tmp_path: Path, channel_to, backend_env
+) -> None:
+    config = make_config(tmp_path, **backend_env, CODA_BUS__MAX_EVENT_BYTES="1000")
     async with running_host(config, only="bus") as host:
         channel = channel_to(host.address)
         call = bus_pb2_grpc.EventBusStub(channel).Publish()
@@ -200,8 +214,12 @@ def cut_offs() -> float:
     return REGISTRY.get_sample_value("coda_bus_subscribers_cut_off_total") or 0.0
 
 
-async def test_stalled_subscriber_is_cut_off_and_resumes_while_a_fast_one_keeps_up(tmp_path: Path, channel_to) -> None:
-    config = make_config(tmp_path, CODA_BUS__SUBSCRIBER_QUEUE_EVENTS="300", CODA_BUS__BATCH_MAX_EVENTS="32")
+async def test_stalled_subscriber_is_cut_off_and_resumes_while_a_fast_one_keeps_up(
+    tmp_path: Path, channel_to, backend_env
+) -> None:
+    config = make_config(
+        tmp_path, **backend_env, CODA_BUS__SUBSCRIBER_QUEUE_EVENTS="300", CODA_BUS__BATCH_MAX_EVENTS="32"
+    )
     async with running_host(config, only="bus") as host:
         channel = channel_to(host.address)
         start = await head_of(channel)
@@ -249,8 +267,10 @@ async def test_stalled_subscriber_is_cut_off_and_resumes_while_a_fast_one_keeps_
         await publisher.close()
 
 
-async def test_resuming_subscription_survives_a_cut_off(tmp_path: Path, channel_to) -> None:
-    config = make_config(tmp_path, CODA_BUS__SUBSCRIBER_QUEUE_EVENTS="20", CODA_BUS__BATCH_MAX_EVENTS="8")
+async def test_resuming_subscription_survives_a_cut_off(tmp_path: Path, channel_to, backend_env) -> None:
+    config = make_config(
+        tmp_path, **backend_env, CODA_BUS__SUBSCRIBER_QUEUE_EVENTS="20", CODA_BUS__BATCH_MAX_EVENTS="8"
+    )
     async with running_host(config, only="bus") as host:
         channel = channel_to(host.address)
         start = await head_of(channel)
@@ -280,7 +300,7 @@ async def test_describe_and_metrics_endpoint(config, channel_to) -> None:
         await publish_direct(channel, [events_pb2.Event(id="", llm_token=events_pb2.LlmToken())])
         replay = await collect(channel, 5, after_seq=0)
         info = await bus_pb2_grpc.EventBusStub(channel).Describe(bus_pb2.DescribeRequest())
-        assert info.backend == "memory" and info.head_seq == replay[-1].seq >= 5
+        assert info.backend == config.bus.backend and info.head_seq == replay[-1].seq >= 5
         assert info.oldest_seq == 1 and info.retained_events == info.head_seq
         assert info.retained_bytes > 0 and info.max_events == config.bus.max_events
         body = await asyncio.to_thread(

@@ -80,8 +80,6 @@ class NatsBackend(LogBackend):
         self._head = 0
         self._head_changed = asyncio.Event()
         self._stream_first = 1
-        self._stream_last = 0
-        self._stream_messages = 0
         self._stream_bytes = 0
         self._readers: dict[tuple[int, tuple[str, ...]], _Reader] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,12 +116,15 @@ class NatsBackend(LogBackend):
             name="coda-bus",
             connect_timeout=max(1, round(self.nats.connect_timeout_seconds)),
             allow_reconnect=True,
-            max_reconnect_attempts=-1,
+            # nats-py retries a first connect forever when this is -1, which would hang start-up:
+            # try each server once here (our own loop retries) and reconnect forever once connected.
+            max_reconnect_attempts=1,
             reconnect_time_wait=0.25,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
         )
+        nc.options["max_reconnect_attempts"] = -1
         try:
             js = nc.jetstream(timeout=self.ack_timeout)
             await self._ensure_stream(js)
@@ -157,7 +158,8 @@ class NatsBackend(LogBackend):
             max_msg_size=self.config.max_event_bytes + 1024,
             storage=api.StorageType.FILE,
             num_replicas=self.nats.replicas,
-            duplicate_window=self.nats.duplicate_window_seconds,
+            # JetStream refuses a de-duplication window longer than the retention age.
+            duplicate_window=min(self.nats.duplicate_window_seconds, self.nats.max_age_seconds or float("inf")),
         )
         try:
             await js.add_stream(stream)
@@ -195,7 +197,12 @@ class NatsBackend(LogBackend):
                 if seq <= self._head:
                     continue  # redelivered after the ordered consumer was recreated
                 self._head = seq
-                stored.append(self._stored(msg, seq, now))
+                entry = self._stored_or_none(msg, seq, now)
+                if entry is None:
+                    continue
+                stored.append(entry)
+                # An estimate until the next poll reads the stream's own figure.
+                self._stream_bytes += len(msg.data) + len(msg.subject)
             if stored:
                 self._head_changed.set()
                 self._head_changed = asyncio.Event()
@@ -204,8 +211,13 @@ class NatsBackend(LogBackend):
                 except Exception:
                     log.exception("bus listener failed")
 
-    def _stored(self, msg: Any, seq: int, now: int) -> StoredEvent:
-        type_name, session_id = parse_subject(self.prefix, msg.subject)
+    def _stored_or_none(self, msg: Any, seq: int, now: int) -> StoredEvent | None:
+        """The log entry of a stream message; None (logged) for one not published by a Coda bus."""
+        try:
+            type_name, session_id = parse_subject(self.prefix, msg.subject)
+        except ValueError:
+            log.warning("skipping a message that is not a Coda event", extra={"seq": seq, "subject": msg.subject})
+            return None
         event_id = (msg.headers or {}).get(MSG_ID_HEADER, "")
         return StoredEvent(seq, event_id, type_name, session_id, with_seq(msg.data, seq), now)
 
@@ -221,8 +233,11 @@ class NatsBackend(LogBackend):
             await _unsubscribe(reader.subscription)
         self._readers.clear()
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
+            # Drain only a live connection, and briefly: a dead NATS must not hold up shutdown.
+            if self._nc.is_connected:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2.0):
+                        await self._nc.drain()
             with contextlib.suppress(Exception):
                 await self._nc.close()
             self._nc = None
@@ -241,7 +256,7 @@ class NatsBackend(LogBackend):
         log.info("bus backend reconnected to NATS", extra={"server": str(self._nc.connected_url.netloc)})
 
     async def _on_error(self, exc: Exception) -> None:
-        log.info("NATS client error", extra={"error": _describe(exc)})
+        log.debug("NATS client error", extra={"error": _describe(exc)})
 
     def _check_ready(self) -> None:
         if not self._ready or self._js is None:
@@ -364,7 +379,9 @@ class NatsBackend(LogBackend):
             if seq <= reader.last_seq:
                 continue
             reader.last_seq = seq
-            entries.append(self._stored(msg, seq, now))
+            entry = self._stored_or_none(msg, seq, now)
+            if entry is not None:
+                entries.append(entry)
         return entries
 
     # -- state ----------------------------------------------------------------------------------
@@ -377,8 +394,6 @@ class NatsBackend(LogBackend):
 
     def _update_state(self, state: Any) -> None:
         self._stream_first = state.first_seq
-        self._stream_last = state.last_seq
-        self._stream_messages = state.messages
         self._stream_bytes = state.bytes
 
     async def _poll_loop(self) -> None:
@@ -400,17 +415,17 @@ class NatsBackend(LogBackend):
     @property
     def first_retained_seq(self) -> int:
         # Count retention is known exactly; bytes and age retention come from the last poll.
-        first = max(self._stream_first, self._head + 1 - self.config.max_events)
+        first = max(self._stream_first, self._head + 1 - self.config.max_events, 1)
         return min(first, self._head + 1)
 
     def stats(self) -> LogStats:
         oldest = self.first_retained_seq
-        retained = max(0, self._head + 1 - oldest)
+        retained = self._head + 1 - oldest
         return LogStats(
             self._head,
             oldest if retained else 0,
-            min(retained, self._stream_messages) if self._stream_last >= self._head else retained,
-            self._stream_bytes,
+            retained,
+            min(self._stream_bytes, self.config.max_bytes),
             self.config.max_events,
             self.config.max_bytes,
         )
