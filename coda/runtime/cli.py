@@ -70,7 +70,11 @@ def run_up(args: argparse.Namespace) -> int:
     bridge = subprocess.Popen([*base, "bridge"], env=env)
     children = [bridge, serve]
 
+    stopping = False
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -87,7 +91,9 @@ def run_up(args: argparse.Namespace) -> int:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
-    return max(abs(child.returncode or 0) for child in children)
+    # A child ended by the SIGTERM we forwarded on Ctrl-C or SIGTERM has stopped as asked.
+    asked = {0, -signal.SIGTERM, -signal.SIGINT} if stopping else {0}
+    return max((abs(child.returncode) for child in children if child.returncode not in asked), default=0)
 
 
 def run_config(args: argparse.Namespace) -> int:
