@@ -104,7 +104,8 @@ class BusConfig:
     max_event_bytes: int = 256 * 1024
     #: A Subscribe batch holds at most this many events ...
     batch_max_events: int = 256
-    #: ... and waits at most this long for more events once it has one.
+    #: ... and a subscriber gets at most one batch per this many milliseconds unless a full one
+    #: is waiting: an event after a quiet spell goes out at once, a burst is coalesced.
     batch_max_ms: float = 2.0
     #: Events a subscriber may have queued before it is cut off with RESOURCE_EXHAUSTED.
     subscriber_queue_events: int = 10_000

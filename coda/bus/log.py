@@ -9,10 +9,11 @@ no per-event protobuf work however many subscribers there are.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from coda.schema import event_type
+from coda.schema import TYPE_BY_FIELD, event_type
 from coda.v1 import events_pb2
 
 #: Wire tag of field 1, length-delimited: `EventBatch.events`, `SubscribeResponse.batch`.
@@ -76,13 +77,26 @@ class StoredEvent:
         return f"StoredEvent(seq={self.seq}, id={self.id!r}, type={self.type!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):
+    """One appended event's outcome."""
+
     seq: int
     #: True when the id was already in the retention window; `seq` is then the original one.
     duplicate: bool
     #: The new log entry; None for a duplicate.
     stored: StoredEvent | None
+
+
+@dataclass(slots=True)
+class Appended:
+    """What appending a batch did (plain lists, not an object per event: this is the hot path)."""
+
+    #: Each event's seq, in batch order.
+    seqs: list[int]
+    #: Batch positions of the events whose id was already held; their seq is the original one.
+    duplicates: set[int]
+    #: The new log entries, in seq order.
+    stored: list[StoredEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +170,45 @@ class EventLog:
 
     def append(self, event: events_pb2.Event, appended_ns: int | None = None) -> AppendResult:
         """Assign the next seq to `event` (setting `event.seq`) unless its id is already held."""
-        original = self._seq_by_id.get(event.id)
-        if original is not None:
-            event.seq = original
-            return AppendResult(original, True, None)
-        self._head += 1
-        event.seq = self._head
-        stored = StoredEvent.from_event(event, appended_ns)
-        self._hold(stored)
-        return AppendResult(stored.seq, False, stored)
+        appended = self.append_many((event,), appended_ns)
+        stored = appended.stored[0] if appended.stored else None
+        return AppendResult(appended.seqs[0], stored is None, stored)
+
+    def append_many(self, events: Sequence[events_pb2.Event], appended_ns: int | None = None) -> Appended:
+        """`append` for a batch, in order, in one loop with the lookups hoisted."""
+        now = time.monotonic_ns() if appended_ns is None else appended_ns
+        seq_by_id = self._seq_by_id
+        entries = self._entries
+        head = self._head
+        added_bytes = 0
+        seqs: list[int] = []
+        duplicates: set[int] = set()
+        stored: list[StoredEvent] = []
+        for index, event in enumerate(events):
+            event_id = event.id
+            original = seq_by_id.get(event_id)
+            if original is not None:
+                event.seq = original
+                seqs.append(original)
+                duplicates.add(index)
+                continue
+            head += 1
+            event.seq = head
+            data = event.SerializeToString()
+            stored.append(
+                StoredEvent(
+                    head, event_id, TYPE_BY_FIELD.get(event.WhichOneof("payload"), ""), event.session_id, data, now
+                )
+            )
+            added_bytes += len(data)
+            if event_id:
+                seq_by_id[event_id] = head
+            seqs.append(head)
+        entries.extend(stored)
+        self._head = head
+        self._bytes += added_bytes
+        self._evict_over_limits()
+        return Appended(seqs, duplicates, stored)
 
     def restore(self, stored: StoredEvent) -> None:
         """Put back an entry read from durable storage (recovery); seqs must keep increasing."""
@@ -181,6 +225,9 @@ class EventLog:
         self._bytes += len(stored.data)
         if stored.id:
             self._seq_by_id[stored.id] = stored.seq
+        self._evict_over_limits()
+
+    def _evict_over_limits(self) -> None:
         excess = 0
         entries = self._entries
         over_count = len(entries) - self._start - self.max_events

@@ -20,7 +20,7 @@ from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.fanout import Fanout, Subscription
 from coda.bus.filters import EventFilter, FilterError
 from coda.bus.log import GapInfo, encode_varint, frame_field1
-from coda.bus.validation import event_problem, session_id_problem
+from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
 from coda.v1 import bus_pb2, events_pb2
 
@@ -51,6 +51,7 @@ class BusService:
         backend.set_listener(self._on_append)
         self.batch_max_events = max(1, config.batch_max_events)
         self.batch_max_seconds = max(0.0, config.batch_max_ms) / 1000.0
+        self.validator = BatchValidator(config.max_event_bytes)
         self.stopping = False
 
     # -- core operations (also used in process by the local publisher) --------------------------
@@ -59,50 +60,60 @@ class BusService:
         self.fanout.deliver(stored)
         metrics.EVENTS_PUBLISHED.inc(len(stored))
 
-    async def _store(self, events: Sequence[events_pb2.Event]) -> list[tuple[int, bool, str]]:
-        """Validate, store and fan out; per event (seq, duplicate, error), in order."""
-        max_bytes = self.config.max_event_bytes
-        problems = [event_problem(event, max_bytes) for event in events]
-        valid = [event for event, problem in zip(events, problems, strict=True) if problem is None]
-        results = iter(await self.backend.append(valid) if valid else ())
-        out: list[tuple[int, bool, str]] = []
-        duplicates = 0
-        for problem in problems:
-            if problem is None:
-                result = next(results)
-                duplicates += result.duplicate
-                out.append((result.seq, result.duplicate, ""))
-            else:
+    async def _store(
+        self, events: Sequence[events_pb2.Event], request_bytes: int | None = None
+    ) -> tuple[list[int], set[int], dict[int, str]]:
+        """Validate, store and fan out: per batch position its seq (0 when refused), the positions
+        acked as duplicates, and {position: reason} for the refused ones."""
+        problems = self.validator.problems(events, request_bytes)
+        if not problems:
+            appended = await self.backend.append(events) if events else None
+            seqs = appended.seqs if appended else []
+            duplicates = appended.duplicates if appended else set()
+        else:
+            for problem in problems.values():
                 metrics.EVENTS_REJECTED.labels(metrics.rejection_kind(problem)).inc()
-                out.append((0, False, problem))
+            positions = [i for i in range(len(events)) if i not in problems]
+            appended = await self.backend.append([events[i] for i in positions]) if positions else None
+            seqs = [0] * len(events)
+            duplicates = set()
+            if appended:
+                for valid_index, position in enumerate(positions):
+                    seqs[position] = appended.seqs[valid_index]
+                duplicates = {positions[i] for i in appended.duplicates}
         if duplicates:
-            metrics.EVENTS_DUPLICATE.inc(duplicates)
+            metrics.EVENTS_DUPLICATE.inc(len(duplicates))
         self._update_log_gauges()
-        return out
+        return seqs, duplicates, problems
 
     async def accept(self, events: Sequence[events_pb2.Event]) -> list[bus_pb2.PublishAck]:
         """Validate, store and fan out `events`; one ack per event, in order."""
-        outcomes = await self._store(events)
+        seqs, duplicates, problems = await self._store(events)
         return [
-            bus_pb2.PublishAck(id=event.id, seq=seq, duplicate=duplicate, error=error, index=index)
-            for index, (event, (seq, duplicate, error)) in enumerate(zip(events, outcomes, strict=True))
+            bus_pb2.PublishAck(
+                id=event.id, seq=seq, duplicate=index in duplicates, error=problems.get(index, ""), index=index
+            )
+            for index, (event, seq) in enumerate(zip(events, seqs, strict=True))
         ]
 
-    async def accept_encoded(self, events: Sequence[events_pb2.Event]) -> bytes:
+    async def accept_encoded(self, events: Sequence[events_pb2.Event], request_bytes: int | None = None) -> bytes:
         """Like `accept`, but the acks come back as an encoded PublishResponse (the hot path)."""
-        outcomes = await self._store(events)
+        seqs, duplicates, problems = await self._store(events, request_bytes)
         parts: list[bytes] = []
-        for index, (event, (seq, duplicate, error)) in enumerate(zip(events, outcomes, strict=True)):
-            if error:
-                parts.append(
-                    frame_field1(bus_pb2.PublishAck(id=event.id, error=error, index=index).SerializeToString())
-                )
-                continue
-            # PublishAck fields 1 (id), 2 (seq), 3 (duplicate), 5 (index), encoded by hand.
+        for index, (event, seq) in enumerate(zip(events, seqs, strict=True)):
+            if problems or duplicates:
+                problem = problems.get(index)
+                if problem is not None:
+                    ack = bus_pb2.PublishAck(id=event.id, error=problem, index=index).SerializeToString()
+                    parts.append(frame_field1(ack))
+                    continue
+                if index in duplicates:
+                    ack = bus_pb2.PublishAck(id=event.id, seq=seq, duplicate=True, index=index).SerializeToString()
+                    parts.append(frame_field1(ack))
+                    continue
+            # PublishAck fields 1 (id), 2 (seq) and 5 (index), encoded by hand: the common case.
             event_id = event.id.encode()
             ack = b"\x0a" + encode_varint(len(event_id)) + event_id + b"\x10" + encode_varint(seq)
-            if duplicate:
-                ack += b"\x18\x01"
             if index:
                 ack += b"\x28" + encode_varint(index)
             parts.append(b"\x0a" + encode_varint(len(ack)) + ack)
@@ -146,7 +157,7 @@ class BusService:
             if self.stopping:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping; publish again after restart")
             try:
-                response = await self.accept_encoded(request.events)
+                response = await self.accept_encoded(request.events, request.ByteSize())
             except BackendUnavailable as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; publish again (same ids) later")
             yield response
@@ -227,17 +238,22 @@ class BusService:
             subscription.last_sent_seq = after
 
     async def _follow(self, subscription: Subscription) -> AsyncIterator[bytes]:
+        # Batching without a fixed wait: the first event after a quiet spell is sent at once; after
+        # a send, the next batch waits until `linger` has passed (or a full batch is queued). The
+        # message rate per subscriber stays bounded and a lone event pays no linger.
         batch_max = self.batch_max_events
-        linger = self.batch_max_seconds
+        linger_ns = int(self.batch_max_seconds * 1e9)
+        last_send_ns = 0
         while not subscription.cut_off:
             if not subscription.queue:
                 if subscription.closing:
                     return
                 await subscription.ready.wait()
                 continue
-            if len(subscription.queue) < batch_max and linger > 0 and not subscription.closing:
+            wait_ns = last_send_ns + linger_ns - time.monotonic_ns()
+            if wait_ns > 0 and len(subscription.queue) < batch_max and not subscription.closing:
                 try:
-                    async with asyncio.timeout(linger):
+                    async with asyncio.timeout(wait_ns / 1e9):
                         await subscription.filled.wait()
                 except TimeoutError:
                     pass
@@ -245,9 +261,10 @@ class BusService:
                     return
             batch = subscription.take(batch_max)
             yield frame_field1(b"".join([e.frame for e in batch]))
+            last_send_ns = time.monotonic_ns()
             subscription.last_sent_seq = batch[-1].seq
             metrics.EVENTS_DELIVERED.inc(len(batch))
-            metrics.DELIVERY_LATENCY.observe((time.monotonic_ns() - batch[0].appended_ns) / 1e9)
+            metrics.DELIVERY_LATENCY.observe((last_send_ns - batch[0].appended_ns) / 1e9)
 
     async def Describe(
         self, request: bus_pb2.DescribeRequest, context: grpc.aio.ServicerContext

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from coda.v1 import events_pb2
 
@@ -36,3 +37,42 @@ def event_problem(event: events_pb2.Event, max_event_bytes: int) -> str | None:
     if event.session_id:
         return session_id_problem(event.session_id)
     return None
+
+
+class BatchValidator:
+    """`event_problem` over a whole publish request, cheap when every event is fine (the usual case).
+
+    Session ids already found valid are remembered (bounded), and the size check is skipped when
+    the whole request is within the per-event limit.
+    """
+
+    def __init__(self, max_event_bytes: int, max_known_sessions: int = 4096) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.max_known_sessions = max_known_sessions
+        self._known_sessions: set[str] = {""}
+
+    def problems(self, events: Sequence[events_pb2.Event], request_bytes: int | None = None) -> dict[int, str]:
+        """{batch position: reason} for each refused event; empty when all are acceptable."""
+        max_bytes = self.max_event_bytes
+        check_size = request_bytes is None or request_bytes > max_bytes
+        known = self._known_sessions
+        found: dict[int, str] = {}
+        for index, event in enumerate(events):
+            event_id = event.id
+            if (
+                event_id
+                and len(event_id) <= MAX_EVENT_ID_CHARS
+                and event.session_id in known
+                and event.WhichOneof("payload") is not None
+                and not (check_size and event.ByteSize() > max_bytes)
+            ):
+                continue
+            problem = event_problem(event, max_bytes)
+            if problem is None:
+                if len(known) >= self.max_known_sessions:
+                    known.clear()
+                    known.add("")
+                known.add(event.session_id)
+            else:
+                found[index] = problem
+        return found

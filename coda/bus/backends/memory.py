@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from coda.bus.backends.base import LogBackend
 from coda.bus.filters import EventFilter
-from coda.bus.log import AppendResult, EventLog, LogStats, StoredEvent
+from coda.bus.log import Appended, EventLog, LogStats, StoredEvent
 from coda.v1 import events_pb2
 
 
@@ -17,13 +17,12 @@ class MemoryBackend(LogBackend):
         super().__init__()
         self.log = EventLog(max_events, max_bytes)
 
-    async def append(self, events: Sequence[events_pb2.Event]) -> list[AppendResult]:
+    async def append(self, events: Sequence[events_pb2.Event]) -> Appended:
         return self.append_now(events)
 
-    def append_now(self, events: Sequence[events_pb2.Event]) -> list[AppendResult]:
-        append = self.log.append
-        results = [append(event) for event in events]
-        self._notify([r.stored for r in results if r.stored is not None])
+    def append_now(self, events: Sequence[events_pb2.Event]) -> Appended:
+        results = self.log.append_many(events)
+        self._notify(results.stored)
         return results
 
     async def read_after(

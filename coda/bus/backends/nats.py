@@ -27,7 +27,7 @@ from typing import Any
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.backends.nats_subjects import filter_subjects, parse_subject, stream_subjects, subject_for
 from coda.bus.filters import EventFilter
-from coda.bus.log import AppendResult, LogStats, StoredEvent, encode_varint
+from coda.bus.log import Appended, LogStats, StoredEvent, encode_varint
 from coda.config import BusConfig
 from coda.schema import event_type
 from coda.v1 import events_pb2
@@ -264,7 +264,7 @@ class NatsBackend(LogBackend):
 
     # -- writing --------------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[events_pb2.Event]) -> list[AppendResult]:
+    async def append(self, events: Sequence[events_pb2.Event]) -> Appended:
         self._check_ready()
         payloads: list[tuple[events_pb2.Event, bytes]] = []
         futures = []
@@ -289,20 +289,21 @@ class NatsBackend(LogBackend):
             if isinstance(exc, BackendUnavailable):
                 raise
             raise BackendUnavailable(f"NATS JetStream refused the publish: {_describe(exc)}") from exc
-        results: list[AppendResult] = []
+        appended = Appended([], set(), [])
         now = time.monotonic_ns()
-        for (event, data), ack in zip(payloads, acks, strict=True):
+        for index, ((event, data), ack) in enumerate(zip(payloads, acks, strict=True)):
             event.seq = ack.seq
-            stored = (
-                None
-                if ack.duplicate
-                else StoredEvent(ack.seq, event.id, event_type(event), event.session_id, with_seq(data, ack.seq), now)
-            )
-            results.append(AppendResult(ack.seq, bool(ack.duplicate), stored))
-        if results:
+            appended.seqs.append(ack.seq)
+            if ack.duplicate:
+                appended.duplicates.add(index)
+            else:
+                appended.stored.append(
+                    StoredEvent(ack.seq, event.id, event_type(event), event.session_id, with_seq(data, ack.seq), now)
+                )
+        if appended.seqs:
             # Read your writes: return once this process's subscribers can have what was acked.
-            await self._wait_for_head(max(r.seq for r in results), self.ack_timeout)
-        return results
+            await self._wait_for_head(max(appended.seqs), self.ack_timeout)
+        return appended
 
     async def _wait_for_head(self, seq: int, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
