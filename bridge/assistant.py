@@ -1,4 +1,4 @@
-"""Converse streams to the Assistant, one per connection, opened lazily, behind a pybreaker circuit."""
+"""Converse streams to the Assistant, one per connection, opened lazily, behind a circuit breaker."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 import grpc
-import pybreaker
 
+from coda.runtime.breaker import Breaker, BreakerChange
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2
 
 from .codec import ErrorCode, error_frame
@@ -47,55 +46,43 @@ class _Failure(Exception):
     pass
 
 
-def _succeed() -> None:
-    return None
-
-
-def _fail(reason: str) -> None:
-    raise _Failure(reason)
-
-
 class AssistantGate:
-    """pybreaker is the state machine; calls are async, so outcomes are reported after the fact."""
+    """The Assistant's circuit; calls are async, so outcomes are reported after the fact."""
 
     def __init__(
         self, failures_to_open: int, reset_seconds: float, on_state: Callable[[str], None] | None = None
     ) -> None:
-        self.breaker = pybreaker.CircuitBreaker(fail_max=max(1, failures_to_open), reset_timeout=reset_seconds)
         self._on_state = on_state
-        self.last_failure = ""
+        self.breaker = Breaker(
+            "assistant", fail_max=failures_to_open, reset_seconds=reset_seconds, on_change=self._report
+        )
 
     @property
     def state(self) -> str:
-        return str(self.breaker.current_state)
+        return self.breaker.state
+
+    @property
+    def last_failure(self) -> str:
+        return self.breaker.last_failure
 
     def check(self) -> None:
         """Raise AssistantUnavailable while the circuit is open and its reset timeout has not passed."""
-        if self.breaker.current_state != pybreaker.STATE_OPEN:
+        if self.breaker.allow():
             return
-        opened_at = self.breaker._state_storage.opened_at
-        retry_at = (opened_at or datetime.now(UTC)) + timedelta(seconds=self.breaker.reset_timeout)
-        remaining = (retry_at - datetime.now(UTC)).total_seconds()
-        if remaining > 0:
-            raise AssistantUnavailable(
-                f"assistant unavailable: circuit open after {self.breaker.fail_max} failures "
-                f"({self.last_failure}); retry in {remaining:.1f}s"
-            )
+        raise AssistantUnavailable(
+            f"assistant unavailable: circuit open after {self.breaker.fail_max} failures "
+            f"({self.last_failure}); retry in {self.breaker.retry_in():.1f}s"
+        )
 
     def succeeded(self) -> None:
-        with contextlib.suppress(pybreaker.CircuitBreakerError):
-            self.breaker.call(_succeed)
-        self._report()
+        self.breaker.record_success()
 
     def failed(self, reason: str) -> None:
-        self.last_failure = reason
-        with contextlib.suppress(_Failure, pybreaker.CircuitBreakerError):
-            self.breaker.call(_fail, reason)
-        self._report()
+        self.breaker.record_failure(_Failure(reason))
 
-    def _report(self) -> None:
+    def _report(self, change: BreakerChange) -> None:
         if self._on_state is not None:
-            self._on_state(self.state)
+            self._on_state(change.state)
 
 
 class ConverseStream:

@@ -2,76 +2,50 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import pybreaker
 
 from coda.bus.publisher import EventPublisher
 from coda.config import LlmConfig
 from coda.llm import metrics
 from coda.llm.providers import Provider, build_providers
 from coda.llm.types import ProviderError
+from coda.runtime.breaker import Breaker, BreakerChange
 from coda.schema import new_event
 from coda.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-BREAKER_STATES = {
-    pybreaker.STATE_CLOSED: events_pb2.BREAKER_STATE_CLOSED,
-    pybreaker.STATE_OPEN: events_pb2.BREAKER_STATE_OPEN,
-    pybreaker.STATE_HALF_OPEN: events_pb2.BREAKER_STATE_HALF_OPEN,
-}
-
 
 def _not_the_providers_fault(exc: BaseException) -> bool:
-    """Cancellation, and failures caused by this request (a 4xx, a malformed answer), do not trip it."""
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return True
+    """Failures caused by this request (a 4xx, a malformed answer) do not trip it; the shared
+    breaker already leaves cancellation out."""
     return isinstance(exc, ProviderError) and not exc.transient
 
 
-class _BreakerEvents(pybreaker.CircuitBreakerListener):
-    def __init__(self, provider: Provider, publisher: EventPublisher) -> None:
-        self._provider = provider
-        self._publisher = publisher
-        self.last_failure = ""
-
-    def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
-        self.last_failure = str(exc)
-
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        state = BREAKER_STATES[new_state.name]
-        previous = BREAKER_STATES.get(old_state.name, 0) if old_state else 0
-        metrics.BREAKER_STATE.labels(self._provider.name).set(state)
-        reason = {
-            pybreaker.STATE_OPEN: f"{cb.fail_counter} consecutive failures; last: {self.last_failure}",
-            pybreaker.STATE_HALF_OPEN: f"{cb.reset_timeout:g}s passed; letting a trial request through",
-            pybreaker.STATE_CLOSED: "a request succeeded",
-        }[new_state.name]
+def _breaker_events(provider: Provider, publisher: EventPublisher) -> Callable[[BreakerChange], None]:
+    def changed(change: BreakerChange) -> None:
+        metrics.BREAKER_STATE.labels(provider.name).set(change.proto_state)
         log.warning(
             "llm provider breaker %s",
-            new_state.name,
-            extra={"provider": self._provider.name, "reason": reason},
+            change.state,
+            extra={"provider": provider.name, "reason": change.reason},
         )
-        self._publisher.publish(
+        publisher.publish(
             new_event(
                 "llm",
                 events_pb2.ComponentBreaker(
                     component="llm",
-                    target=target_of(self._provider),
-                    state=state,  # type: ignore[arg-type]
-                    previous_state=previous,  # type: ignore[arg-type]
-                    reason=reason,
+                    target=target_of(provider),
+                    state=change.proto_state,
+                    previous_state=change.proto_previous,
+                    reason=change.reason,
                 ),
             )
         )
+
+    return changed
 
 
 def target_of(provider: Provider) -> str:
@@ -81,11 +55,11 @@ def target_of(provider: Provider) -> str:
 @dataclass
 class Link:
     provider: Provider
-    breaker: pybreaker.CircuitBreaker
+    breaker: Breaker
 
     @property
     def state(self) -> int:
-        return BREAKER_STATES[self.breaker.current_state]
+        return self.breaker.proto_state
 
 
 class ProviderChain:
@@ -95,13 +69,12 @@ class ProviderChain:
         self.order = list(config.chain)
         self.links: dict[str, Link] = {}
         for name, provider in (providers or build_providers(config)).items():
-            breaker = pybreaker.CircuitBreaker(
+            breaker = Breaker(
+                name,
                 fail_max=config.breaker_fail_max,
-                reset_timeout=config.breaker_reset_seconds,
-                exclude=[_not_the_providers_fault],
-                listeners=[_BreakerEvents(provider, publisher)],
-                name=name,
-                throw_new_error_on_trip=False,
+                reset_seconds=config.breaker_reset_seconds,
+                exclude=_not_the_providers_fault,
+                on_change=_breaker_events(provider, publisher),
             )
             self.links[name] = Link(provider, breaker)
             metrics.BREAKER_STATE.labels(name).set(events_pb2.BREAKER_STATE_CLOSED)

@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pybreaker
 from google.protobuf.message import Message as ProtoMessage
 
 from coda.bus.publisher import EventPublisher
@@ -23,6 +22,7 @@ from coda.llm import metrics
 from coda.llm.chain import Link
 from coda.llm.toolcalls import ToolCallAssembler, ToolCallError
 from coda.llm.types import Finish, GenerationRequest, ProviderError, TextDelta, ToolCallDelta, Usage
+from coda.runtime.breaker import CircuitOpenError
 from coda.schema import new_event
 from coda.v1 import events_pb2, llm_pb2
 
@@ -86,7 +86,7 @@ class Generation:
                 async for response in self._attempt(link):
                     yield response
                 return
-            except (ProviderError, pybreaker.CircuitBreakerError) as exc:
+            except (ProviderError, CircuitOpenError) as exc:
                 reason = _reason(exc)
                 failures.append(f"{name}: {reason}")
                 metrics.ERRORS.labels(name, _kind(exc)).inc()
@@ -110,7 +110,7 @@ class Generation:
         progress.provider, progress.model = provider.name, self.request.model or provider.model
         assembler = ToolCallAssembler()
         finish_reason = "stop"
-        with link.breaker.calling():
+        with link.breaker.guarded():
             async for item in provider.stream(self.request):
                 if isinstance(item, TextDelta):
                     if progress.first_output is None:
@@ -192,7 +192,7 @@ class Generation:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, pybreaker.CircuitBreakerError):
+    if isinstance(exc, CircuitOpenError):
         return "circuit breaker open after repeated failures; not trying until it resets"
     if isinstance(exc, ProviderError):
         return exc.message
@@ -200,7 +200,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _kind(exc: BaseException) -> str:
-    if isinstance(exc, pybreaker.CircuitBreakerError):
+    if isinstance(exc, CircuitOpenError):
         return "breaker_open"
     if isinstance(exc, ProviderError) and exc.status:
         return f"http_{exc.status}"

@@ -1,30 +1,23 @@
-"""One pybreaker circuit per tool: repeated failures open it, and calls then fail fast.
+"""One circuit breaker per tool: repeated failures open it, and calls then fail fast.
 
 State changes become `component.breaker` events and the `coda_tool_breaker_state` gauge.
 Failures that say nothing about the tool's health (invalid arguments, a cancelled call) are
-excluded: pybreaker then treats them as successes.
+excluded: they count neither as failures nor as successes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 
-import pybreaker
-
 from coda.bus.publisher import EventPublisher
+from coda.runtime.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerChange
 from coda.schema import new_event
 from coda.tools import metrics
 from coda.tools.api import ErrorCode, ToolFailure
 from coda.v1 import events_pb2
 
-_STATES = {
-    pybreaker.STATE_CLOSED: events_pb2.BREAKER_STATE_CLOSED,
-    pybreaker.STATE_OPEN: events_pb2.BREAKER_STATE_OPEN,
-    pybreaker.STATE_HALF_OPEN: events_pb2.BREAKER_STATE_HALF_OPEN,
-}
-_GAUGE = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_OPEN: 1, pybreaker.STATE_HALF_OPEN: 2}
+_GAUGE = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 
 #: Tool failure codes that count against the tool's breaker.
 COUNTED_CODES = frozenset(
@@ -37,41 +30,31 @@ class BreakerOpen(Exception):
 
 
 def _says_nothing_about_health(exc: BaseException) -> bool:
-    if isinstance(exc, asyncio.CancelledError):
-        return True
     return isinstance(exc, ToolFailure) and exc.code not in COUNTED_CODES
 
 
-class _StateListener(pybreaker.CircuitBreakerListener):
-    def __init__(self, publish: Callable[[events_pb2.Event], None]) -> None:
-        self._publish = publish
-
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        metrics.BREAKER_STATE.labels(cb.name).set(_GAUGE.get(new_state.name, 0))
+def _state_events(publish: Callable[[events_pb2.Event], None]) -> Callable[[BreakerChange], None]:
+    def changed(change: BreakerChange) -> None:
+        metrics.BREAKER_STATE.labels(change.name).set(_GAUGE.get(change.state, 0))
         reason = (
-            f"{cb.fail_counter} consecutive failures; retry after {cb.reset_timeout:g}s"
-            if new_state.name == pybreaker.STATE_OPEN
-            else f"{new_state.name}"
+            f"{change.failures} consecutive failures; retry after {change.reset_seconds:g}s"
+            if change.state == OPEN
+            else change.state
         )
-        self._publish(
+        publish(
             new_event(
                 "tools",
                 events_pb2.ComponentBreaker(
                     component="tools",
-                    target=f"tool:{cb.name}",
-                    state=_STATES.get(new_state.name, events_pb2.BREAKER_STATE_UNSPECIFIED),
-                    previous_state=_STATES.get(old_state.name, events_pb2.BREAKER_STATE_UNSPECIFIED)
-                    if old_state
-                    else events_pb2.BREAKER_STATE_UNSPECIFIED,
+                    target=f"tool:{change.name}",
+                    state=change.proto_state,
+                    previous_state=change.proto_previous,
                     reason=reason,
                 ),
             )
         )
+
+    return changed
 
 
 class Breakers:
@@ -80,26 +63,25 @@ class Breakers:
     def __init__(self, fail_max: int, reset_seconds: float, publisher: EventPublisher | None) -> None:
         self._fail_max = max(1, fail_max)
         self._reset_seconds = reset_seconds
-        self._listener = _StateListener(publisher.publish if publisher is not None else lambda _event: None)
-        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._on_change = _state_events(publisher.publish if publisher is not None else lambda _event: None)
+        self._breakers: dict[str, Breaker] = {}
 
-    def for_tool(self, name: str) -> pybreaker.CircuitBreaker:
+    def for_tool(self, name: str) -> Breaker:
         breaker = self._breakers.get(name)
         if breaker is None:
-            breaker = pybreaker.CircuitBreaker(
+            breaker = Breaker(
+                name,
                 fail_max=self._fail_max,
-                reset_timeout=self._reset_seconds,
-                exclude=[_says_nothing_about_health],
-                listeners=[self._listener],
-                throw_new_error_on_trip=False,
-                name=name,
+                reset_seconds=self._reset_seconds,
+                exclude=_says_nothing_about_health,
+                on_change=self._on_change,
             )
             metrics.BREAKER_STATE.labels(name).set(0)
             self._breakers[name] = breaker
         return breaker
 
     def state(self, name: str) -> str:
-        return self.for_tool(name).current_state
+        return self.for_tool(name).state
 
     @contextlib.contextmanager
     def guard(self, name: str) -> Iterator[None]:
@@ -109,18 +91,10 @@ class Breakers:
         is recorded and re-raised unchanged.
         """
         breaker = self.for_tool(name)
-        try:
-            context = breaker.calling()
-            context.__enter__()
-        except pybreaker.CircuitBreakerError:
+        if not breaker.allow():
             raise BreakerOpen(
                 f"tool {name!r} is unavailable: its circuit breaker is open after repeated failures; "
                 f"retry in up to {self._reset_seconds:g}s"
-            ) from None
-        try:
+            )
+        with breaker.guarded():
             yield
-        except BaseException as exc:
-            if not context.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            context.__exit__(None, None, None)

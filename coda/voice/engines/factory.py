@@ -8,7 +8,7 @@ from coda.bus.publisher import EventPublisher
 from coda.config import VoiceConfig
 from coda.voice.engines.base import SttEngine, TtsEngine, VadEngine
 from coda.voice.engines.espeak_tts import EspeakTts
-from coda.voice.engines.fallback import Breaker, FallbackStt, FallbackTts
+from coda.voice.engines.fallback import EngineBreaker, FallbackStt, FallbackTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
 from coda.voice.engines.webrtc_vad import WebRtcVad
 from coda.voice.engines.wyoming_client import WyomingStt, WyomingTts
@@ -42,7 +42,7 @@ def build_engines(config: VoiceConfig, publisher: EventPublisher | None) -> Engi
         stt = FallbackStt(
             remote_stt,
             PocketsphinxStt(config.stt_language_model) if config.fallback_to_embedded else None,
-            Breaker(
+            EngineBreaker(
                 remote_stt.target,
                 failures=config.breaker_failures,
                 reset_seconds=config.breaker_reset_seconds,
@@ -59,7 +59,7 @@ def build_engines(config: VoiceConfig, publisher: EventPublisher | None) -> Engi
         tts = FallbackTts(
             remote_tts,
             EspeakTts(rate_wpm=config.speaking_rate_wpm) if config.fallback_to_embedded else None,
-            Breaker(
+            EngineBreaker(
                 remote_tts.target,
                 failures=config.breaker_failures,
                 reset_seconds=config.breaker_reset_seconds,

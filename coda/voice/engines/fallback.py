@@ -1,6 +1,6 @@
 """Circuit breakers around external engines, with fallback to the embedded ones.
 
-A pybreaker circuit counts failures of the external engine; once open, calls skip it and go
+The shared circuit breaker counts failures of the external engine; once open, calls skip it and go
 straight to the fallback (or fail fast with EngineUnavailable when there is none) until the reset
 timeout lets one trial call through. State changes are published as `component.breaker` events
 and kept in a metric.
@@ -8,16 +8,13 @@ and kept in a metric.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from datetime import UTC, datetime, timedelta
-from typing import NoReturn, TypeVar
-
-import pybreaker
+from typing import TypeVar
 
 from coda.bus.publisher import EventPublisher
+from coda.runtime.breaker import CLOSED, Breaker, BreakerChange
 from coda.schema import new_event
 from coda.v1 import events_pb2
 from coda.voice import metrics
@@ -35,21 +32,16 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_STATES = {
-    pybreaker.STATE_CLOSED: events_pb2.BREAKER_STATE_CLOSED,
-    pybreaker.STATE_OPEN: events_pb2.BREAKER_STATE_OPEN,
-    pybreaker.STATE_HALF_OPEN: events_pb2.BREAKER_STATE_HALF_OPEN,
-}
 #: Failures an external engine can have; anything else is a bug and propagates as such.
 ENGINE_FAILURES = (EngineError, OSError, TimeoutError)
 
 
-def _raise(exc: BaseException) -> NoReturn:
-    raise exc
+def _not_an_engine_failure(exc: BaseException) -> bool:
+    return not isinstance(exc, ENGINE_FAILURES)
 
 
-class Breaker:
-    """An async-friendly pybreaker circuit: ask `allow()`, then report the outcome."""
+class EngineBreaker:
+    """The circuit around one external engine: ask `allow()`, then report the outcome."""
 
     def __init__(
         self,
@@ -63,66 +55,51 @@ class Breaker:
         self.target = target
         self._publisher = publisher
         self._component = component
-        self._last_reason = ""
-        self._circuit = pybreaker.CircuitBreaker(
-            fail_max=failures, reset_timeout=reset_seconds, name=target, listeners=[_StateListener(self)]
+        self._circuit = Breaker(
+            target,
+            fail_max=failures,
+            reset_seconds=reset_seconds,
+            exclude=_not_an_engine_failure,
+            on_change=self._changed,
         )
         metrics.BREAKER_STATE.labels(target=target).set(events_pb2.BREAKER_STATE_CLOSED)
 
     @property
     def state(self) -> str:
-        return self._circuit.current_state
+        return self._circuit.state
 
     def allow(self) -> bool:
         """False while open and the reset timeout has not passed (the fail-fast window)."""
-        if self._circuit.current_state != pybreaker.STATE_OPEN:
-            return True
-        # pybreaker only exposes this through its storage; it moves to half-open on the next call.
-        opened_at = self._circuit._state_storage.opened_at
-        return opened_at is None or datetime.now(UTC) >= opened_at + timedelta(seconds=self._circuit.reset_timeout)
+        return self._circuit.allow()
 
     def record_success(self) -> None:
-        self._circuit.call(lambda: None)
+        self._circuit.record_success()
 
     def record_failure(self, exc: BaseException) -> None:
-        self._last_reason = str(exc)
         # The caller already has the failure in hand; this only counts it.
-        with contextlib.suppress(Exception):
-            self._circuit.call(_raise, exc)
+        self._circuit.record_failure(exc)
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        if not self.allow():
-            raise EngineUnavailable(f"{self.target} is unavailable (circuit open after: {self._last_reason})")
-        try:
-            result = await operation()
-        except ENGINE_FAILURES as exc:
-            self.record_failure(exc)
-            raise
-        self.record_success()
-        return result
+        if not self._circuit.allow():
+            raise EngineUnavailable(f"{self.target} is unavailable (circuit open after: {self._circuit.last_failure})")
+        return await self._circuit.call(operation)
 
-    def _changed(self, old: str, new: str) -> None:
-        metrics.BREAKER_STATE.labels(target=self.target).set(_STATES[new])
+    def _changed(self, change: BreakerChange) -> None:
+        metrics.BREAKER_STATE.labels(target=self.target).set(change.proto_state)
+        last_reason = change.last_failure
         log.warning(
-            "engine circuit changed", extra={"target": self.target, "from": old, "to": new, "reason": self._last_reason}
+            "engine circuit changed",
+            extra={"target": self.target, "from": change.previous, "to": change.state, "reason": last_reason},
         )
         if self._publisher is not None:
             payload = events_pb2.ComponentBreaker(
                 component=self._component,
                 target=self.target,
-                state=_STATES[new],
-                previous_state=_STATES.get(old, events_pb2.BREAKER_STATE_UNSPECIFIED),
-                reason=self._last_reason if new != pybreaker.STATE_CLOSED else "recovered",
+                state=change.proto_state,
+                previous_state=change.proto_previous,
+                reason=last_reason if change.state != CLOSED else "recovered",
             )
             self._publisher.publish(new_event(self._component, payload))
-
-
-class _StateListener(pybreaker.CircuitBreakerListener):
-    def __init__(self, breaker: Breaker) -> None:
-        self._breaker = breaker
-
-    def state_change(self, cb, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
-        self._breaker._changed(old_state.name if old_state else "", new_state.name)
 
 
 class _FallbackSttStream:
@@ -187,7 +164,7 @@ class FallbackStt:
     """An external STT engine behind a breaker, with an optional embedded fallback."""
 
     def __init__(
-        self, primary: SttEngine, fallback: SttEngine | None, breaker: Breaker, max_replay_seconds: float
+        self, primary: SttEngine, fallback: SttEngine | None, breaker: EngineBreaker, max_replay_seconds: float
     ) -> None:
         if fallback is not None and fallback.sample_rate != primary.sample_rate:
             raise ValueError("the fallback STT engine must take the same sample rate as the primary")
@@ -225,7 +202,7 @@ class FallbackStt:
 class FallbackTts:
     """An external TTS engine behind a breaker, with an optional embedded fallback, per sentence."""
 
-    def __init__(self, primary: TtsEngine, fallback: TtsEngine | None, breaker: Breaker) -> None:
+    def __init__(self, primary: TtsEngine, fallback: TtsEngine | None, breaker: EngineBreaker) -> None:
         self.primary = primary
         self.fallback = fallback
         self.breaker = breaker
