@@ -173,6 +173,23 @@ def merge_events_frames(frames: list[str | bytes]) -> str | bytes:
     return _JSON_EVENTS_PREFIX + ",".join(f[start:end] for f in frames) + _JSON_EVENTS_SUFFIX  # type: ignore[misc]
 
 
+def events_after(frame: str | bytes, after_seq: int) -> tuple[str | bytes, int, int] | None:
+    """An `events` frame without its events of seq <= after_seq, as (frame, event count, oldest
+    event time in ns); None when nothing is left. Decodes and re-encodes: for the rare frame that
+    straddles a resuming client's position, never for the shared broadcast path."""
+    parsed = ServerFrame()
+    if isinstance(frame, bytes):
+        parsed.ParseFromString(frame)
+    else:
+        json_format.Parse(frame, parsed)
+    kept = [event for event in parsed.events.events if event.seq > after_seq]
+    if not kept:
+        return None
+    trimmed = ServerFrame(events=events_pb2.EventBatch(events=kept))
+    protocol = PROTO_PROTOCOL if isinstance(frame, bytes) else JSON_PROTOCOL
+    return encode(trimmed, protocol), len(kept), kept[0].time.ToNanoseconds()
+
+
 def events_frame(events: list[EncodedEvent], protocol: str) -> str | bytes:
     """`ServerFrame{events: EventBatch{events}}` from pre-encoded events, equal to encoding it whole."""
     if protocol == JSON_PROTOCOL:

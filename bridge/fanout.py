@@ -7,12 +7,14 @@ session-less groups and the groups of the sessions present in the batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from coda.bus.filters import FilterError, compile_types
 
 from .codec import EncodedEvent, events_frame
+from .metrics import DeliveryStats
 
 __all__ = ["FanOut", "FilterError", "GroupKey", "Member", "compile_filter"]
 
@@ -37,8 +39,11 @@ def select(key: GroupKey, events: list[EncodedEvent]) -> list[EncodedEvent]:
 class Member(Protocol):
     protocol: str
 
-    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> None:
-        """Take a shared, already encoded events frame (its last seq, oldest event time, size); must not block."""
+    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> bool:
+        """Take a shared, already encoded events frame (its last seq, oldest event time, size); must not block.
+
+        True when the frame was written to the client now; False when it was queued (the member
+        accounts for it when it sends it) or dropped."""
         ...
 
 
@@ -55,7 +60,10 @@ class _Group:
 
 
 class FanOut:
-    def __init__(self) -> None:
+    def __init__(self, stats: DeliveryStats | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        #: Frames members wrote at once are counted here, once per group and batch.
+        self.stats = stats if stats is not None else DeliveryStats()
+        self._clock = clock
         self._groups: dict[GroupKey, _Group] = {}
         self._by_session: dict[str, dict[GroupKey, _Group]] = {}
         self._member_key: dict[Member, GroupKey] = {}
@@ -120,5 +128,8 @@ class FanOut:
             frame = events_frame(events, protocol)
             self.frames_encoded += 1
             # A member may leave while being offered (cut off): iterate over a snapshot.
+            written = 0
             for member in list(members):
-                member.offer(frame, last_seq, time_ns, count)
+                written += member.offer(frame, last_seq, time_ns, count)
+            if written:
+                self.stats.sent(written, len(frame), count, max(0.0, (self._clock() - time_ns) / 1e9))

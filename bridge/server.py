@@ -1,8 +1,10 @@
 """The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`.
 
 Events flow: UpstreamLink (one `*` bus subscription) -> Coalescer (a few ms) -> FanOut (encode once
-per group and subprotocol) -> each Connection's bounded send queue -> its writer task -> socket.
-Nothing on that path awaits a client; a client whose queue is full is cut off with 1013.
+per group and subprotocol) -> each Connection: written to its socket at once when nothing is
+waiting and its write buffer has room (the common case), else into its bounded send queue, which
+its writer task drains with flow control. Nothing on that path awaits a client; a client whose
+queue is full is cut off with 1013.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from coda import __version__
 from coda.config import Config
@@ -69,7 +72,7 @@ class Bridge:
         #: The Assistant may be hosted elsewhere (`endpoints.assistant`); by default it is at Coda's address.
         self.assistant_address = config.endpoints.assistant or self.coda_address
         self.metrics = BridgeMetrics()
-        self.fanout = FanOut()
+        self.fanout = FanOut(self.metrics.delivery)
         self.admission = ConnectionAdmission(settings.max_connections, settings.max_connections_per_ip)
         self.authenticator = Authenticator(settings.jwt_secret, settings.jwt_audience, settings.static_tokens)
         self.origins = OriginPolicy(settings.allowed_origins)
@@ -343,7 +346,12 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        #: True while the writer task is sending from the queue: direct writes must not overtake it.
+        self._writing = False
         self.last_sent_seq = 0
+        #: A client resuming from a seq this bridge has not dispatched yet (it saw it through
+        #: another bridge): live events up to here are skipped, not sent twice.
+        self.seq_floor = 0
         self.key: GroupKey | None = None
         self.replay: _Replay | None = None
         self.closing = False
@@ -375,16 +383,42 @@ class Connection:
 
     # --- outbound
 
-    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> None:
-        """FanOut calls this for every batch that matches; never blocks."""
+    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> bool:
+        """FanOut calls this for every batch that matches; never blocks. True: written now."""
         if self.closing:
-            return
+            return False
+        if self.seq_floor:
+            if last_seq <= self.seq_floor:
+                return False
+            trimmed = codec.events_after(frame, self.seq_floor)
+            self.seq_floor = 0
+            if trimmed is None:
+                return False
+            frame, count, time_ns = trimmed
+            if self.replay is None:
+                # Its own frame now, not the group's: sent (and counted) through the queue.
+                self.enqueue(frame, last_seq, time_ns, count)
+                return False
         if self.replay is not None:
             self.replay.held.append((frame, last_seq, time_ns, count))
             if len(self.replay.held) + len(self.queue) > self.queue_limit:
                 self.cut_off()
-            return
+            return False
+        ws = self.ws
+        if (
+            not self.queue
+            and not self._writing
+            and ws.protocol.state is State.OPEN
+            and ws.transport.get_write_buffer_size() < ws.write_limit_high
+        ):
+            # Nothing queued and the socket keeps up: write now, skipping the writer task's wake-up.
+            # websockets' broadcast() is its synchronous write (no drain); the buffer check above is
+            # the flow control, and a client whose buffer fills goes through the queue instead.
+            broadcast((ws,), frame)
+            self.last_sent_seq = last_seq
+            return True
         self.enqueue(frame, last_seq, time_ns, count)
+        return False
 
     def enqueue(self, frame: str | bytes, last_seq: int = 0, time_ns: int = 0, count: int = 0) -> None:
         if self.closing:
@@ -419,7 +453,6 @@ class Connection:
         asyncio.get_running_loop().create_task(self.ws.close(CLOSE_TRY_AGAIN_LATER, reason))
 
     async def _writer(self) -> None:
-        metrics = self.metrics
         queue = self.queue
         ws = self.ws
         low_water = self.queue_limit // 4
@@ -427,28 +460,31 @@ class Connection:
         while not self.closing:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while queue and not self.closing:
-                frame, last_seq, time_ns, count = queue.popleft()
-                if count and queue and queue[0][3]:
-                    # Behind: send every queued events frame as one, so a lagging client
-                    # catches up with one send instead of many.
-                    frames = [frame]
-                    size = len(frame)
-                    while queue and queue[0][3] and size < merge_limit:
-                        more, last_seq, _, more_count = queue.popleft()
-                        frames.append(more)
-                        size += len(more)
-                        count += more_count
-                    frame = codec.merge_events_frames(frames)
-                await ws.send(frame)
-                metrics.frames_out.inc()
-                metrics.bytes_out.inc(len(frame))
-                if count:
-                    self.last_sent_seq = last_seq
-                    metrics.events_delivered.inc(count)
-                    metrics.latency.observe(max(0.0, (time.time_ns() - time_ns) / 1e9))
-                if len(queue) <= low_water:
-                    self._room.set()
+            self._writing = True
+            try:
+                while queue and not self.closing:
+                    frame, last_seq, time_ns, count = queue.popleft()
+                    if count and queue and queue[0][3]:
+                        # Behind: send every queued events frame as one, so a lagging client
+                        # catches up with one send instead of many.
+                        frames = [frame]
+                        size = len(frame)
+                        while queue and queue[0][3] and size < merge_limit:
+                            more, last_seq, _, more_count = queue.popleft()
+                            frames.append(more)
+                            size += len(more)
+                            count += more_count
+                        frame = codec.merge_events_frames(frames)
+                    await ws.send(frame)
+                    latency = None
+                    if count:
+                        self.last_sent_seq = last_seq
+                        latency = max(0.0, (time.time_ns() - time_ns) / 1e9)
+                    self.metrics.delivery.sent(1, len(frame), count, latency)
+                    if len(queue) <= low_water:
+                        self._room.set()
+            finally:
+                self._writing = False
 
     async def _wait_for_room(self) -> None:
         await self._room.wait()
@@ -575,7 +611,11 @@ class Connection:
         self.key = key
         # Unknown until the upstream link has been up once; the replay then waits for it.
         live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
-        if request.HasField("after_seq") and (live_start is None or request.after_seq < live_start):
+        resuming = request.HasField("after_seq")
+        self.seq_floor = (
+            request.after_seq if resuming and (live_start is None or request.after_seq >= live_start) else 0
+        )
+        if resuming and (live_start is None or request.after_seq < live_start):
             self.replay = _Replay(live_start)
             self.replay.task = asyncio.create_task(
                 self._replay(key, request.after_seq, self.replay), name=f"ws-replay-{self.id}"

@@ -144,7 +144,7 @@ class BridgeConfig:
     #: Frames a connection may have waiting to be sent before it is cut off as too slow (1013).
     send_queue_frames: int = 1024
     #: Events arriving within this window leave as one `events` frame.
-    batch_window_ms: float = 5.0
+    batch_window_ms: float = 10.0
     #: When sending a batch takes longer than the window (many clients), the window stretches up to this.
     batch_max_window_ms: float = 50.0
     #: An `events` frame holds at most this many events.

@@ -17,6 +17,7 @@ from bridge.batching import Coalescer
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode, FrameError
 from bridge.fanout import FanOut, FilterError, compile_filter
 from bridge.limits import ConnectionAdmission
+from bridge.metrics import BridgeMetrics
 from bridge.ratelimit import TokenBucket
 from bridge.upstream import Backoff
 from coda.schema import new_event
@@ -276,7 +277,7 @@ class Recorder:
         self.frames: list[str | bytes] = []
         self.seqs: list[int] = []
 
-    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> None:
+    def offer(self, frame: str | bytes, last_seq: int, time_ns: int, count: int) -> bool:
         self.frames.append(frame)
         parsed = bridge_pb2.ServerFrame()
         if isinstance(frame, bytes):
@@ -287,10 +288,12 @@ class Recorder:
         assert (len(seqs), seqs[-1]) == (count, last_seq)
         assert time_ns == parsed.events.events[0].time.ToNanoseconds()
         self.seqs.extend(seqs)
+        return self.protocol == PROTO_PROTOCOL  # as if JSON clients had to queue theirs
 
 
 def test_fanout_encodes_once_per_group_and_protocol() -> None:
-    fanout = FanOut()
+    events = [EncodedEvent.of(_event(1, session="s1")), EncodedEvent.of(_event(2, session="s2"))]
+    fanout = FanOut(clock=lambda: events[0].time_ns + 3_000_000)
     llm = [Recorder() for _ in range(3)] + [Recorder(JSON_PROTOCOL) for _ in range(2)]
     for member in llm:
         fanout.join(member, compile_filter(["llm.*"], ""))
@@ -298,13 +301,17 @@ def test_fanout_encodes_once_per_group_and_protocol() -> None:
     fanout.join(session, compile_filter([], "s1"))
     voice = Recorder()
     fanout.join(voice, compile_filter(["voice.*"], ""))
-    events = [EncodedEvent.of(_event(1, session="s1")), EncodedEvent.of(_event(2, session="s2"))]
     fanout.dispatch(events)
     assert fanout.frames_encoded == 3  # llm/proto, llm/json, session s1/proto; nothing for voice
     assert all(m.seqs == [1, 2] for m in llm)
     assert all(m.frames[0] is llm[0].frames[0] for m in llm[:3])  # the same bytes object
     assert session.seqs == [1]
     assert voice.frames == []
+    # Frames written at once are counted per group (3 llm/proto + 1 session); queued ones are not.
+    stats = fanout.stats
+    assert (stats.frames, stats.events) == (4, 3 * 2 + 1)
+    assert stats.bytes == 3 * len(llm[0].frames[0]) + len(session.frames[0])
+    assert stats.latency_counts[stats.buckets.index(0.005)] == 4  # 3 ms after the oldest event
     fanout.leave(llm[0])
     fanout.leave(session)
     fanout.dispatch([EncodedEvent.of(_event(3, session="s1"))])
@@ -325,3 +332,31 @@ def test_backoff_doubles_to_the_cap_and_resets() -> None:
     assert [round(backoff.next_delay(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     backoff.reset()
     assert backoff.next_delay() == pytest.approx(0.1)
+
+
+def test_delivery_stats_export_as_prometheus_counters_and_histogram() -> None:
+    metrics = BridgeMetrics()
+    metrics.delivery.sent(3, 100, 2, 0.005)  # on a bucket bound: counted in le="0.005"
+    metrics.delivery.sent(1, 40, 1, 10.0)  # beyond the last bound: +Inf only
+    metrics.delivery.sent(2, 10, 0, None)  # frames without events (hello, pong): no latency
+    text = metrics.render().decode()
+    assert "coda_bridge_frames_out_total 6.0" in text
+    assert "coda_bridge_bytes_out_total 360.0" in text
+    assert "coda_bridge_events_delivered_total 7.0" in text
+    assert 'coda_bridge_publish_to_send_seconds_bucket{le="0.0025"} 0.0' in text
+    assert 'coda_bridge_publish_to_send_seconds_bucket{le="0.005"} 3.0' in text
+    assert 'coda_bridge_publish_to_send_seconds_bucket{le="5.0"} 3.0' in text
+    assert 'coda_bridge_publish_to_send_seconds_bucket{le="+Inf"} 4.0' in text
+    assert "coda_bridge_publish_to_send_seconds_count 4.0" in text
+    assert "coda_bridge_publish_to_send_seconds_sum 10.015" in text
+
+
+def test_events_after_trims_a_frame_in_both_subprotocols() -> None:
+    events = [EncodedEvent.of(_event(seq)) for seq in (4, 5, 6)]
+    for protocol in (JSON_PROTOCOL, PROTO_PROTOCOL):
+        frame = codec.events_frame(events, protocol)
+        trimmed = codec.events_after(frame, 4)
+        assert trimmed is not None
+        assert trimmed == (codec.events_frame(events[1:], protocol), 2, events[1].time_ns)
+        assert codec.events_after(frame, 6) is None
+        assert codec.events_after(frame, 0) == (frame, 3, events[0].time_ns)

@@ -131,6 +131,30 @@ async def test_resume_across_a_bridge_restart_without_gap_or_duplicate(tmp_path:
         assert missed_last < live_last
 
 
+async def test_resume_ahead_of_this_bridge_skips_what_the_client_already_has(tmp_path: Path) -> None:
+    """A client that saw events through a faster bridge resumes here from a seq this bridge has not
+    dispatched yet: the live events up to it are skipped (also inside a frame), none sent twice."""
+    config = make_config(tmp_path)
+    async with (
+        running_host(config, only="bus") as host,
+        publisher(host.address) as pub,
+        running_bridge(config, host.address) as bridge,
+    ):
+        watcher = await open_client(bridge.url)
+        await subscribe(watcher, ["llm.*"])
+        await recv(watcher)
+        head = await publish_tokens(pub, 5, prefix="before")
+        await collect_seqs(watcher, head)  # this bridge has dispatched up to `head`
+        clients = [await open_client(bridge.url, protocol) for protocol in (JSON_PROTOCOL, PROTO_PROTOCOL)]
+        for ws in clients:
+            await subscribe(ws, ["llm.*"], after_seq=head + 7)
+            await recv(ws)  # hello
+        last = await publish_tokens(pub, 12, prefix="after")
+        assert last == head + 12
+        for ws in clients:
+            assert await collect_seqs(ws, last) == list(range(head + 8, last + 1))
+
+
 async def test_resume_past_the_log_horizon_gets_a_gap_first(tmp_path: Path) -> None:
     config = make_config(tmp_path, CODA_BUS__MAX_EVENTS="20")
     async with running_host(config, only="bus") as host, publisher(host.address) as pub:
