@@ -230,3 +230,14 @@ def test_file_records_recover_up_to_a_torn_tail(records: list[bytes], cut: int) 
     assert decoded == records[: len(decoded)]
     assert valid == sum(len(encode_record(r)) for r in decoded)
     assert len(torn) - valid < len(encode_record(records[len(decoded)])) if len(decoded) < len(records) else True
+
+
+def test_retained_entries_leave_the_garbage_collectors_tracking() -> None:
+    """A full collection must not walk every retained event (a pause of the whole bus)."""
+    import gc
+
+    log = EventLog(1000, 1 << 20)
+    log.append_many([make_event("llm.token", "s1", f"gc-{i}") for i in range(100)])
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in log._entries)
+    assert [e.seq for e in log] == list(range(1, 101))  # still read back as StoredEvents

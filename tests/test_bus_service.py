@@ -97,6 +97,17 @@ async def head_of(channel: grpc.aio.Channel) -> int:
     return (await bus_pb2_grpc.EventBusStub(channel).Describe(bus_pb2.DescribeRequest())).head_seq
 
 
+async def wait_for_subscribers(channel: grpc.aio.Channel, count: int, timeout: float = 10.0) -> None:
+    """Until the bus reports `count` open subscriptions (each then gets every later event)."""
+    stub = bus_pb2_grpc.EventBusStub(channel)
+    async with asyncio.timeout(timeout):
+        while True:
+            described = await stub.Describe(bus_pb2.DescribeRequest())
+            if described.subscribers >= count:
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_concurrent_publishers_and_filtered_subscribers(config, channel_to) -> None:
     async with running_host(config, only="bus") as host:
         channel = channel_to(host.address)
@@ -106,7 +117,7 @@ async def test_concurrent_publishers_and_filtered_subscribers(config, channel_to
             asyncio.create_task(gather_into(channel_to(host.address), sink, **spec))
             for sink, (spec, _) in zip(sinks, FILTERS, strict=True)
         ]
-        await asyncio.sleep(0.3)  # live subscriptions (no after_seq) must be open before publishing
+        await wait_for_subscribers(channel, len(FILTERS))  # live ones (no after_seq) miss earlier events
         publishers = [
             GrpcPublisher(lambda: channel_to(host.address), source=f"p{n}", batch_max_events=7) for n in range(3)
         ]
