@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bridge(args: argparse.Namespace) -> int:
     from coda.cli import load_config
+    from coda.runtime.gc_tuning import tune_for_service
 
     from .server import Bridge
 
@@ -30,6 +31,7 @@ def run_bridge(args: argparse.Namespace) -> int:
     async def serve() -> None:
         bridge = Bridge(config)
         await bridge.start()
+        tune_for_service()
         # A fixed, parseable banner with the real bound port: tests and `coda up` read it.
         print(f"coda bridge serving on {bridge.url} (coda {bridge.coda_address})", flush=True)
         await bridge.run_until_signal()

@@ -106,7 +106,7 @@ class BusConfig:
     batch_max_events: int = 256
     #: ... and a subscriber gets at most one batch per this many milliseconds unless a full one
     #: is waiting: an event after a quiet spell goes out at once, a burst is coalesced.
-    batch_max_ms: float = 2.0
+    batch_max_ms: float = 1.0
     #: Events a subscriber may have queued before it is cut off with RESOURCE_EXHAUSTED.
     subscriber_queue_events: int = 10_000
     #: fsync the durable log every N milliseconds (0: on every append).

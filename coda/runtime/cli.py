@@ -11,6 +11,7 @@ import sys
 import time
 
 from coda import config as config_module
+from coda.runtime.gc_tuning import tune_for_service
 from coda.runtime.host import Host
 
 
@@ -41,6 +42,7 @@ def run_serve(args: argparse.Namespace) -> int:
     async def serve() -> None:
         host = Host(config, args.only)
         await host.start()
+        tune_for_service()
         metrics = f"http://{host.metrics_address}/metrics" if host.metrics_address else "off"
         # A fixed, parseable banner: tests and `coda up` read the bound address from it.
         print(f"coda serving {','.join(host.names)} on {host.address} metrics {metrics}", flush=True)
