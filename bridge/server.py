@@ -1,10 +1,10 @@
 """The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`.
 
-Events flow: UpstreamLink (one `*` bus subscription) -> Coalescer (a few ms) -> FanOut (encode once
-per group and subprotocol) -> each Connection: written to its socket at once when nothing is
-waiting and its write buffer has room (the common case), else into its bounded send queue, which
-its writer task drains with flow control. Nothing on that path awaits a client; a client whose
-queue is full is cut off with 1013.
+Events flow: UpstreamLink (one `*` bus subscription) -> Coalescer (one frame per window) ->
+FanOut (encode once per group and subprotocol) -> each Connection: written to its socket at once
+when nothing is waiting and its write buffer has room (the common case), else into its bounded
+send queue, which its writer task drains with flow control. Nothing on that path awaits a client;
+a client whose queue is full is cut off with 1013.
 """
 
 from __future__ import annotations
@@ -214,14 +214,14 @@ class Bridge:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        coalescer = self._coalescer
-        if coalescer.deadline is not None:
-            coalescer.note_lag(asyncio.get_running_loop().time() - coalescer.deadline)
-        events = coalescer.take()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        events = self._coalescer.take(started)
         if not events:
             return
         self.dispatched_seq = events[-1].seq
         self.fanout.dispatch(events)
+        self._coalescer.flushed(loop.time() - started)
 
     def _on_upstream_gap(self, gap: events_pb2.Gap) -> None:
         # The bus no longer holds what happened while the link was down: tell every subscriber.

@@ -143,9 +143,10 @@ class BridgeConfig:
     idle_timeout_seconds: float = 120.0
     #: Frames a connection may have waiting to be sent before it is cut off as too slow (1013).
     send_queue_frames: int = 1024
-    #: Events arriving within this window leave as one `events` frame.
-    batch_window_ms: float = 10.0
-    #: When sending a batch takes longer than the window (many clients), the window stretches up to this.
+    #: At most one `events` frame per window: an event after a quiet spell leaves at once, what
+    #: follows within the window shares the next frame.
+    batch_window_ms: float = 5.0
+    #: Under load (a flush takes over a quarter of the window, or runs late) the window stretches up to this.
     batch_max_window_ms: float = 50.0
     #: An `events` frame holds at most this many events.
     batch_max_events: int = 512

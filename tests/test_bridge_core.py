@@ -162,19 +162,45 @@ def test_token_bucket_zero_rate_is_unlimited() -> None:
 # --- coalescer
 
 
-def test_coalescer_window_and_size() -> None:
+def test_coalescer_sends_a_lone_item_at_once_and_coalesces_what_follows() -> None:
     coalescer: Coalescer[int] = Coalescer(window=0.005, max_items=4)
-    assert coalescer.add([1], now=1.0) is False
+    assert coalescer.add([1], now=1.0) is True  # nothing flushed for a window: no wait
+    assert coalescer.take(1.0) == [1]
+    assert coalescer.add([2], now=1.001) is False  # within a window of the last flush
     assert coalescer.deadline == pytest.approx(1.005)
-    assert coalescer.add([2], now=1.003) is False
-    assert coalescer.deadline == pytest.approx(1.005)  # the window starts with the first item
+    assert coalescer.add([3], now=1.003) is False
+    assert coalescer.deadline == pytest.approx(1.005)
     assert not coalescer.due(1.004)
     assert coalescer.due(1.005)
-    assert coalescer.take() == [1, 2]
+    assert coalescer.take(1.005) == [2, 3]
     assert coalescer.deadline is None
-    assert coalescer.add([3, 4, 5, 6], now=2.0) is True
-    assert coalescer.take() == [3, 4, 5, 6]
+    assert coalescer.add([4, 5, 6, 7], now=1.006) is True  # full: at once
+    assert coalescer.take(1.006) == [4, 5, 6, 7]
+    assert coalescer.add([8], now=2.0) is True  # quiet again
     assert Coalescer(window=0, max_items=10).add([1], now=0) is True
+
+
+def test_coalescer_window_stretches_under_load_and_relaxes() -> None:
+    coalescer: Coalescer[int] = Coalescer(window=0.010, max_items=100, max_window=0.050)
+    coalescer.add([1], now=0.0)
+    coalescer.take(0.0)
+    coalescer.flushed(0.008)  # a flush of 8 ms: the window keeps flushes to a quarter of the time
+    assert coalescer.window == pytest.approx(0.032)
+    coalescer.add([2], now=0.001)
+    coalescer.take(0.052)  # the timer fired 20 ms late: twice that, within the cap
+    coalescer.flushed(0.001)
+    assert coalescer.window == pytest.approx(0.040)
+    coalescer.add([3], now=0.06)
+    coalescer.take(0.092)  # on time and light: relaxes by half per flush, not below the base
+    coalescer.flushed(0.0001)
+    assert coalescer.window == pytest.approx(0.020)
+    for step in range(3):
+        coalescer.add([step], now=1.0 + step)
+        coalescer.take(1.0 + step)
+        coalescer.flushed(0.0001)
+    assert coalescer.window == pytest.approx(0.010)
+    coalescer.flushed(1.0)  # never beyond the cap
+    assert coalescer.window == pytest.approx(0.050)
 
 
 # --- auth
