@@ -13,9 +13,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-#: A flush may take at most 1/COST_SHARE of the time: the window is at least this many times
-#: the last flush's duration.
-COST_SHARE = 4
+#: Flushing may take at most about 1/(1 + COST_SHARE) of the time: the window (the quiet time
+#: after a flush) is at least this many times the last flush's duration.
+COST_SHARE = 1
 
 
 class Coalescer(Generic[T]):
@@ -64,6 +64,9 @@ class Coalescer(Generic[T]):
         """Writing the batch taken last took `duration`: adapt the window. It stretches to twice
         how late the flush ran (the process is busy) or COST_SHARE times the duration (many
         clients), whichever is longer; it relaxes back by half per light flush."""
+        # The next window starts when this flush ended: under load the process gets its share
+        # of time back between flushes instead of flushing back to back.
+        self.last_flush += duration
         wanted = max(2 * self._late, COST_SHARE * duration)
         if wanted > self.window / 2:
             self.window = min(self.max_window, max(self.window, wanted))

@@ -146,7 +146,8 @@ class BridgeConfig:
     #: At most one `events` frame per window: an event after a quiet spell leaves at once, what
     #: follows within the window shares the next frame.
     batch_window_ms: float = 5.0
-    #: Under load (a flush takes over a quarter of the window, or runs late) the window stretches up to this.
+    #: Under load (writing a frame to every client takes longer than half the window, or the flush
+    #: runs late) the window stretches up to this.
     batch_max_window_ms: float = 50.0
     #: An `events` frame holds at most this many events.
     batch_max_events: int = 512

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bridge import codec
 from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, bearer_token
-from bridge.batching import Coalescer
+from bridge.batching import COST_SHARE, Coalescer
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode, FrameError
 from bridge.fanout import FanOut, FilterError, compile_filter
 from bridge.limits import ConnectionAdmission
@@ -184,19 +184,21 @@ def test_coalescer_window_stretches_under_load_and_relaxes() -> None:
     coalescer: Coalescer[int] = Coalescer(window=0.010, max_items=100, max_window=0.050)
     coalescer.add([1], now=0.0)
     coalescer.take(0.0)
-    coalescer.flushed(0.008)  # a flush of 8 ms: the window keeps flushes to a quarter of the time
-    assert coalescer.window == pytest.approx(0.032)
+    coalescer.flushed(0.030)  # a flush of 30 ms: the quiet window after it grows with it
+    assert coalescer.window == pytest.approx(min(0.050, COST_SHARE * 0.030))
+    window = coalescer.window
     coalescer.add([2], now=0.001)
-    coalescer.take(0.052)  # the timer fired 20 ms late: twice that, within the cap
+    assert coalescer.deadline == pytest.approx(0.030 + window)  # counted from the end of the flush
+    coalescer.take(0.030 + window + 0.024)  # the timer fired 24 ms late: twice that, within the cap
     coalescer.flushed(0.001)
-    assert coalescer.window == pytest.approx(0.040)
-    coalescer.add([3], now=0.06)
-    coalescer.take(0.092)  # on time and light: relaxes by half per flush, not below the base
+    assert coalescer.window == pytest.approx(max(window, 0.048))
+    coalescer.add([3], now=1.0)
+    coalescer.take(1.0)  # on time and light: relaxes by half per flush, not below the base
     coalescer.flushed(0.0001)
-    assert coalescer.window == pytest.approx(0.020)
+    assert coalescer.window == pytest.approx(0.024)
     for step in range(3):
-        coalescer.add([step], now=1.0 + step)
-        coalescer.take(1.0 + step)
+        coalescer.add([step], now=2.0 + step)
+        coalescer.take(2.0 + step)
         coalescer.flushed(0.0001)
     assert coalescer.window == pytest.approx(0.010)
     coalescer.flushed(1.0)  # never beyond the cap
