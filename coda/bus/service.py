@@ -19,7 +19,7 @@ from coda.bus import metrics
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.fanout import Fanout, Subscription
 from coda.bus.filters import EventFilter, FilterError
-from coda.bus.log import GapInfo, encode_varint, frame_field1
+from coda.bus.log import Appended, GapInfo, encode_varint, frame_field1
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
 from coda.v1 import bus_pb2, events_pb2
@@ -66,21 +66,18 @@ class BusService:
         """Validate, store and fan out: per batch position its seq (0 when refused), the positions
         acked as duplicates, and {position: reason} for the refused ones."""
         problems = self.validator.problems(events, request_bytes)
-        if not problems:
-            appended = await self.backend.append(events) if events else None
-            seqs = appended.seqs if appended else []
-            duplicates = appended.duplicates if appended else set()
-        else:
-            for problem in problems.values():
-                metrics.EVENTS_REJECTED.labels(metrics.rejection_kind(problem)).inc()
-            positions = [i for i in range(len(events)) if i not in problems]
-            appended = await self.backend.append([events[i] for i in positions]) if positions else None
+        for problem in problems.values():
+            metrics.EVENTS_REJECTED.labels(metrics.rejection_kind(problem)).inc()
+        positions = [i for i in range(len(events)) if i not in problems] if problems else None
+        valid = events if positions is None else [events[i] for i in positions]
+        appended = await self.backend.append(valid) if valid else Appended([], set(), [])
+        seqs, duplicates = appended.seqs, appended.duplicates
+        if positions is not None:
+            # Back from positions among the valid events to positions in the request.
             seqs = [0] * len(events)
-            duplicates = set()
-            if appended:
-                for valid_index, position in enumerate(positions):
-                    seqs[position] = appended.seqs[valid_index]
-                duplicates = {positions[i] for i in appended.duplicates}
+            for valid_index, position in enumerate(positions):
+                seqs[position] = appended.seqs[valid_index]
+            duplicates = {positions[i] for i in appended.duplicates}
         if duplicates:
             metrics.EVENTS_DUPLICATE.inc(len(duplicates))
         self._update_log_gauges()
