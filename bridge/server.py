@@ -352,6 +352,7 @@ class Connection:
         #: A client resuming from a seq this bridge has not dispatched yet (it saw it through
         #: another bridge): live events up to here are skipped, not sent twice.
         self.seq_floor = 0
+        self._ahead_check: asyncio.Task[None] | None = None
         self.key: GroupKey | None = None
         self.replay: _Replay | None = None
         self.closing = False
@@ -520,7 +521,7 @@ class Connection:
             self.closing = True
             self.bridge.fanout.leave(self)
             self._cancel_replay()
-            for task in (writer, idle):
+            for task in (writer, idle, self._ahead_check):
                 if task is not None:
                     task.cancel()
             await self.converse.close()
@@ -615,12 +616,37 @@ class Connection:
         self.seq_floor = (
             request.after_seq if resuming and (live_start is None or request.after_seq >= live_start) else 0
         )
+        if self.seq_floor and live_start is not None:
+            self._ahead_check = asyncio.create_task(
+                self._check_resume_position(request.after_seq, frame_id), name=f"ws-ahead-{self.id}"
+            )
         if resuming and (live_start is None or request.after_seq < live_start):
             self.replay = _Replay(live_start)
             self.replay.task = asyncio.create_task(
                 self._replay(key, request.after_seq, self.replay), name=f"ws-replay-{self.id}"
             )
         self.bridge.fanout.join(self, key)
+
+    async def _check_resume_position(self, after_seq: int, frame_id: str) -> None:
+        """A resume ahead of this bridge is fine while the bus has the seq; beyond the bus's head
+        (its log was reset) it would wait for nothing, so it is refused as the bus refuses it."""
+        upstream = self.bridge.upstream
+        assert upstream is not None
+        try:
+            head = (await upstream.describe(timeout=2.0)).head_seq
+        except grpc.aio.AioRpcError:
+            return  # the bus is away: the link's own reconnect takes over
+        if after_seq <= head or self.seq_floor != after_seq:
+            return
+        self.seq_floor = 0
+        self.bridge.fanout.leave(self)
+        self.key = None
+        self.error(
+            ErrorCode.ERROR_CODE_INVALID_ARGUMENT,
+            f"afterSeq {after_seq} is beyond the newest seq {head} (was the bus log reset?); "
+            f"subscribe with afterSeq <= {head}",
+            frame_id,
+        )
 
     def _cancel_replay(self) -> None:
         if self.replay is not None:

@@ -132,9 +132,10 @@ async def test_resume_across_a_bridge_restart_without_gap_or_duplicate(tmp_path:
 
 
 async def test_resume_ahead_of_this_bridge_skips_what_the_client_already_has(tmp_path: Path) -> None:
-    """A client that saw events through a faster bridge resumes here from a seq this bridge has not
-    dispatched yet: the live events up to it are skipped (also inside a frame), none sent twice."""
-    config = make_config(tmp_path)
+    """A client that saw events through a faster bridge resumes here from a seq the bus has but this
+    bridge has not dispatched yet: the live events up to it are skipped (also inside a frame)."""
+    # A long window keeps this bridge behind the bus right after its first flush.
+    config = make_config(tmp_path, CODA_BRIDGE__BATCH_WINDOW_MS="4000", CODA_BRIDGE__BATCH_MAX_WINDOW_MS="4000")
     async with (
         running_host(config, only="bus") as host,
         publisher(host.address) as pub,
@@ -143,16 +144,36 @@ async def test_resume_ahead_of_this_bridge_skips_what_the_client_already_has(tmp
         watcher = await open_client(bridge.url)
         await subscribe(watcher, ["llm.*"])
         await recv(watcher)
-        head = await publish_tokens(pub, 5, prefix="before")
-        await collect_seqs(watcher, head)  # this bridge has dispatched up to `head`
+        head = await publish_tokens(pub, 1, prefix="before")
+        await collect_seqs(watcher, head)  # flushed at once (quiet before); the next waits a window
+        last = await publish_tokens(pub, 12, prefix="after")
+        assert (last, bridge.dispatched_seq) == (head + 12, head)  # the bus is ahead of this bridge
         clients = [await open_client(bridge.url, protocol) for protocol in (JSON_PROTOCOL, PROTO_PROTOCOL)]
         for ws in clients:
             await subscribe(ws, ["llm.*"], after_seq=head + 7)
-            await recv(ws)  # hello
-        last = await publish_tokens(pub, 12, prefix="after")
-        assert last == head + 12
+            await recv(ws)  # pong
         for ws in clients:
             assert await collect_seqs(ws, last) == list(range(head + 8, last + 1))
+
+
+async def test_resume_beyond_the_bus_head_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    async with (
+        running_host(config, only="bus") as host,
+        publisher(host.address) as pub,
+        running_bridge(config, host.address) as bridge,
+    ):
+        head = await publish_tokens(pub, 3)
+        ws = await open_client(bridge.url)
+        frame = bridge_pb2.ClientFrame(id="r1", subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"]))
+        frame.subscribe.after_seq = head + 1000
+        await send(ws, frame)
+        error = (await recv(ws)).error
+        assert (error.code, error.client_frame_id) == (ErrorCode.ERROR_CODE_INVALID_ARGUMENT, "r1")
+        assert f"beyond the newest seq {head}" in error.message
+        # The connection stays usable: a valid resume works.
+        await subscribe(ws, ["llm.*"], after_seq=head - 1)
+        assert await collect_seqs(ws, head) == [head]
 
 
 async def test_resume_past_the_log_horizon_gets_a_gap_first(tmp_path: Path) -> None:
