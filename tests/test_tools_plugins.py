@@ -67,12 +67,7 @@ async def test_installed_plugin_tools_are_served(plugin_site: Path, tmp_path: Pa
         "CODA_BUS__PATH": str(tmp_path / "bus"),
         "CODA_LOG__LEVEL": "error",
     }
-    _, banner = processes.start(
-        ["-m", "coda", "serve", "--only", "bus,tools", "--address", "127.0.0.1:0", "--metrics-address", ""],
-        env=env,
-        banner="coda serving",
-    )
-    address = banner.split(" on ", 1)[1].split()[0]
+    address = serve_bus_and_tools(processes, env)
     async with grpc.aio.insecure_channel(address) as channel:
         listed = await tools_pb2_grpc.ToolsStub(channel).ListTools(tools_pb2.ListToolsRequest(), timeout=10)
         names = {spec.name for spec in listed.tools}
@@ -94,6 +89,16 @@ async def test_installed_plugin_tools_are_served(plugin_site: Path, tmp_path: Pa
         stream.close()
 
 
+def serve_bus_and_tools(processes: Processes, env: dict[str, str]) -> str:
+    """Start `coda serve --only bus,tools` as a process; its gRPC address."""
+    _, banner = processes.start(
+        ["-m", "coda", "serve", "--only", "bus,tools", "--address", "127.0.0.1:0", "--metrics-address", ""],
+        env=env,
+        banner="coda serving",
+    )
+    return banner.split(" on ", 1)[1].split()[0]
+
+
 async def test_entry_points_can_be_switched_off(plugin_site: Path, tmp_path: Path, processes: Processes) -> None:
     env = {
         "PYTHONPATH": os.pathsep.join([str(plugin_site), str(ROOT)]),
@@ -102,12 +107,7 @@ async def test_entry_points_can_be_switched_off(plugin_site: Path, tmp_path: Pat
         "CODA_BUS__PATH": str(tmp_path / "bus"),
         "CODA_LOG__LEVEL": "error",
     }
-    _, banner = processes.start(
-        ["-m", "coda", "serve", "--only", "bus,tools", "--address", "127.0.0.1:0", "--metrics-address", ""],
-        env=env,
-        banner="coda serving",
-    )
-    address = banner.split(" on ", 1)[1].split()[0]
+    address = serve_bus_and_tools(processes, env)
     async with grpc.aio.insecure_channel(address) as channel:
         listed = await tools_pb2_grpc.ToolsStub(channel).ListTools(tools_pb2.ListToolsRequest(), timeout=10)
         names = {spec.name for spec in listed.tools}
