@@ -1,14 +1,15 @@
 """Bus benchmark, through real gRPC on loopback, subscribers in separate processes.
 
-1. Throughput: one publisher (batched Publish) and 10 `*` subscribers; events delivered per
-   second in total, measured at the subscribers from their first to their last byte.
+1. Throughput: one publisher (batched Publish) and 10 `*` subscribers, each on its own channel;
+   events delivered per second in total, measured at the subscribers from first to last byte.
 2. Raw reference, same run, same clients: a gRPC server streaming pre-built batches of the same
    events with no bus logic; the bus's figure is printed as a fraction of it.
 3. Latency: a steady 1,000 events/s with 10 subscribers; publish-to-deliver p50/p99 (event time
-   set at publish, read at the subscriber after parsing).
+   set at publish, read at the subscriber after parsing), after a one-second warm-up.
 
-The bus and the raw server each run as their own process; on a 2-core machine the server, the
-publisher and the ten subscriber processes all share those cores, so the figures are a floor.
+The bus and the raw server each run as their own process, the subscribers in one process per
+core; on a 2-core machine the server, the publisher and the subscribers share those cores, so the
+figures are a floor.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 import grpc
 
 SUBSCRIBERS = 10
+#: Subscriber processes: one per core, each holding its share of the subscribers.
+PROCESSES = max(1, min(SUBSCRIBERS, os.cpu_count() or 1))
 BATCH = 256
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,67 +56,91 @@ def _body_length(message: bytes) -> int:
 
 
 # -- subscriber processes -----------------------------------------------------------------------
+#
+# Ten subscribers, each on its own channel (its own HTTP/2 connection) and Subscribe stream, spread
+# over one process per core: ten client processes on two cores would spend the machine on their
+# own grpc threads waking up, and the figures would measure the clients rather than the server.
 
 
-def _count_subscriber(address: str, after_seq: int, expected_bytes: int, ready, results) -> None:  # type: ignore[no-untyped-def]
-    """Receive until `expected_bytes` of batch bodies arrived; report (first, last, bytes)."""
+async def _count_one(address: str, after_seq: int, expected_bytes: int, opened: asyncio.Event) -> tuple:  # type: ignore[type-arg]
+    """Receive until `expected_bytes` of batch bodies arrived; return (first, last, bytes)."""
     from coda.v1 import bus_pb2
 
-    async def run() -> None:
-        async with grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
-            method = ch.unary_stream(
-                "/coda.v1.EventBus/Subscribe",
-                request_serializer=bus_pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=None,
-            )
-            call = method(bus_pb2.SubscribeRequest(types=["*"], after_seq=after_seq))
-            ready.set()
-            received, first = 0, 0.0
-            async for message in call:
-                if not first:
-                    first = time.perf_counter()
-                received += _body_length(message)
-                if received >= expected_bytes:
-                    break
-            results.put((first, time.perf_counter(), received))
-            call.cancel()
-
-    asyncio.run(run())
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+        method = ch.unary_stream(
+            "/coda.v1.EventBus/Subscribe",
+            request_serializer=bus_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=None,
+        )
+        call = method(bus_pb2.SubscribeRequest(types=["*"], after_seq=after_seq))
+        opened.set()
+        received, first = 0, 0.0
+        async for message in call:
+            if not first:
+                first = time.perf_counter()
+            received += _body_length(message)
+            if received >= expected_bytes:
+                break
+        call.cancel()
+        return first, time.perf_counter(), received
 
 
-def _latency_subscriber(address: str, after_seq: int, count: int, ready, results) -> None:  # type: ignore[no-untyped-def]
+async def _latency_one(
+    address: str, after_seq: int, first_index: int, count: int, opened: asyncio.Event
+) -> list[float]:
+    """Publish-to-deliver latencies (ms) of the `latency` events with index >= `first_index`."""
     from coda.bus.client import subscribe
 
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as ch:
+        opened.set()
+        async for response in subscribe(ch, ["*"], after_seq=after_seq):
+            now = time.time_ns()
+            for event in response.batch.events:
+                if event.source == "latency" and event.llm_token.index >= first_index:
+                    latencies.append((now - event.time.ToNanoseconds()) / 1e6)
+            if len(latencies) >= count:
+                return latencies
+    return latencies
+
+
+def _subscriber_process(kind: str, args: tuple, subscribers: int, ready, results) -> None:  # type: ignore[no-untyped-def,type-arg]
+    run_one = {"count": _count_one, "latency": _latency_one}[kind]
+
     async def run() -> None:
-        latencies: list[float] = []
-        async with grpc.aio.insecure_channel(address) as ch:
-            ready.set()
-            async for response in subscribe(ch, ["*"], after_seq=after_seq):
-                now = time.time_ns()
-                for event in response.batch.events:
-                    if event.source == "latency":
-                        latencies.append((now - event.time.ToNanoseconds()) / 1e6)
-                if len(latencies) >= count:
-                    break
-        results.put(latencies)
+        opened = [asyncio.Event() for _ in range(subscribers)]
+        tasks = [asyncio.create_task(run_one(*args, event)) for event in opened]
+        for event in opened:
+            await event.wait()
+        ready.set()
+        for result in await asyncio.gather(*tasks):
+            results.put(result)
 
     asyncio.run(run())
 
 
-def _start_subscribers(target, args_for) -> tuple[list, object]:  # type: ignore[no-untyped-def]
+def _start_subscribers(kind: str, args: tuple) -> tuple[list, object]:  # type: ignore[type-arg]
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = []
-    events = []
-    for _ in range(SUBSCRIBERS):
+    procs, readies = [], []
+    for index in range(PROCESSES):
+        share = SUBSCRIBERS // PROCESSES + (index < SUBSCRIBERS % PROCESSES)
         ready = ctx.Event()
-        proc = ctx.Process(target=target, args=(*args_for, ready, results), daemon=True)
+        proc = ctx.Process(target=_subscriber_process, args=(kind, args, share, ready, results), daemon=True)
         proc.start()
         procs.append(proc)
-        events.append(ready)
-    for ready in events:
+        readies.append(ready)
+    for ready in readies:
         ready.wait(60)
     return procs, results
+
+
+def _collect(results, procs) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """One result per subscriber, then the processes joined."""
+    collected = [results.get(timeout=120) for _ in range(SUBSCRIBERS)]
+    for proc in procs:
+        proc.join(10)
+    return collected
 
 
 # -- servers ------------------------------------------------------------------------------------
@@ -143,7 +170,17 @@ def _raw_server_main(count: int) -> None:
         events.append(frame_field1(event.SerializeToString()))
     batches = [frame_field1(b"".join(events[i : i + BATCH])) for i in range(0, count, BATCH)]
 
+    # Like the bus phase, where publishing starts once every subscriber is in, streaming starts
+    # when all of them are: a subscriber that connects late would otherwise stretch the span.
+    subscribed = 0
+    everyone_in = asyncio.Event()
+
     async def subscribe(request, context):  # type: ignore[no-untyped-def]
+        nonlocal subscribed
+        subscribed += 1
+        if subscribed == SUBSCRIBERS:
+            everyone_in.set()
+        await everyone_in.wait()
         for batch in batches:
             yield batch
 
@@ -175,11 +212,10 @@ def _expected_body_bytes(datas: list[bytes], first_seq: int) -> int:
     return total
 
 
-def _rate(results, procs) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    spans = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(10)
-    return min(s[0] for s in spans), max(s[1] for s in spans)
+def _span(results, procs) -> float:  # type: ignore[no-untyped-def]
+    """Seconds from the first subscriber's first batch to the last subscriber's last."""
+    spans = _collect(results, procs)
+    return max(s[1] for s in spans) - min(s[0] for s in spans)
 
 
 # -- phases -------------------------------------------------------------------------------------
@@ -231,16 +267,18 @@ def _describe_head(address: str) -> int:
 def main(quick: bool) -> None:
     count = 60_000 if quick else 200_000
     latency_seconds = 2.0 if quick else 5.0
-    print(f"cpus: {os.cpu_count()}, subscribers: {SUBSCRIBERS} processes, events: {count}, batch {BATCH}")
+    print(
+        f"cpus: {os.cpu_count()}, subscribers: {SUBSCRIBERS} (own channel each) in {PROCESSES} processes, "
+        f"events: {count}, batch {BATCH}"
+    )
     datas = _event_bytes(count)
 
     # Raw reference.
     raw, raw_address = _start_server(["-m", "bench.bus", "raw-server", str(count)], {})
     try:
         expected = _expected_body_bytes(datas, 1)
-        procs, results = _start_subscribers(_count_subscriber, (raw_address, 0, expected))
-        first, last = _rate(results, procs)
-        raw_rate = SUBSCRIBERS * count / (last - first)
+        procs, results = _start_subscribers("count", (raw_address, 0, expected))
+        raw_rate = SUBSCRIBERS * count / _span(results, procs)
     finally:
         raw.kill()
         raw.wait()
@@ -258,21 +296,22 @@ def main(quick: bool) -> None:
     try:
         head = _describe_head(address)
         expected = _expected_body_bytes(datas, head + 1)
-        procs, results = _start_subscribers(_count_subscriber, (address, head, expected))
+        procs, results = _start_subscribers("count", (address, head, expected))
         time.sleep(0.5)
         publish_seconds = asyncio.run(_publish_all(address, datas))
-        first, last = _rate(results, procs)
-        bus_rate = SUBSCRIBERS * count / (last - first)
+        bus_rate = SUBSCRIBERS * count / _span(results, procs)
         print(f"bus publish: {count / publish_seconds:,.0f} events/s accepted (one publisher, 1024/request)")
         print(
             f"bus delivery: {bus_rate:,.0f} events/s delivered in total = {bus_rate / raw_rate:.2f} of the raw reference"
         )
 
-        # Steady 1,000 events/s.
+        # Steady 1,000 events/s; the first second warms up (connections, first-call paths) and is
+        # not measured.
         rate = 1000
+        warm_up = rate
         total = int(rate * latency_seconds)
         head = _describe_head(address)
-        procs, results = _start_subscribers(_latency_subscriber, (address, head, total))
+        procs, results = _start_subscribers("latency", (address, head, warm_up, total))
         time.sleep(0.5)
 
         async def steady() -> None:
@@ -283,7 +322,7 @@ def main(quick: bool) -> None:
             async with grpc.aio.insecure_channel(address) as ch:
                 publisher = GrpcPublisher(lambda: ch, "latency")
                 start = time.perf_counter()
-                for i in range(total):
+                for i in range(warm_up + total):
                     delay = start + i / rate - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -291,14 +330,12 @@ def main(quick: bool) -> None:
                 await publisher.close()
 
         asyncio.run(steady())
-        latencies = sorted(x for _ in procs for x in results.get(timeout=60))
-        for proc in procs:
-            proc.join(10)
+        latencies = sorted(x for per_subscriber in _collect(results, procs) for x in per_subscriber)
         p50 = statistics.median(latencies)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
         print(
             f"latency at {rate} events/s, {SUBSCRIBERS} subscribers: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-            f"({len(latencies)} deliveries; publish-to-deliver incl. client batching)"
+            f"({len(latencies)} deliveries after a 1 s warm-up; publish-to-deliver incl. client batching)"
         )
     finally:
         bus.terminate()

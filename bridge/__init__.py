@@ -1,7 +1,8 @@
 """The WebSocket bridge: browsers speak `ClientFrame`/`ServerFrame` over WebSocket, the bridge speaks gRPC to Coda.
 
-Pure cores (no I/O): `codec` (frames <-> bytes), `ratelimit` (token bucket), `batching` (coalescer),
-`auth` (tokens, origins), `limits` (connection admission), `fanout` (filters, encode-once broadcast).
+Pure cores (no I/O): `codec` (frames <-> bytes), `batching` (coalescer), `auth` (tokens, origins),
+`limits` (connection admission), `fanout` (filters, encode-once broadcast); rate limits use
+`coda.runtime.ratelimit`.
 I/O shells: `upstream` (the bus link), `assistant` (Converse streams behind a circuit breaker),
 `server` (websockets server, HTTP routes, connections), `cli` (`coda bridge`).
 """

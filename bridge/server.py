@@ -29,6 +29,7 @@ from websockets.protocol import State
 
 from coda import __version__
 from coda.config import Config
+from coda.runtime.ratelimit import TokenBucket
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, bus_pb2, events_pb2
 
 from . import codec
@@ -39,7 +40,6 @@ from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
 from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
 from .limits import ConnectionAdmission
 from .metrics import BREAKER_STATES, BridgeMetrics
-from .ratelimit import TokenBucket
 from .upstream import RETRYABLE, Backoff, UpstreamLink
 
 log = logging.getLogger(__name__)

@@ -104,9 +104,10 @@ class BusConfig:
     max_event_bytes: int = 256 * 1024
     #: A Subscribe batch holds at most this many events ...
     batch_max_events: int = 256
-    #: ... and a subscriber gets at most one batch per this many milliseconds unless a full one
-    #: is waiting: an event after a quiet spell goes out at once, a burst is coalesced.
-    batch_max_ms: float = 1.0
+    #: ... and a subscriber gets on average at most one batch per this many milliseconds (two
+    #: may go back to back) unless a full one is waiting: an event after a quiet spell goes out
+    #: at once, a burst is coalesced.
+    batch_max_ms: float = 2.0
     #: Events a subscriber may have queued before it is cut off with RESOURCE_EXHAUSTED.
     subscriber_queue_events: int = 10_000
     #: fsync the durable log every N milliseconds (0: on every append).

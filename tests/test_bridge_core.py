@@ -18,8 +18,8 @@ from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode,
 from bridge.fanout import FanOut, FilterError, compile_filter
 from bridge.limits import ConnectionAdmission
 from bridge.metrics import BridgeMetrics
-from bridge.ratelimit import TokenBucket
 from bridge.upstream import Backoff
+from coda.runtime.ratelimit import TokenBucket
 from coda.schema import new_event
 from coda.v1 import bridge_pb2, events_pb2
 

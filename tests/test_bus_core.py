@@ -1,4 +1,5 @@
-"""The bus's pure core: the log (seq, retention, replay, idempotency, gaps), filters, validation."""
+"""The bus's pure core: the log (seq, retention, replay, idempotency, gaps), filters, validation,
+fan-out queues and the hand-encoded wire parts."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coda.bus.backends.file import decode_records, encode_record
+from coda.bus.fanout import Fanout, Segment, Subscription
 from coda.bus.filters import EventFilter, FilterError, compile_types
-from coda.bus.log import EventLog, StoredEvent
+from coda.bus.log import EventLog, Headers, StoredEvent, encode_varint
+from coda.bus.service import encode_acks
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
@@ -214,10 +217,12 @@ def test_batch_validator_agrees_with_event_problem() -> None:
     expected = {i: p for i, e in enumerate(events) if (p := event_problem(e, 1000)) is not None}
     assert sorted(expected) == [1, 2, 3, 4, 8]
     for _ in range(2):  # the second pass runs with the remembered sessions
-        assert validator.problems(events) == expected
+        assert validator.problems(events, Headers.of(events)) == expected
     # A request within the per-event limit skips the size check; the other checks still apply.
     small = [e for i, e in enumerate(events) if i != 2]
-    assert set(validator.problems(small, request_bytes=500).values()) == {p for i, p in expected.items() if i != 2}
+    assert set(validator.problems(small, Headers.of(small), request_bytes=500).values()) == {
+        p for i, p in expected.items() if i != 2
+    }
 
 
 @given(st.lists(st.binary(max_size=300), max_size=20), st.integers(0, 400))
@@ -241,3 +246,73 @@ def test_retained_entries_leave_the_garbage_collectors_tracking() -> None:
     gc.collect()
     assert not any(gc.is_tracked(entry) for entry in log._entries)
     assert [e.seq for e in log] == list(range(1, 101))  # still read back as StoredEvents
+
+
+# --- fan-out: segments, batches, cut-off
+
+
+def _stored_batches(count: int, start: int = 0) -> list[StoredEvent]:
+    log = EventLog(10_000, 1 << 24)
+    log.append_many([make_event("llm.token", SESSIONS[i % 3], f"f-{start + i}") for i in range(start + count)])
+    return log.read_after(start, count)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(1, 50))
+def test_subscription_batches_are_the_queued_events_in_order(sizes: list[int], limit: int) -> None:
+    entries = _stored_batches(sum(sizes))
+    subscription = Subscription(EventFilter(["*"]), max_queue=10_000, batch_max_events=limit)
+    offset = 0
+    for size in sizes:
+        subscription.offer(Segment.of(entries[offset : offset + size]))
+        offset += size
+    received: list[events_pb2.Event] = []
+    while subscription.queued:
+        batch = subscription.take(limit)
+        events = bus_pb2.SubscribeResponse.FromString(batch.message).batch.events
+        assert len(events) == batch.count <= limit
+        assert events[-1].seq == batch.last_seq
+        received.extend(events)
+    assert [e.seq for e in received] == [e.seq for e in entries]
+    assert [e.SerializeToString() for e in received] == [e.data for e in entries]
+    assert not subscription.ready.is_set() and not subscription.filled.is_set()
+
+
+def test_fanout_shares_one_segment_per_filter_and_cuts_off_the_overflowing() -> None:
+    fanout = Fanout()
+    everything = [Subscription(EventFilter(["*"]), 100, 10) for _ in range(3)]
+    session = Subscription(EventFilter([], "s1"), 100, 10)
+    same_session = Subscription(EventFilter(["*"], "s1"), 100, 10)
+    tiny = Subscription(EventFilter(["*"]), 5, 10)
+    for subscription in [*everything, session, same_session, tiny]:
+        fanout.add(subscription)
+    entries = _stored_batches(9)
+    fanout.deliver(entries)
+    shared = {id(s._segments[0]) for s in everything}
+    assert len(shared) == 1  # encoded once for all `*` subscribers
+    assert session._segments[0] is same_session._segments[0]  # same events admitted: shared too
+    assert session.queued == 3 and everything[0].queued == 9
+    assert everything[0].filled.is_set() is False and everything[0].ready.is_set()
+    assert tiny.cut_off and tiny.queued == 0 and tiny.filled.is_set()
+    message = session.take(10).message
+    assert [e.session_id for e in bus_pb2.SubscribeResponse.FromString(message).batch.events] == ["s1"] * 3
+    fanout.deliver(_stored_batches(2, start=9))
+    assert tiny.queued == 0  # a cut-off subscriber gets nothing more
+    assert everything[0].queued == 11 and everything[0].filled.is_set()
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=130), st.integers(1, 2**64 - 1)),  # stored: id and seq set
+        max_size=40,
+    )
+)
+def test_hand_encoded_acks_and_varints_match_protobuf(acks: list[tuple[str, int]]) -> None:
+    ids = [event_id for event_id, _ in acks]
+    seqs = [seq for _, seq in acks]
+    expected = bus_pb2.PublishResponse(
+        acks=[bus_pb2.PublishAck(id=i, seq=s, index=n) for n, (i, s) in enumerate(acks)]
+    ).SerializeToString()
+    assert encode_acks(ids, seqs) == expected
+    for seq in seqs:
+        assert encode_varint(seq) == events_pb2.Gap(missed=seq).SerializeToString()[1:]

@@ -3,21 +3,63 @@
 Publishing only appends to queues, so it never waits on a subscriber; a subscriber whose queue
 overflows is marked cut off (its queue dropped) and its stream ends once it has written what it
 was already writing, naming the last seq it was sent.
+
+Events appended together reach the queues as one `Segment`: their frames joined once into one
+buffer, shared by every subscriber with the same filter. A subscriber's batch is then a slice of
+one or two such buffers behind a length prefix, not a join of a frame per event per subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+from collections.abc import Sequence
+from itertools import accumulate
+from typing import NamedTuple
 
 from coda.bus import metrics
 from coda.bus.filters import EventFilter
-from coda.bus.log import StoredEvent
+from coda.bus.log import FIELD1_BYTES_TAG, StoredEvent, encode_varint
+
+
+class Segment:
+    """Events stored together, as one buffer of `EventBatch.events` frames (read-only, shareable)."""
+
+    __slots__ = ("appended_ns", "ends", "seqs", "view")
+
+    def __init__(self, frames: Sequence[bytes], seqs: list[int], appended_ns: int) -> None:
+        self.view = memoryview(b"".join(frames))
+        #: Offset just past each event's frame.
+        self.ends = list(accumulate(map(len, frames)))
+        self.seqs = seqs
+        #: time.monotonic_ns() when the first of them was appended.
+        self.appended_ns = appended_ns
+
+    @classmethod
+    def of(cls, entries: Sequence[StoredEvent]) -> Segment:
+        return cls([e.frame for e in entries], [e.seq for e in entries], entries[0].appended_ns)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+class Batch(NamedTuple):
+    """What one Subscribe message carries."""
+
+    #: The encoded `SubscribeResponse` (its `batch` field), ready to send.
+    message: bytes
+    count: int
+    last_seq: int
+    #: When the oldest event in it was appended (monotonic ns), for the delivery-latency metric.
+    appended_ns: int
 
 
 class Subscription:
-    """One subscriber's queue and wake-up signals, filled by `Fanout`, drained by its stream."""
+    """One subscriber's queue of segments and wake-up signals, filled by `Fanout`, drained by its stream."""
 
     __slots__ = (
+        "_cursor",
+        "_segments",
         "batch_max_events",
         "closing",
         "cut_off",
@@ -25,7 +67,7 @@ class Subscription:
         "filter",
         "last_sent_seq",
         "max_queue",
-        "queue",
+        "queued",
         "ready",
     )
 
@@ -33,8 +75,12 @@ class Subscription:
         self.filter = event_filter
         self.max_queue = max_queue
         self.batch_max_events = batch_max_events
-        self.queue: list[StoredEvent] = []
-        #: Set when the queue becomes non-empty, or on cut-off or close.
+        self._segments: collections.deque[Segment] = collections.deque()
+        #: Events of the first segment already taken.
+        self._cursor = 0
+        #: Events waiting to be taken.
+        self.queued = 0
+        #: Set when an event is waiting, or on cut-off or close.
         self.ready = asyncio.Event()
         #: Set when a full batch is waiting, or on cut-off or close.
         self.filled = asyncio.Event()
@@ -43,37 +89,52 @@ class Subscription:
         self.closing = False
         self.last_sent_seq = 0
 
-    def offer(self, entries: list[StoredEvent]) -> None:
+    def offer(self, segment: Segment) -> None:
+        """Queue `segment` (already filtered for this subscriber); cut off past `max_queue`."""
         if self.cut_off:
             return
-        selected = self.filter.select(entries)
-        if not selected:
-            return
-        queue = self.queue
-        queue.extend(selected)
-        if len(queue) > self.max_queue:
+        self._segments.append(segment)
+        self.queued += len(segment)
+        if self.queued > self.max_queue:
             self.cut_off = True
-            queue.clear()
+            self._segments.clear()
+            self._cursor = 0
+            self.queued = 0
             metrics.SUBSCRIBERS_CUT_OFF.inc()
             self.filled.set()
-        elif len(queue) >= self.batch_max_events:
+        elif self.queued >= self.batch_max_events:
             self.filled.set()
         self.ready.set()
 
-    def take(self, limit: int) -> list[StoredEvent]:
-        """Up to `limit` queued entries, oldest first."""
-        queue = self.queue
-        if len(queue) <= limit:
-            self.queue = []
-            batch = queue
-        else:
-            batch = queue[:limit]
-            del queue[:limit]
-        if not self.queue:
+    def take(self, limit: int) -> Batch:
+        """Up to `limit` queued events, oldest first, as one encoded message. The queue must not be empty."""
+        segments = self._segments
+        parts: list[memoryview] = []
+        size = count = 0
+        last_seq = 0
+        appended_ns = segments[0].appended_ns
+        while segments and count < limit:
+            segment = segments[0]
+            start = self._cursor
+            stop = min(len(segment), start + limit - count)
+            begin = segment.ends[start - 1] if start else 0
+            end = segment.ends[stop - 1]
+            parts.append(segment.view[begin:end])
+            size += end - begin
+            count += stop - start
+            last_seq = segment.seqs[stop - 1]
+            if stop == len(segment):
+                segments.popleft()
+                self._cursor = 0
+            else:
+                self._cursor = stop
+        self.queued -= count
+        if not self.queued:
             self.ready.clear()
-        if len(self.queue) < self.batch_max_events:
+        if self.queued < self.batch_max_events:
             self.filled.clear()
-        return batch
+        message = b"".join([FIELD1_BYTES_TAG, encode_varint(size), *parts])
+        return Batch(message, count, last_seq, appended_ns)
 
     def close(self) -> None:
         self.closing = True
@@ -100,9 +161,20 @@ class Fanout:
         metrics.SUBSCRIBERS.set(len(self.subscriptions))
 
     def deliver(self, entries: list[StoredEvent]) -> None:
-        """The backend's listener: newly stored entries, in seq order."""
+        """The backend's listener: newly stored entries, in seq order. One segment per distinct filter."""
+        by_filter: dict[tuple[object, str], Segment | None] = {}
         for subscription in self.subscriptions:
-            subscription.offer(entries)
+            if subscription.cut_off:
+                continue
+            event_filter = subscription.filter
+            key = event_filter.key
+            if key in by_filter:
+                segment = by_filter[key]
+            else:
+                selected = event_filter.select(entries)
+                segment = by_filter[key] = Segment.of(selected) if selected else None
+            if segment is not None:
+                subscription.offer(segment)
 
     def close(self) -> None:
         for subscription in self.subscriptions:

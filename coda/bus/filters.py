@@ -39,13 +39,15 @@ def compile_types(patterns: Iterable[str], known: Sequence[str] = EVENT_TYPES) -
 class EventFilter:
     """Which events one subscriber receives: a compiled type set and an optional session."""
 
-    __slots__ = ("everything", "patterns", "session_id", "types")
+    __slots__ = ("everything", "key", "patterns", "session_id", "types")
 
     def __init__(self, patterns: Iterable[str] = (), session_id: str = "") -> None:
         self.patterns = tuple(patterns)
         self.types = compile_types(self.patterns)
         self.session_id = session_id
         self.everything = self.types is None and not session_id
+        #: Equal for filters that admit the same events (whatever patterns spelled them).
+        self.key = (self.types, session_id)
 
     def matches(self, stored: StoredEvent) -> bool:
         if self.types is not None and stored.type not in self.types:

@@ -34,12 +34,27 @@ _SMALL_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
 
 def encode_varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int (table lookup below 16384)."""
-    return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
+    if value < 16384:
+        return _SMALL_VARINTS[value]
+    if value < 1 << 28:  # seqs live here for a long time: no loop
+        if value < 1 << 21:
+            return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, ((value >> 14) & 0x7F) | 0x80, value >> 21))
+    return _encode_varint(value)
+
+
+def frame_prefix(size: int) -> bytes:
+    """The tag and length that make `size` bytes a length-delimited field number 1."""
+    return FIELD1_BYTES_TAG + encode_varint(size)
+
+
+_FRAME_PREFIXES = [frame_prefix(i) for i in range(1 << 14)]
 
 
 def frame_field1(payload: bytes) -> bytes:
     """`payload` as a length-delimited field number 1."""
-    return FIELD1_BYTES_TAG + encode_varint(len(payload)) + payload
+    size = len(payload)
+    return (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + payload
 
 
 #: How the log holds a StoredEvent: (seq, id, type, session_id, data, frame, appended_ns). An exact
@@ -100,6 +115,28 @@ class StoredEvent:
 
     def __repr__(self) -> str:
         return f"StoredEvent(seq={self.seq}, id={self.id!r}, type={self.type!r})"
+
+
+class Headers(NamedTuple):
+    """What the bus reads from every event of a publish request, read once and shared by
+    validation, the log and the acks (each read from a protobuf message builds a new object)."""
+
+    ids: list[str]
+    session_ids: list[str]
+    #: Dotted type names; "" for an event without a payload.
+    types: list[str]
+
+    @classmethod
+    def of(cls, events: Sequence[events_pb2.Event]) -> Headers:
+        return cls(
+            [e.id for e in events],
+            [e.session_id for e in events],
+            [TYPE_BY_FIELD.get(e.WhichOneof("payload"), "") for e in events],  # type: ignore[arg-type]
+        )
+
+    def select(self, positions: Sequence[int]) -> Headers:
+        ids, session_ids, types = self
+        return Headers([ids[i] for i in positions], [session_ids[i] for i in positions], [types[i] for i in positions])
 
 
 class AppendResult(NamedTuple):
@@ -199,9 +236,13 @@ class EventLog:
         stored = appended.stored[0] if appended.stored else None
         return AppendResult(appended.seqs[0], stored is None, stored)
 
-    def append_many(self, events: Sequence[events_pb2.Event], appended_ns: int | None = None) -> Appended:
-        """`append` for a batch, in order, in one loop with the lookups hoisted."""
+    def append_many(
+        self, events: Sequence[events_pb2.Event], appended_ns: int | None = None, headers: Headers | None = None
+    ) -> Appended:
+        """`append` for a batch, in order, in one loop with the lookups hoisted; `headers` are the
+        events' own (`Headers.of(events)`) when the caller has already read them."""
         now = time.monotonic_ns() if appended_ns is None else appended_ns
+        ids, session_ids, types = headers or Headers.of(events)
         seq_by_id = self._seq_by_id
         entries = self._entries
         head = self._head
@@ -209,10 +250,10 @@ class EventLog:
         seqs: list[int] = []
         duplicates: set[int] = set()
         stored: list[StoredEvent] = []
-        for index, event in enumerate(events):
-            event_id = event.id
-            original = seq_by_id.get(event_id)
-            if original is not None:
+        for index, (event, event_id, session_id, type_) in enumerate(zip(events, ids, session_ids, types, strict=True)):
+            # One dict operation per event: claims the next seq for a new id, or finds the old one.
+            original = seq_by_id.setdefault(event_id, head + 1) if event_id else head + 1
+            if original <= head:
                 event.seq = original
                 seqs.append(original)
                 duplicates.add(index)
@@ -220,14 +261,11 @@ class EventLog:
             head += 1
             event.seq = head
             data = event.SerializeToString()
-            frame = FIELD1_BYTES_TAG + encode_varint(len(data)) + data
-            type_ = TYPE_BY_FIELD.get(event.WhichOneof("payload"), "")
-            session_id = event.session_id
+            size = len(data)
+            frame = (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + data
             entries.append((head, event_id, type_, session_id, data, frame, now))
             stored.append(StoredEvent(head, event_id, type_, session_id, data, now, frame))
-            added_bytes += len(data)
-            if event_id:
-                seq_by_id[event_id] = head
+            added_bytes += size
             seqs.append(head)
         self._head = head
         self._bytes += added_bytes

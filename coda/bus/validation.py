@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from coda.bus.log import Headers
 from coda.v1 import events_pb2
 
 MAX_SESSION_ID_CHARS = 128
@@ -51,28 +52,35 @@ class BatchValidator:
         self.max_known_sessions = max_known_sessions
         self._known_sessions: set[str] = {""}
 
-    def problems(self, events: Sequence[events_pb2.Event], request_bytes: int | None = None) -> dict[int, str]:
-        """{batch position: reason} for each refused event; empty when all are acceptable."""
+    def problems(
+        self, events: Sequence[events_pb2.Event], headers: Headers, request_bytes: int | None = None
+    ) -> dict[int, str]:
+        """{batch position: reason} for each refused event; empty when all are acceptable.
+
+        `headers` are the events' own (`Headers.of(events)`). The usual request, all valid, is
+        passed by a handful of whole-list checks that run in C; only a request with a suspect
+        event is looked at event by event.
+        """
         max_bytes = self.max_event_bytes
         check_size = request_bytes is None or request_bytes > max_bytes
         known = self._known_sessions
+        ids, session_ids, types = headers
+        if (
+            "" not in types
+            and "" not in ids
+            and max(map(len, ids), default=0) <= MAX_EVENT_ID_CHARS
+            and known.issuperset(session_ids)
+            and not (check_size and max((e.ByteSize() for e in events), default=0) > max_bytes)
+        ):
+            return {}
         found: dict[int, str] = {}
         for index, event in enumerate(events):
-            event_id = event.id
-            if (
-                event_id
-                and len(event_id) <= MAX_EVENT_ID_CHARS
-                and event.session_id in known
-                and event.WhichOneof("payload") is not None
-                and not (check_size and event.ByteSize() > max_bytes)
-            ):
-                continue
             problem = event_problem(event, max_bytes)
             if problem is None:
                 if len(known) >= self.max_known_sessions:
                     known.clear()
                     known.add("")
-                known.add(event.session_id)
+                known.add(session_ids[index])
             else:
                 found[index] = problem
         return found

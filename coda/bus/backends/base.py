@@ -16,7 +16,7 @@ import abc
 from collections.abc import Callable, Sequence
 
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, LogStats, StoredEvent
+from coda.bus.log import Appended, Headers, LogStats, StoredEvent
 from coda.v1 import events_pb2
 
 #: Called with newly stored events, in seq order.
@@ -45,8 +45,10 @@ class LogBackend(abc.ABC):
         """Load or connect; after this, `head_seq` is where the log continues."""
 
     @abc.abstractmethod
-    async def append(self, events: Sequence[events_pb2.Event]) -> Appended:
-        """Store valid events in order (setting each `seq`); ack duplicates with their original seq."""
+    async def append(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
+        """Store valid events in order (setting each `seq`); ack duplicates with their original seq.
+
+        `headers` are the events' own, when the caller has already read them."""
 
     @abc.abstractmethod
     async def read_after(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coda.bus.backends.memory import MemoryBackend
-from coda.bus.log import Appended, StoredEvent
+from coda.bus.log import Appended, Headers, StoredEvent
 from coda.schema import event_type
 from coda.v1 import events_pb2
 
@@ -149,10 +149,10 @@ class FileBackend(MemoryBackend):
 
     # -- writing --------------------------------------------------------------------------------
 
-    def append_now(self, events: Sequence[events_pb2.Event]) -> Appended:
+    def append_now(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
         if self._fd < 0:
             raise RuntimeError("the file backend is not open")
-        results = self.log.append_many(events)
+        results = self.log.append_many(events, headers=headers)
         stored = results.stored
         if stored:
             self._write(b"".join(encode_record(s.data) for s in stored), stored[-1].seq)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from coda.bus.backends.base import LogBackend
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, EventLog, LogStats, StoredEvent
+from coda.bus.log import Appended, EventLog, Headers, LogStats, StoredEvent
 from coda.v1 import events_pb2
 
 
@@ -17,11 +17,11 @@ class MemoryBackend(LogBackend):
         super().__init__()
         self.log = EventLog(max_events, max_bytes)
 
-    async def append(self, events: Sequence[events_pb2.Event]) -> Appended:
-        return self.append_now(events)
+    async def append(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
+        return self.append_now(events, headers)
 
-    def append_now(self, events: Sequence[events_pb2.Event]) -> Appended:
-        results = self.log.append_many(events)
+    def append_now(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
+        results = self.log.append_many(events, headers=headers)
         self._notify(results.stored)
         return results
 

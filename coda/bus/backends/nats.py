@@ -27,7 +27,7 @@ from typing import Any
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.backends.nats_subjects import filter_subjects, parse_subject, stream_subjects, subject_for
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, LogStats, StoredEvent, encode_varint
+from coda.bus.log import Appended, Headers, LogStats, StoredEvent, encode_varint
 from coda.config import BusConfig
 from coda.schema import event_type
 from coda.v1 import events_pb2
@@ -264,7 +264,7 @@ class NatsBackend(LogBackend):
 
     # -- writing --------------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[events_pb2.Event]) -> Appended:
+    async def append(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
         self._check_ready()
         payloads: list[tuple[events_pb2.Event, bytes]] = []
         futures = []
