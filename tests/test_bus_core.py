@@ -12,13 +12,17 @@ from hypothesis import strategies as st
 from coda.bus.backends.file import decode_records, encode_record
 from coda.bus.fanout import Fanout, Segment, Subscription
 from coda.bus.filters import EventFilter, FilterError, compile_types
-from coda.bus.log import EventLog, Headers, StoredEvent, encode_varint
+from coda.bus.log import FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint
 from coda.bus.service import encode_acks
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
 
 SESSIONS = ["", "s1", "s2"]
+
+
+def read(log: EventLog, after_seq: int, limit: int) -> list[StoredEvent]:
+    return [StoredEvent.from_entry(entry) for entry in log.read_after(after_seq, limit)]
 
 
 def make_event(type_name: str, session: str = "", event_id: str = "", text: str = "") -> events_pb2.Event:
@@ -60,7 +64,7 @@ def test_log_orders_retains_and_deduplicates(items: list, max_events: int, max_b
     # Seqs of newly stored events are 1, 2, 3, ... with no hole.
     assert new_seqs == list(range(1, len(new_seqs) + 1))
     assert log.head_seq == len(new_seqs)
-    retained = log.read_after(0, 10**9)
+    retained = read(log, 0, 10**9)
     # Retention: both bounds hold, and what is kept is the newest contiguous suffix.
     assert len(retained) <= max_events
     assert sum(len(s.data) for s in retained) == log.retained_bytes <= max_bytes
@@ -85,7 +89,7 @@ def test_replay_and_gaps(items: list, max_events: int, after: int, limit: int) -
     log = EventLog(max_events, 10**9)
     feed(log, items)
     after = min(after, log.head_seq)
-    chunk = log.read_after(after, limit)
+    chunk = read(log, after, limit)
     first = log.first_retained_seq
     expected_start = max(after + 1, first)
     assert [s.seq for s in chunk] == list(range(expected_start, min(log.head_seq, expected_start + limit - 1) + 1))
@@ -101,7 +105,7 @@ def test_retention_by_bytes_keeps_newest_and_evicts_oversized() -> None:
     for i in range(50):
         log.append(make_event("system.error", text="x" * 40 + str(i), event_id=f"a{i}"))
     assert log.retained_bytes <= 500
-    assert log.read_after(0, 1000)[-1].seq == 50
+    assert log.read_after(0, 1000)[-1][SEQ] == 50
     huge = log.append(make_event("system.error", text="y" * 2000, event_id="huge"))
     assert huge.seq == 51 and not huge.duplicate
     assert log.retained_events == 0 and log.head_seq == 51 and log.first_retained_seq == 52
@@ -115,7 +119,7 @@ def test_stored_event_frame_concatenation_is_a_valid_batch() -> None:
     log = EventLog(10, 10**6)
     for i in range(3):
         log.append(make_event("llm.token", session="s", event_id=f"t{i}"))
-    frames = b"".join(s.frame for s in log.read_after(0, 10))
+    frames = b"".join(entry[FRAME] for entry in log.read_after(0, 10))
     batch = events_pb2.EventBatch.FromString(frames)
     assert [e.seq for e in batch.events] == [1, 2, 3]
     from coda.bus.log import frame_field1
@@ -140,11 +144,11 @@ def test_stored_event_frame_concatenation_is_a_valid_batch() -> None:
 )
 def test_filter_matches_like_fnmatch(patterns: list[str], type_name: str, session: str, event_session: str) -> None:
     event_filter = EventFilter(patterns, session)
-    stored = StoredEvent.from_event(make_event(type_name, event_session))
+    entry = StoredEvent.from_event(make_event(type_name, event_session)).entry()
     type_ok = not patterns or any(fnmatch.fnmatchcase(type_name, p) for p in patterns)
     session_ok = not session or session == event_session
-    assert event_filter.matches(stored) == (type_ok and session_ok)
-    assert event_filter.select([stored]) == ([stored] if type_ok and session_ok else [])
+    assert event_filter.matches(entry) == (type_ok and session_ok)
+    assert event_filter.select([entry]) == ([entry] if type_ok and session_ok else [])
 
 
 def test_filter_errors_name_the_families() -> None:
@@ -186,7 +190,7 @@ def test_append_many_matches_one_at_a_time(items: list, max_events: int, max_byt
         part = events[start : start + chunk]
         appended = batched.append_many(part)
         assert [e.seq for e in part] == appended.seqs
-        assert [s.seq for s in appended.stored] == [
+        assert [entry[SEQ] for entry in appended.stored] == [
             seq for i, seq in enumerate(appended.seqs) if i not in appended.duplicates
         ]
         got += [
@@ -198,7 +202,7 @@ def test_append_many_matches_one_at_a_time(items: list, max_events: int, max_byt
         assert got == expected
     assert [seq for seq, dup, _ in got if not dup] == list(range(1, batched.head_seq + 1))
     assert batched.retained_events <= max_events and batched.retained_bytes <= max_bytes
-    assert [e.data for e in batched] == [e.data for e in batched.read_after(0, 10**9)]
+    assert [e.data for e in batched] == [e.data for e in read(batched, 0, 10**9)]
 
 
 def test_batch_validator_agrees_with_event_problem() -> None:
@@ -254,7 +258,7 @@ def test_retained_entries_leave_the_garbage_collectors_tracking() -> None:
 def _stored_batches(count: int, start: int = 0) -> list[StoredEvent]:
     log = EventLog(10_000, 1 << 24)
     log.append_many([make_event("llm.token", SESSIONS[i % 3], f"f-{start + i}") for i in range(start + count)])
-    return log.read_after(start, count)
+    return read(log, start, count)
 
 
 @settings(max_examples=60, deadline=None)
@@ -264,7 +268,7 @@ def test_subscription_batches_are_the_queued_events_in_order(sizes: list[int], l
     subscription = Subscription(EventFilter(["*"]), max_queue=10_000, batch_max_events=limit)
     offset = 0
     for size in sizes:
-        subscription.offer(Segment.of(entries[offset : offset + size]))
+        subscription.offer(Segment.of([e.entry() for e in entries[offset : offset + size]]))
         offset += size
     received: list[events_pb2.Event] = []
     while subscription.queued:
@@ -286,8 +290,7 @@ def test_fanout_shares_one_segment_per_filter_and_cuts_off_the_overflowing() -> 
     tiny = Subscription(EventFilter(["*"]), 5, 10)
     for subscription in [*everything, session, same_session, tiny]:
         fanout.add(subscription)
-    entries = _stored_batches(9)
-    fanout.deliver(entries)
+    fanout.deliver([e.entry() for e in _stored_batches(9)])
     shared = {id(s._segments[0]) for s in everything}
     assert len(shared) == 1  # encoded once for all `*` subscribers
     assert session._segments[0] is same_session._segments[0]  # same events admitted: shared too
@@ -296,7 +299,7 @@ def test_fanout_shares_one_segment_per_filter_and_cuts_off_the_overflowing() -> 
     assert tiny.cut_off and tiny.queued == 0 and tiny.filled.is_set()
     message = session.take(10).message
     assert [e.session_id for e in bus_pb2.SubscribeResponse.FromString(message).batch.events] == ["s1"] * 3
-    fanout.deliver(_stored_batches(2, start=9))
+    fanout.deliver([e.entry() for e in _stored_batches(2, start=9)])
     assert tiny.queued == 0  # a cut-off subscriber gets nothing more
     assert everything[0].queued == 11 and everything[0].filled.is_set()
 

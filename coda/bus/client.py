@@ -194,15 +194,15 @@ class GrpcPublisher:
                 self._check_settled()
 
         reader = asyncio.create_task(read_acks())
+        # A broken stream wakes the sender like a publish does, so that idling is one Event wait.
+        reader.add_done_callback(lambda _: self._wakeup.set())
         try:
             while True:
                 if reader.done():
                     reader.result()
                 if not self._pending:
                     self._wakeup.clear()
-                    waiter = asyncio.create_task(self._wakeup.wait())
-                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    await self._wakeup.wait()
                     continue
                 await room.acquire()
                 count = min(self.batch_max_events, len(self._pending))

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from coda.bus import metrics
 from coda.bus.filters import EventFilter
-from coda.bus.log import FIELD1_BYTES_TAG, StoredEvent, encode_varint
+from coda.bus.log import APPENDED_NS, FIELD1_BYTES_TAG, FRAME, SEQ, Entry, encode_varint
 
 
 class Segment:
@@ -36,8 +36,8 @@ class Segment:
         self.appended_ns = appended_ns
 
     @classmethod
-    def of(cls, entries: Sequence[StoredEvent]) -> Segment:
-        return cls([e.frame for e in entries], [e.seq for e in entries], entries[0].appended_ns)
+    def of(cls, entries: Sequence[Entry]) -> Segment:
+        return cls([e[FRAME] for e in entries], [e[SEQ] for e in entries], entries[0][APPENDED_NS])
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -160,7 +160,7 @@ class Fanout:
             self.empty.set()
         metrics.SUBSCRIBERS.set(len(self.subscriptions))
 
-    def deliver(self, entries: list[StoredEvent]) -> None:
+    def deliver(self, entries: list[Entry]) -> None:
         """The backend's listener: newly stored entries, in seq order. One segment per distinct filter."""
         by_filter: dict[tuple[object, str], Segment | None] = {}
         for subscription in self.subscriptions:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 
-from coda.bus.log import StoredEvent
+from coda.bus.log import SESSION_ID, TYPE, Entry
 from coda.schema import EVENT_TYPES, FAMILIES
 
 
@@ -49,18 +49,18 @@ class EventFilter:
         #: Equal for filters that admit the same events (whatever patterns spelled them).
         self.key = (self.types, session_id)
 
-    def matches(self, stored: StoredEvent) -> bool:
-        if self.types is not None and stored.type not in self.types:
+    def matches(self, entry: Entry) -> bool:
+        if self.types is not None and entry[TYPE] not in self.types:
             return False
-        return not self.session_id or stored.session_id == self.session_id
+        return not self.session_id or entry[SESSION_ID] == self.session_id
 
-    def select(self, entries: list[StoredEvent]) -> list[StoredEvent]:
+    def select(self, entries: list[Entry]) -> list[Entry]:
         """The matching entries of a batch, in order (the batch itself when all match)."""
         if self.everything:
             return entries
         types, session = self.types, self.session_id
         if types is None:
-            return [e for e in entries if e.session_id == session]
+            return [e for e in entries if e[SESSION_ID] == session]
         if not session:
-            return [e for e in entries if e.type in types]
-        return [e for e in entries if e.type in types and e.session_id == session]
+            return [e for e in entries if e[TYPE] in types]
+        return [e for e in entries if e[TYPE] in types and e[SESSION_ID] == session]

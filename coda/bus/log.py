@@ -57,12 +57,20 @@ def frame_field1(payload: bytes) -> bytes:
     return (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + payload
 
 
-#: How the log holds a StoredEvent: (seq, id, type, session_id, data, frame, appended_ns). An exact
-#: tuple of ints, strs and bytes is dropped from the garbage collector's tracking after its first
-#: collection, so a full collection does not walk a hundred thousand retained events (a slotted
-#: object per event made each full collection a ~20 ms pause of the whole bus at 100 k events).
+#: One stored event as the bus core passes it around (log, fan-out, filters, replay):
+#: (seq, id, type, session_id, data, frame, appended_ns), read with the index names below.
+#: An exact tuple of ints, strs and bytes is dropped from the garbage collector's tracking after
+#: its first collection, so a full collection does not walk a hundred thousand retained events (a
+#: slotted object per event made each full collection a ~20 ms pause of the whole bus at 100 k
+#: events), and handing the log's own tuple on costs no object per event per step.
+#: `StoredEvent.from_entry` gives the same with attribute names, for tools and tests.
 Entry = tuple[int, str, str, str, bytes, bytes, int]
-_SEQ, _ID, _DATA = 0, 1, 4
+SEQ, ID, TYPE, SESSION_ID, DATA, FRAME, APPENDED_NS = range(7)
+
+
+def make_entry(seq: int, event_id: str, type_: str, session_id: str, data: bytes, appended_ns: int) -> Entry:
+    """An entry for `data`, the serialized Event (seq included)."""
+    return (seq, event_id, type_, session_id, data, frame_field1(data), appended_ns)
 
 
 class StoredEvent:
@@ -158,7 +166,7 @@ class Appended:
     #: Batch positions of the events whose id was already held; their seq is the original one.
     duplicates: set[int]
     #: The new log entries, in seq order.
-    stored: list[StoredEvent]
+    stored: list[Entry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +241,7 @@ class EventLog:
     def append(self, event: events_pb2.Event, appended_ns: int | None = None) -> AppendResult:
         """Assign the next seq to `event` (setting `event.seq`) unless its id is already held."""
         appended = self.append_many((event,), appended_ns)
-        stored = appended.stored[0] if appended.stored else None
+        stored = StoredEvent.from_entry(appended.stored[0]) if appended.stored else None
         return AppendResult(appended.seqs[0], stored is None, stored)
 
     def append_many(
@@ -249,7 +257,7 @@ class EventLog:
         added_bytes = 0
         seqs: list[int] = []
         duplicates: set[int] = set()
-        stored: list[StoredEvent] = []
+        stored: list[Entry] = []
         for index, (event, event_id, session_id, type_) in enumerate(zip(events, ids, session_ids, types, strict=True)):
             # One dict operation per event: claims the next seq for a new id, or finds the old one.
             original = seq_by_id.setdefault(event_id, head + 1) if event_id else head + 1
@@ -263,8 +271,9 @@ class EventLog:
             data = event.SerializeToString()
             size = len(data)
             frame = (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + data
-            entries.append((head, event_id, type_, session_id, data, frame, now))
-            stored.append(StoredEvent(head, event_id, type_, session_id, data, now, frame))
+            entry = (head, event_id, type_, session_id, data, frame, now)
+            entries.append(entry)
+            stored.append(entry)
             added_bytes += size
             seqs.append(head)
         self._head = head
@@ -272,21 +281,19 @@ class EventLog:
         self._evict_over_limits()
         return Appended(seqs, duplicates, stored)
 
-    def restore(self, stored: StoredEvent) -> None:
+    def restore(self, entry: Entry) -> None:
         """Put back an entry read from durable storage (recovery); seqs must keep increasing."""
-        if stored.seq <= self._head:
-            raise ValueError(f"seq {stored.seq} is not after the head {self._head}")
-        if stored.seq != self._head + 1 and self.retained_events:
+        seq = entry[SEQ]
+        if seq <= self._head:
+            raise ValueError(f"seq {seq} is not after the head {self._head}")
+        if seq != self._head + 1 and self.retained_events:
             # A hole inside durable storage: drop what came before so the window stays contiguous.
             self._evict(self.retained_events)
-        self._head = stored.seq
-        self._hold(stored)
-
-    def _hold(self, stored: StoredEvent) -> None:
-        self._entries.append(stored.entry())
-        self._bytes += len(stored.data)
-        if stored.id:
-            self._seq_by_id[stored.id] = stored.seq
+        self._head = seq
+        self._entries.append(entry)
+        self._bytes += len(entry[DATA])
+        if entry[ID]:
+            self._seq_by_id[entry[ID]] = seq
         self._evict_over_limits()
 
     def _evict_over_limits(self) -> None:
@@ -295,7 +302,7 @@ class EventLog:
         over_count = len(entries) - self._start - self.max_events
         over_bytes = self._bytes - self.max_bytes
         while over_count > excess or over_bytes > 0:
-            over_bytes -= len(entries[self._start + excess][_DATA])
+            over_bytes -= len(entries[self._start + excess][DATA])
             excess += 1
         if excess:
             self._evict(excess)
@@ -304,9 +311,9 @@ class EventLog:
         entries = self._entries
         seq_by_id = self._seq_by_id
         for entry in entries[self._start : self._start + count]:
-            self._bytes -= len(entry[_DATA])
-            event_id = entry[_ID]
-            if event_id and seq_by_id.get(event_id) == entry[_SEQ]:
+            self._bytes -= len(entry[DATA])
+            event_id = entry[ID]
+            if event_id and seq_by_id.get(event_id) == entry[SEQ]:
                 del seq_by_id[event_id]
         self._start += count
         if self._start > 1024 and self._start * 2 > len(entries):
@@ -326,11 +333,11 @@ class EventLog:
             return None
         return GapInfo(after_seq, first, first - 1 - after_seq)
 
-    def read_after(self, after_seq: int, limit: int) -> list[StoredEvent]:
+    def read_after(self, after_seq: int, limit: int) -> list[Entry]:
         """Up to `limit` retained entries with seq > after_seq, in seq order."""
         first = self.first_retained_seq
         begin = self._start + max(0, after_seq + 1 - first)
-        return [StoredEvent.from_entry(e) for e in self._entries[begin : begin + max(0, limit)]]
+        return self._entries[begin : begin + max(0, limit)]
 
     def __iter__(self) -> Iterator[StoredEvent]:
         return (StoredEvent.from_entry(e) for e in self._entries[self._start :])

@@ -19,7 +19,7 @@ from coda.bus import metrics
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.fanout import Fanout, Subscription
 from coda.bus.filters import EventFilter, FilterError
-from coda.bus.log import Appended, GapInfo, Headers, encode_varint, frame_field1
+from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, encode_varint, frame_field1
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
 from coda.runtime.ratelimit import TokenBucket
@@ -89,6 +89,9 @@ class BusService:
     ) -> tuple[list[int], set[int], dict[int, str], Headers]:
         """Validate, store and fan out: per batch position its seq (0 when refused), the positions
         acked as duplicates, {position: reason} for the refused ones, and the events' headers."""
+        # One Python object per event, made once: iterating a repeated protobuf field again
+        # looks each element up anew.
+        events = list(events)
         headers = Headers.of(events)
         problems = self.validator.problems(events, headers, request_bytes)
         if not problems:
@@ -168,13 +171,13 @@ class BusService:
     # -- gRPC methods ---------------------------------------------------------------------------
 
     async def Publish(
-        self, request_iterator: AsyncIterator[bus_pb2.PublishRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[tuple[bus_pb2.PublishRequest, int]], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        async for request in request_iterator:
+        async for request, size in request_iterator:
             if self.stopping:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping; publish again after restart")
             try:
-                response = await self.accept_encoded(request.events, request.ByteSize())
+                response = await self.accept_encoded(request.events, size)
             except BackendUnavailable as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; publish again (same ids) later")
             yield response
@@ -243,14 +246,14 @@ class BusService:
                 subscription.last_sent_seq = after
                 continue
             entries = await self.backend.read_after(after, self.batch_max_events, event_filter)
-            if entries and entries[-1].seq > live_from:
-                entries = [e for e in entries if e.seq <= live_from]
+            if entries and entries[-1][SEQ] > live_from:
+                entries = [e for e in entries if e[SEQ] <= live_from]
             if not entries:
                 break
-            after = entries[-1].seq
+            after = entries[-1][SEQ]
             selected = event_filter.select(entries)
             if selected:
-                yield frame_field1(b"".join([e.frame for e in selected]))
+                yield frame_field1(b"".join([e[FRAME] for e in selected]))
                 metrics.EVENTS_DELIVERED.inc(len(selected))
             subscription.last_sent_seq = after
 
@@ -293,12 +296,17 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def _parse_publish(data: bytes) -> tuple[bus_pb2.PublishRequest, int]:
+    """A PublishRequest with its size on the wire (`ByteSize()` would walk every event again)."""
+    return bus_pb2.PublishRequest.FromString(data), len(data)
+
+
 def add_to_server(service: BusService, server: grpc.aio.Server) -> None:
     """Register the EventBus methods; Subscribe sends the pre-encoded bytes it yields as they are."""
     handlers = {
         "Publish": grpc.stream_stream_rpc_method_handler(
             service.Publish,
-            request_deserializer=bus_pb2.PublishRequest.FromString,
+            request_deserializer=_parse_publish,
             response_serializer=_identity,
         ),
         "Subscribe": grpc.unary_stream_rpc_method_handler(

@@ -16,11 +16,11 @@ import abc
 from collections.abc import Callable, Sequence
 
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, Headers, LogStats, StoredEvent
+from coda.bus.log import Appended, Entry, Headers, LogStats
 from coda.v1 import events_pb2
 
 #: Called with newly stored events, in seq order.
-AppendListener = Callable[[list[StoredEvent]], None]
+AppendListener = Callable[[list[Entry]], None]
 
 
 class BackendUnavailable(Exception):
@@ -37,7 +37,7 @@ class LogBackend(abc.ABC):
     def set_listener(self, listener: AppendListener) -> None:
         self._listener = listener
 
-    def _notify(self, stored: list[StoredEvent]) -> None:
+    def _notify(self, stored: list[Entry]) -> None:
         if stored and self._listener is not None:
             self._listener(stored)
 
@@ -51,9 +51,7 @@ class LogBackend(abc.ABC):
         `headers` are the events' own, when the caller has already read them."""
 
     @abc.abstractmethod
-    async def read_after(
-        self, after_seq: int, limit: int, event_filter: EventFilter | None = None
-    ) -> list[StoredEvent]:
+    async def read_after(self, after_seq: int, limit: int, event_filter: EventFilter | None = None) -> list[Entry]:
         """Up to `limit` retained events with seq > after_seq, in order.
 
         A backend may apply `event_filter` itself (NATS does, on the server); it then returns only

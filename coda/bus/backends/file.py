@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coda.bus.backends.memory import MemoryBackend
-from coda.bus.log import Appended, Headers, StoredEvent
+from coda.bus.log import DATA, SEQ, Appended, Headers, make_entry
 from coda.schema import event_type
 from coda.v1 import events_pb2
 
@@ -118,7 +118,7 @@ class FileBackend(MemoryBackend):
                 event = events_pb2.Event.FromString(data)
                 if event.seq <= self.log.head_seq:
                     continue
-                self.log.restore(StoredEvent(event.seq, event.id, event_type(event), event.session_id, data, now))
+                self.log.restore(make_entry(event.seq, event.id, event_type(event), event.session_id, data, now))
             self._segments.append(Segment(first_seq, seg_path, valid))
         if self._segments:
             log.info(
@@ -155,7 +155,7 @@ class FileBackend(MemoryBackend):
         results = self.log.append_many(events, headers=headers)
         stored = results.stored
         if stored:
-            self._write(b"".join(encode_record(s.data) for s in stored), stored[-1].seq)
+            self._write(b"".join([encode_record(entry[DATA]) for entry in stored]), stored[-1][SEQ])
             if self.fsync_interval == 0:
                 self._sync_now()
             self._drop_expired_segments()

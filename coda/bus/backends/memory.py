@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from coda.bus.backends.base import LogBackend
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, EventLog, Headers, LogStats, StoredEvent
+from coda.bus.log import Appended, Entry, EventLog, Headers, LogStats
 from coda.v1 import events_pb2
 
 
@@ -25,9 +25,7 @@ class MemoryBackend(LogBackend):
         self._notify(results.stored)
         return results
 
-    async def read_after(
-        self, after_seq: int, limit: int, event_filter: EventFilter | None = None
-    ) -> list[StoredEvent]:
+    async def read_after(self, after_seq: int, limit: int, event_filter: EventFilter | None = None) -> list[Entry]:
         return self.log.read_after(after_seq, limit)
 
     @property

@@ -27,7 +27,7 @@ from typing import Any
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.backends.nats_subjects import filter_subjects, parse_subject, stream_subjects, subject_for
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, Headers, LogStats, StoredEvent, encode_varint
+from coda.bus.log import Appended, Entry, Headers, LogStats, encode_varint, make_entry
 from coda.config import BusConfig
 from coda.schema import event_type
 from coda.v1 import events_pb2
@@ -188,7 +188,7 @@ class NatsBackend(LogBackend):
             batch = [await queue.get()]
             while len(batch) < 512 and not queue.empty():
                 batch.append(queue.get_nowait())
-            stored: list[StoredEvent] = []
+            stored: list[Entry] = []
             now = time.monotonic_ns()
             for msg in batch:
                 subscription._pending_size -= len(msg.data)
@@ -211,7 +211,7 @@ class NatsBackend(LogBackend):
                 except Exception:
                     log.exception("bus listener failed")
 
-    def _stored_or_none(self, msg: Any, seq: int, now: int) -> StoredEvent | None:
+    def _stored_or_none(self, msg: Any, seq: int, now: int) -> Entry | None:
         """The log entry of a stream message; None (logged) for one not published by a Coda bus."""
         try:
             type_name, session_id = parse_subject(self.prefix, msg.subject)
@@ -219,7 +219,7 @@ class NatsBackend(LogBackend):
             log.warning("skipping a message that is not a Coda event", extra={"seq": seq, "subject": msg.subject})
             return None
         event_id = (msg.headers or {}).get(MSG_ID_HEADER, "")
-        return StoredEvent(seq, event_id, type_name, session_id, with_seq(msg.data, seq), now)
+        return make_entry(seq, event_id, type_name, session_id, with_seq(msg.data, seq), now)
 
     async def close(self) -> None:
         self._closing = True
@@ -298,7 +298,7 @@ class NatsBackend(LogBackend):
                 appended.duplicates.add(index)
             else:
                 appended.stored.append(
-                    StoredEvent(ack.seq, event.id, event_type(event), event.session_id, with_seq(data, ack.seq), now)
+                    make_entry(ack.seq, event.id, event_type(event), event.session_id, with_seq(data, ack.seq), now)
                 )
         if appended.seqs:
             # Read your writes: return once this process's subscribers can have what was acked.
@@ -323,9 +323,7 @@ class NatsBackend(LogBackend):
         if info.state.last_seq >= after_seq:
             await self._wait_for_head(after_seq, self.ack_timeout)
 
-    async def read_after(
-        self, after_seq: int, limit: int, event_filter: EventFilter | None = None
-    ) -> list[StoredEvent]:
+    async def read_after(self, after_seq: int, limit: int, event_filter: EventFilter | None = None) -> list[Entry]:
         self._check_ready()
         subjects = tuple(filter_subjects(self.prefix, event_filter or EventFilter()))
         reader = self._readers.pop((after_seq, subjects), None)
@@ -367,8 +365,8 @@ class NatsBackend(LogBackend):
         matching = info.num_pending + info.delivered.consumer_seq
         return _Reader(subscription, subjects, after_seq, matching, time.monotonic())
 
-    async def _read(self, reader: _Reader, limit: int) -> list[StoredEvent]:
-        entries: list[StoredEvent] = []
+    async def _read(self, reader: _Reader, limit: int) -> list[Entry]:
+        entries: list[Entry] = []
         now = time.monotonic_ns()
         while reader.pending > 0 and len(entries) < limit:
             try:
