@@ -328,3 +328,47 @@ async def test_describe_and_metrics_endpoint(config, channel_to) -> None:
             "coda_bus_subscribers",
         ]:
             assert name in body, name
+
+
+async def test_batches_hold_at_most_n_events_a_lone_event_goes_at_once_and_bursts_are_paced(
+    tmp_path: Path, channel_to
+) -> None:
+    """batch_max_events caps a batch; batch_max_ms paces batches (a token bucket, two back to
+    back) without delaying an event that arrives after a quiet spell."""
+    pace = 0.3
+    config = make_config(tmp_path, CODA_BUS__BATCH_MAX_EVENTS="4", CODA_BUS__BATCH_MAX_MS=str(pace * 1000))
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        head = await head_of(channel)
+        received: list[tuple[float, list[events_pb2.Event]]] = []
+        total = 12
+
+        async def read() -> None:
+            async for response in subscribe(channel, after_seq=head):
+                received.append((asyncio.get_running_loop().time(), list(response.batch.events)))
+                if sum(len(events) for _, events in received) >= total:
+                    return
+
+        reader = asyncio.create_task(read())
+        await wait_for_subscribers(channel, 1)
+        loop = asyncio.get_running_loop()
+        lone_sent = loop.time()
+        await publish_direct(channel, [token(0)])
+        await wait_for_count(received, 1)
+        assert received[0][0] - lone_sent < pace / 2  # not held back for the pacing interval
+        burst_sent = loop.time()
+        call = bus_pb2_grpc.EventBusStub(channel).Publish()
+        for i in range(1, total):  # one request per event, as fast as they go
+            await call.write(bus_pb2.PublishRequest(events=[token(i)]))
+        for _ in range(1, total):
+            await call.read()
+        await call.done_writing()
+        await asyncio.wait_for(reader, 10)
+        seqs = [e.seq for _, events in received for e in events]
+        assert seqs == list(range(head + 1, head + total + 1))  # each once, in order
+        assert all(len(events) <= 4 for _, events in received)
+        # Eleven events in eleven requests: without pacing, about eleven batches. With it, the
+        # bucket's remaining token, full batches of 4 as soon as they fill, and the rest after
+        # at most one pacing interval.
+        assert len(received) - 1 <= 6, [len(events) for _, events in received]
+        assert received[-1][0] - burst_sent < pace + 1.0
