@@ -5,8 +5,8 @@ overflows is marked cut off (its queue dropped) and its stream ends once it has 
 was already writing, naming the last seq it was sent.
 
 Events appended together reach the queues as one `Segment`: their frames joined once into one
-buffer, shared by every subscriber with the same filter. A subscriber's batch is then a slice of
-one or two such buffers behind a length prefix, not a join of a frame per event per subscriber.
+buffer, shared by every subscriber with the same filter. A subscriber's batch is then one slice per
+segment it spans (one, for a burst) behind a length prefix, not a frame per event per subscriber.
 """
 
 from __future__ import annotations

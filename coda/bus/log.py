@@ -1,9 +1,9 @@
 """The event log: assigns seq, keeps a bounded retention window, de-duplicates retries. No I/O.
 
-Every event is serialized exactly once, when it is appended, into a `StoredEvent` that also holds
-its pre-framed form (the protobuf wire bytes of one element of a `repeated Event events = 1`
-field). Subscribers build a whole `SubscribeResponse` by concatenating frames, so delivery costs
-no per-event protobuf work however many subscribers there are.
+Every event is serialized exactly once, when it is appended, into an `Entry` that also holds its
+pre-framed form (the protobuf wire bytes of one element of a `repeated Event events = 1` field).
+Subscribers get a whole `SubscribeResponse` from concatenated frames, so delivery costs no
+per-event protobuf work however many subscribers there are.
 """
 
 from __future__ import annotations

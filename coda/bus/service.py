@@ -1,9 +1,9 @@
 """The EventBus gRPC servicer: moves messages between the network and the log/fan-out core.
 
-Subscribe responses are written as pre-encoded bytes: a batch is the concatenation of its events'
-frames (serialized once at append) under one length prefix, so a batch costs one join, whatever
-its size or the number of subscribers. The method is registered with an identity serializer;
-on the wire it is an ordinary `SubscribeResponse`.
+Subscribe responses are written as pre-encoded bytes: a batch is a slice of the frames the
+fan-out joined once per append (serialized once, at append) under one length prefix, whatever its
+size or the number of subscribers. The method is registered with an identity serializer; on the
+wire it is an ordinary `SubscribeResponse`. Publish acks are encoded by hand for the same reason.
 """
 
 from __future__ import annotations
@@ -258,8 +258,8 @@ class BusService:
             subscription.last_sent_seq = after
 
     async def _follow(self, subscription: Subscription) -> AsyncIterator[bytes]:
-        # Batches are paced by a token bucket: one batch per `linger` on average, with a small
-        # burst. An event after a quiet spell goes out at once, and so does a steady stream no
+        # Batches are paced by a token bucket: one batch per `batch_max_ms` on average, with a
+        # small burst. An event after a quiet spell goes out at once, and so does a steady stream no
         # faster than the pace: a fixed wait after every send would round up to the event loop's
         # 1 ms timer resolution and add a millisecond to every event. Under load the bucket runs
         # dry and events coalesce; a full batch never waits.
