@@ -184,8 +184,12 @@ async def test_wrong_declared_rate_still_answers(voice) -> None:  # type: ignore
 )
 async def test_bad_setup_is_invalid_argument(voice, first: voice_pb2.TranscribeRequest, detail: str) -> None:  # type: ignore[no-untyped-def]
     stub, _ = voice
+    # The bad message alone: a write racing the server's abort makes grpc.aio cancel the call on
+    # the client side (CANCELLED), hiding the status this test is about.
+    call = stub.Transcribe()
+    await call.write(first)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await collect(stub.Transcribe(audio_requests(first, b"")))
+        await collect(call)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert detail in (caught.value.details() or "")
 
