@@ -104,12 +104,17 @@ class BusConfig:
     max_event_bytes: int = 256 * 1024
     #: A Subscribe batch holds at most this many events ...
     batch_max_events: int = 256
-    #: ... and a subscriber gets on average at most one batch per this many milliseconds (two
-    #: may go back to back) unless a full one is waiting: an event after a quiet spell goes out
-    #: at once, a burst is coalesced.
-    batch_max_ms: float = 2.0
+    #: ... and a subscriber gets at most one batch per tick of this many milliseconds unless a
+    #: full one is waiting. The tick is one clock for every subscriber, so held batches leave
+    #: together, and a subscriber's interval starts when its last write ended: an event after a
+    #: quiet spell goes out at once, a burst (or a slow reader) gets fewer, larger batches.
+    batch_max_ms: float = 1.0
     #: Events a subscriber may have queued before it is cut off with RESOURCE_EXHAUSTED.
     subscriber_queue_events: int = 10_000
+    #: A publisher that sets `PublishRequest.merge_acks` gets its acks at most this many
+    #: milliseconds late, in one response per run of requests (0: one response per request).
+    #: Storing and delivering its events are never delayed.
+    publish_ack_ms: float = 5.0
     #: fsync the durable log every N milliseconds (0: on every append).
     fsync_interval_ms: float = 50.0
     nats: NatsConfig = field(default_factory=NatsConfig)

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coda.bus.acks import AckMerger, encode_ack_messages, encode_acks
 from coda.bus.backends.file import decode_records, encode_record
-from coda.bus.fanout import Fanout, Segment, Subscription
+from coda.bus.fanout import Fanout, Pacer, Segment, Subscription
 from coda.bus.filters import EventFilter, FilterError, compile_types
 from coda.bus.log import FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint
-from coda.bus.service import encode_acks
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
@@ -261,47 +261,216 @@ def _stored_batches(count: int, start: int = 0) -> list[StoredEvent]:
     return read(log, start, count)
 
 
+class FakeClock:
+    """A clock the test moves, and the release times a pacer asked for."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+        self.scheduled: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def schedule(self, when: float) -> None:
+        self.scheduled.append(when)
+
+
+def pacer(period: float = 0.0, clock: FakeClock | None = None) -> Pacer:
+    clock = clock or FakeClock()
+    return Pacer(period, clock.schedule, clock)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(1, 50))
 def test_subscription_batches_are_the_queued_events_in_order(sizes: list[int], limit: int) -> None:
     entries = _stored_batches(sum(sizes))
-    subscription = Subscription(EventFilter(["*"]), max_queue=10_000, batch_max_events=limit)
+    subscription = Subscription(EventFilter(["*"]), max_queue=10_000, batch_max_events=limit, pacer=pacer())
     offset = 0
     for size in sizes:
-        subscription.offer(Segment.of([e.entry() for e in entries[offset : offset + size]]))
+        subscription.offer(Segment.of([e.entry() for e in entries[offset : offset + size]]), now=0.0)
         offset += size
     received: list[events_pb2.Event] = []
     while subscription.queued:
+        assert subscription.ready.is_set()  # unpaced: whatever is queued may go
         batch = subscription.take(limit)
+        subscription.sent(now=0.0)
         events = bus_pb2.SubscribeResponse.FromString(batch.message).batch.events
         assert len(events) == batch.count <= limit
         assert events[-1].seq == batch.last_seq
         received.extend(events)
     assert [e.seq for e in received] == [e.seq for e in entries]
     assert [e.SerializeToString() for e in received] == [e.data for e in entries]
-    assert not subscription.ready.is_set() and not subscription.filled.is_set()
+    assert not subscription.ready.is_set()
 
 
 def test_fanout_shares_one_segment_per_filter_and_cuts_off_the_overflowing() -> None:
-    fanout = Fanout()
-    everything = [Subscription(EventFilter(["*"]), 100, 10) for _ in range(3)]
-    session = Subscription(EventFilter([], "s1"), 100, 10)
-    same_session = Subscription(EventFilter(["*"], "s1"), 100, 10)
-    tiny = Subscription(EventFilter(["*"]), 5, 10)
+    shared_pacer = pacer()
+    fanout = Fanout(shared_pacer)
+    everything = [Subscription(EventFilter(["*"]), 100, 10, shared_pacer) for _ in range(3)]
+    session = Subscription(EventFilter([], "s1"), 100, 10, shared_pacer)
+    same_session = Subscription(EventFilter(["*"], "s1"), 100, 10, shared_pacer)
+    tiny = Subscription(EventFilter(["*"]), 5, 10, shared_pacer)
     for subscription in [*everything, session, same_session, tiny]:
         fanout.add(subscription)
     fanout.deliver([e.entry() for e in _stored_batches(9)])
     shared = {id(s._segments[0]) for s in everything}
     assert len(shared) == 1  # encoded once for all `*` subscribers
     assert session._segments[0] is same_session._segments[0]  # same events admitted: shared too
-    assert session.queued == 3 and everything[0].queued == 9
-    assert everything[0].filled.is_set() is False and everything[0].ready.is_set()
-    assert tiny.cut_off and tiny.queued == 0 and tiny.filled.is_set()
+    assert session.queued == 3 and everything[0].queued == 9 and everything[0].ready.is_set()
+    assert tiny.cut_off and tiny.queued == 0 and tiny.ready.is_set()
     message = session.take(10).message
     assert [e.session_id for e in bus_pb2.SubscribeResponse.FromString(message).batch.events] == ["s1"] * 3
     fanout.deliver([e.entry() for e in _stored_batches(2, start=9)])
     assert tiny.queued == 0  # a cut-off subscriber gets nothing more
-    assert everything[0].queued == 11 and everything[0].filled.is_set()
+    assert everything[0].queued == 11
+    tiny.sent(0.0)  # a write that was under way when it was cut off ends: the stream ends next
+    assert tiny.ready.is_set()
+
+
+def test_pacer_sends_a_lone_event_at_once_then_one_batch_per_tick_for_everyone_together() -> None:
+    clock = FakeClock(now=100.0)
+    shared_pacer = pacer(period=0.002, clock=clock)
+    fanout = Fanout(shared_pacer)
+    subscribers = [Subscription(EventFilter(["*"]), 1000, 5, shared_pacer) for _ in range(3)]
+    for subscription in subscribers:
+        fanout.add(subscription)
+    stored = [e.entry() for e in _stored_batches(20)]
+
+    fanout.deliver(stored[0:1])  # after a quiet spell: goes at once, nothing scheduled
+    assert all(s.ready.is_set() for s in subscribers) and clock.scheduled == []
+    clock.now = 100.0005
+    for subscription in subscribers:
+        subscription.take(5)
+        subscription.sent(clock.now)
+        assert not subscription.ready.is_set()
+        assert subscription.next_send_at == pytest.approx(100.002)  # the next tick of the shared clock
+
+    clock.now = 100.001
+    fanout.deliver(stored[1:3])  # within the interval: held for the tick, one release for all
+    assert not any(s.ready.is_set() for s in subscribers)
+    assert clock.scheduled == [pytest.approx(100.002)] and shared_pacer.held == 3
+    fanout.deliver(stored[3:6])  # five queued = a full batch: goes without waiting
+    assert all(s.ready.is_set() for s in subscribers)
+    for subscription in subscribers:
+        assert subscription.take(5).count == 5
+        subscription.sent(clock.now)
+    fanout.deliver(stored[6:7])
+    assert not any(s.ready.is_set() for s in subscribers)
+
+    clock.now = 100.0024  # the timer fires (late, as timers do): everyone held is released at once
+    shared_pacer.release()
+    assert all(s.ready.is_set() for s in subscribers) and shared_pacer.held == 0
+    assert len(clock.scheduled) == 1  # nothing left to release: no timer
+
+
+def test_pacer_intervals_start_when_a_write_ends_and_closing_drains_unpaced() -> None:
+    clock = FakeClock(now=10.0)
+    shared_pacer = pacer(period=0.001, clock=clock)
+    fanout = Fanout(shared_pacer)
+    slow, closing = (Subscription(EventFilter(["*"]), 1000, 100, shared_pacer) for _ in range(2))
+    fanout.add(slow)
+    fanout.add(closing)
+    stored = [e.entry() for e in _stored_batches(6)]
+    fanout.deliver(stored[0:1])
+    slow.take(100)
+    fanout.deliver(stored[1:2])  # arrives while the write is under way
+    clock.now = 10.0057  # the write took 5.7 ms (a loaded machine): the next batch waits for the tick after
+    slow.sent(clock.now)
+    assert not slow.ready.is_set() and slow.next_send_at == pytest.approx(10.006)
+
+    closing.take(100)
+    closing.sent(clock.now)
+    fanout.deliver(stored[2:4])
+    fanout.remove(slow)  # a subscriber that left is not released
+    assert shared_pacer.held == 1 and not closing.ready.is_set()
+    fanout.close()  # the bus stops: queued events go now, batch after batch, then the stream ends
+    assert closing.ready.is_set()
+    closing.take(1)
+    closing.sent(clock.now)
+    assert closing.ready.is_set()
+    closing.take(100)
+    closing.sent(clock.now)
+    assert closing.queued == 0 and closing.ready.is_set()
+
+
+def test_unpaced_subscribers_never_wait() -> None:
+    clock = FakeClock()
+    unpaced = pacer(period=0.0, clock=clock)
+    subscription = Subscription(EventFilter(["*"]), 1000, 100, unpaced)
+    stored = [e.entry() for e in _stored_batches(3)]
+    for entry in stored:
+        subscription.offer(Segment.of([entry]), clock.now)
+        assert subscription.ready.is_set()
+        subscription.take(100)
+        subscription.sent(clock.now)
+    assert clock.scheduled == [] and unpaced.held == 0
+
+
+# --- publish acks
+
+
+def _responses(merger: AckMerger, now: float) -> list[bus_pb2.PublishResponse]:
+    out = []
+    while (data := merger.take(now)) is not None:
+        out.append(bus_pb2.PublishResponse.FromString(data))
+    return out
+
+
+def _acks_of(request: int, count: int = 2) -> bytes:
+    return encode_acks([f"r{request}-e{i}" for i in range(count)], [request * 10 + i for i in range(count)])
+
+
+def test_acks_of_requests_that_do_not_merge_are_answered_one_by_one_in_order() -> None:
+    merger = AckMerger(max_delay=0.005, max_requests=8)
+    for request in range(3):
+        assert merger.add(_acks_of(request), merge=False, now=0.0)
+    responses = _responses(merger, now=0.0)
+    assert [r.requests for r in responses] == [1, 1, 1]
+    assert [[a.id for a in r.acks] for r in responses] == [[f"r{n}-e0", f"r{n}-e1"] for n in range(3)]
+    assert merger.requests == 0 and not merger
+
+
+def test_merged_acks_wait_for_the_deadline_or_a_full_run_and_keep_their_order() -> None:
+    merger = AckMerger(max_delay=0.005, max_requests=3)
+    assert merger.add(_acks_of(0), merge=True, now=1.0)  # opens a run: the writer sets a timer
+    assert not merger.add(_acks_of(1), merge=True, now=1.001)
+    assert merger.take(now=1.004) is None and merger.deadline() == pytest.approx(1.005)
+    [response] = _responses(merger, now=1.005)
+    assert response.requests == 2 and [a.seq for a in response.acks] == [0, 1, 10, 11]
+    assert [a.index for a in response.acks] == [0, 1, 0, 1]  # positions within their own request
+
+    merger.add(_acks_of(2), merge=True, now=2.0)
+    merger.add(_acks_of(3), merge=True, now=2.0)
+    assert merger.add(_acks_of(4), merge=True, now=2.0)  # the third fills the run: due at once
+    merger.add(_acks_of(5), merge=False, now=2.0)  # answered alone, after the run
+    merger.add(_acks_of(6), merge=True, now=2.0)
+    assert [r.requests for r in _responses(merger, now=2.0)] == [3, 1]
+    assert merger.requests == 1
+    merger.seal()  # the stream ends: what is held goes now
+    [last] = _responses(merger, now=2.0)
+    assert last.requests == 1 and last.acks[0].id == "r6-e0" and not merger
+
+    merger.add(_acks_of(7), merge=True, now=3.0)
+    merger.add(_acks_of(8), merge=True, now=3.0)
+    merger.add(_acks_of(9), merge=False, now=3.0)  # wants its acks now: the run before it goes too
+    assert [r.requests for r in _responses(merger, now=3.0)] == [2, 1]
+
+
+def test_refusals_and_duplicates_merge_like_any_ack() -> None:
+    merger = AckMerger(max_delay=0.005, max_requests=8)
+    refused = encode_ack_messages([bus_pb2.PublishAck(id="bad", error="event has no payload", index=0)])
+    merger.add(refused, merge=True, now=0.0)
+    merger.add(_acks_of(1, count=1), merge=True, now=0.0)
+    [response] = _responses(merger, now=1.0)
+    assert [(a.id, a.error) for a in response.acks] == [("bad", "event has no payload"), ("r1-e0", "")]
+    assert response.requests == 2
+
+
+def test_a_zero_delay_never_merges() -> None:
+    merger = AckMerger(max_delay=0.0, max_requests=8)
+    for request in range(2):
+        merger.add(_acks_of(request), merge=True, now=0.0)
+    assert [r.requests for r in _responses(merger, now=0.0)] == [1, 1]
 
 
 @given(

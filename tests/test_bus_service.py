@@ -221,6 +221,62 @@ async def test_every_invalid_event_gets_an_error_ack_and_the_stream_stays_open(
             assert words in (excinfo.value.details() or "")
 
 
+async def test_merged_acks_answer_runs_of_requests_late_while_events_are_delivered_at_once(
+    tmp_path: Path, channel_to, backend_env
+) -> None:
+    """`merge_acks` requests are answered together, within bus.publish_ack_ms, in order; their
+    events reach subscribers without waiting for the acks."""
+    ack_delay = 0.4
+    config = make_config(tmp_path, **backend_env, CODA_BUS__PUBLISH_ACK_MS=str(ack_delay * 1000))
+    async with running_host(config, only="bus") as host:
+        channel = channel_to(host.address)
+        head = await head_of(channel)
+        delivered: list[tuple[float, events_pb2.Event]] = []
+
+        async def read() -> None:
+            async for response in subscribe(channel_to(host.address), after_seq=head):
+                delivered.extend((loop.time(), e) for e in response.batch.events)
+
+        loop = asyncio.get_running_loop()
+        reader = asyncio.create_task(read())
+        call = bus_pb2_grpc.EventBusStub(channel).Publish()
+        sent = [[token(i), token(i + 100)] for i in range(3)]
+        started = loop.time()
+        for events in sent:
+            await call.write(bus_pb2.PublishRequest(events=events, merge_acks=True))
+        await wait_for_count(delivered, 6)
+        response = await call.read()
+        answered = loop.time()
+        assert delivered[-1][0] - started < ack_delay / 2  # stored and delivered at once ...
+        assert answered - started >= ack_delay * 0.9  # ... acked when the run's time was up
+        assert response.requests == 3
+        assert [a.id for a in response.acks] == [e.id for events in sent for e in events]
+        assert [a.seq for a in response.acks] == list(range(head + 1, head + 7))
+        assert [a.index for a in response.acks] == [0, 1] * 3
+
+        # A full run (8 requests) is answered without waiting for the timer, and a request that
+        # does not merge is answered at once, with the run before it.
+        started = loop.time()
+        for i in range(8):
+            await call.write(bus_pb2.PublishRequest(events=[token(i)], merge_acks=True))
+        full = await call.read()
+        await call.write(bus_pb2.PublishRequest(events=[token(50)], merge_acks=True))
+        await call.write(bus_pb2.PublishRequest(events=[token(51)]))
+        run, alone = await call.read(), await call.read()
+        assert loop.time() - started < ack_delay * 0.9
+        assert (full.requests, len(full.acks), run.requests, alone.requests) == (8, 8, 1, 1)
+        assert alone.acks[0].seq == run.acks[0].seq + 1 == full.acks[-1].seq + 2
+
+        # Ending the stream answers what is still held before the call completes.
+        await call.write(bus_pb2.PublishRequest(events=[token(60), error(61)], merge_acks=True))
+        await call.done_writing()
+        last = await call.read()
+        assert last.requests == 1 and [a.seq for a in last.acks] == [alone.acks[0].seq + 1, alone.acks[0].seq + 2]
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        reader.cancel()
+
+
 def cut_offs() -> float:
     return REGISTRY.get_sample_value("coda_bus_subscribers_cut_off_total") or 0.0
 
@@ -333,8 +389,8 @@ async def test_describe_and_metrics_endpoint(config, channel_to) -> None:
 async def test_batches_hold_at_most_n_events_a_lone_event_goes_at_once_and_bursts_are_paced(
     tmp_path: Path, channel_to
 ) -> None:
-    """batch_max_events caps a batch; batch_max_ms paces batches (a token bucket, two back to
-    back) without delaying an event that arrives after a quiet spell."""
+    """batch_max_events caps a batch; batch_max_ms paces batches (one per tick of the bus's
+    clock) without delaying an event that arrives after a quiet spell."""
     pace = 0.3
     config = make_config(tmp_path, CODA_BUS__BATCH_MAX_EVENTS="4", CODA_BUS__BATCH_MAX_MS=str(pace * 1000))
     async with running_host(config, only="bus") as host:
@@ -367,8 +423,7 @@ async def test_batches_hold_at_most_n_events_a_lone_event_goes_at_once_and_burst
         seqs = [e.seq for _, events in received for e in events]
         assert seqs == list(range(head + 1, head + total + 1))  # each once, in order
         assert all(len(events) <= 4 for _, events in received)
-        # Eleven events in eleven requests: without pacing, about eleven batches. With it, the
-        # bucket's remaining token, full batches of 4 as soon as they fill, and the rest after
-        # at most one pacing interval.
+        # Eleven events in eleven requests: without pacing, about eleven batches. With it, full
+        # batches of 4 as soon as they fill, and the rest at the next tick.
         assert len(received) - 1 <= 6, [len(events) for _, events in received]
         assert received[-1][0] - burst_sent < pace + 1.0

@@ -7,13 +7,20 @@ was already writing, naming the last seq it was sent.
 Events appended together reach the queues as one `Segment`: their frames joined once into one
 buffer, shared by every subscriber with the same filter. A subscriber's batch is then one slice per
 segment it spans (one, for a burst) behind a length prefix, not a frame per event per subscriber.
+
+Batches are paced by one clock for every subscriber (`Pacer`): a subscriber sends at most one
+batch per tick unless a full one is waiting, and what is held back is released for all of them
+at the tick. An event after a quiet spell goes out at once. Every gRPC message costs both ends
+about a hundred microseconds of Python, so a subscriber's message rate, not its event rate, is
+what loads a small machine; and subscribers that send together are woken together, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -54,8 +61,61 @@ class Batch(NamedTuple):
     appended_ns: int
 
 
+class Pacer:
+    """The one clock that paces every subscriber's batches: ticks every `period` seconds.
+
+    A subscriber that has sent a batch during the current tick holds further events until the
+    next one (unless a full batch is waiting); `release` hands them on at the tick, all together.
+    `schedule(when)` asks the caller to call `release()` at clock time `when` (a loop timer);
+    `period` 0 paces nothing.
+    """
+
+    def __init__(
+        self, period: float, schedule: Callable[[float], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.period = period
+        self.clock = clock
+        self._schedule = schedule
+        self._held: set[Subscription] = set()
+        #: The tick a release is scheduled for (None: none is).
+        self._release_at: float | None = None
+
+    def next_tick(self, now: float) -> float:
+        """The first tick after `now` (0 when nothing is paced: every time is allowed)."""
+        if not self.period:
+            return 0.0
+        return (now // self.period + 1) * self.period
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def hold(self, subscription: Subscription) -> None:
+        """`subscription` has events that wait for its next tick (`subscription.next_send_at`)."""
+        self._held.add(subscription)
+        when = subscription.next_send_at
+        if self._release_at is None or when < self._release_at:
+            self._release_at = when
+            self._schedule(when)
+
+    def release(self) -> None:
+        """The tick: every held subscriber whose time has come may send (a late timer releases all)."""
+        now = self.clock()
+        self._release_at = None
+        due = [s for s in self._held if s.next_send_at <= now]
+        self._held.difference_update(due)
+        for subscription in due:
+            subscription.release()
+        if self._held:
+            self._release_at = min(s.next_send_at for s in self._held)
+            self._schedule(self._release_at)
+
+    def forget(self, subscription: Subscription) -> None:
+        self._held.discard(subscription)
+
+
 class Subscription:
-    """One subscriber's queue of segments and wake-up signals, filled by `Fanout`, drained by its stream."""
+    """One subscriber's queue of segments and its wake-up signal, filled by `Fanout`, drained by its stream."""
 
     __slots__ = (
         "_cursor",
@@ -63,33 +123,36 @@ class Subscription:
         "batch_max_events",
         "closing",
         "cut_off",
-        "filled",
         "filter",
         "last_sent_seq",
         "max_queue",
+        "next_send_at",
+        "pacer",
         "queued",
         "ready",
     )
 
-    def __init__(self, event_filter: EventFilter, max_queue: int, batch_max_events: int) -> None:
+    def __init__(self, event_filter: EventFilter, max_queue: int, batch_max_events: int, pacer: Pacer) -> None:
         self.filter = event_filter
         self.max_queue = max_queue
         self.batch_max_events = batch_max_events
+        self.pacer = pacer
         self._segments: collections.deque[Segment] = collections.deque()
         #: Events of the first segment already taken.
         self._cursor = 0
         #: Events waiting to be taken.
         self.queued = 0
-        #: Set when an event is waiting, or on cut-off or close.
+        #: Set when a batch may be taken now (events queued and the pace allows it, or a full
+        #: batch), and on cut-off or close.
         self.ready = asyncio.Event()
-        #: Set when a full batch is waiting, or on cut-off or close.
-        self.filled = asyncio.Event()
+        #: Clock time before which a batch that is not full waits (the tick after the last send).
+        self.next_send_at = 0.0
         self.cut_off = False
-        #: The bus is stopping: deliver what is queued, then end.
+        #: The bus is stopping: deliver what is queued, unpaced, then end.
         self.closing = False
         self.last_sent_seq = 0
 
-    def offer(self, segment: Segment) -> None:
+    def offer(self, segment: Segment, now: float) -> None:
         """Queue `segment` (already filtered for this subscriber); cut off past `max_queue`."""
         if self.cut_off:
             return
@@ -100,14 +163,27 @@ class Subscription:
             self._segments.clear()
             self._cursor = 0
             self.queued = 0
+            self.pacer.forget(self)
             metrics.SUBSCRIBERS_CUT_OFF.inc()
-            self.filled.set()
-        elif self.queued >= self.batch_max_events:
-            self.filled.set()
-        self.ready.set()
+            self.ready.set()
+            return
+        self._signal(now)
+
+    def _signal(self, now: float) -> None:
+        """Wake the stream now, or leave the events to the pacer's next tick."""
+        if self.queued >= self.batch_max_events or now >= self.next_send_at or self.closing:
+            self.ready.set()
+        else:
+            self.pacer.hold(self)
+
+    def release(self) -> None:
+        """The pacer's tick has come."""
+        if self.queued:
+            self.ready.set()
 
     def take(self, limit: int) -> Batch:
-        """Up to `limit` queued events, oldest first, as one encoded message. The queue must not be empty."""
+        """Up to `limit` queued events, oldest first, as one encoded message. The queue must not be
+        empty. Call `sent` once the message is written."""
         segments = self._segments
         parts: list[memoryview] = []
         size = count = 0
@@ -129,21 +205,28 @@ class Subscription:
             else:
                 self._cursor = stop
         self.queued -= count
-        if not self.queued:
-            self.ready.clear()
-        if self.queued < self.batch_max_events:
-            self.filled.clear()
         message = b"".join([FIELD1_BYTES_TAG, encode_varint(size), *parts])
         return Batch(message, count, last_seq, appended_ns)
+
+    def sent(self, now: float) -> None:
+        """A batch was written: what is queued now, or arrives, waits for the next tick unless it
+        makes a full batch. The interval starts when the write ends, so a subscriber whose writes
+        slow down (a loaded machine, a slow reader) gets fewer, larger batches."""
+        self.next_send_at = self.pacer.next_tick(now)
+        if self.cut_off:
+            return  # cut off while writing: `ready` stays set, so the stream ends now
+        self.ready.clear()
+        if self.queued or self.closing:
+            self._signal(now)
 
     def close(self) -> None:
         self.closing = True
         self.ready.set()
-        self.filled.set()
 
 
 class Fanout:
-    def __init__(self) -> None:
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
         self.subscriptions: set[Subscription] = set()
         #: Set while no subscription is open.
         self.empty = asyncio.Event()
@@ -156,12 +239,14 @@ class Fanout:
 
     def remove(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
+        self.pacer.forget(subscription)
         if not self.subscriptions:
             self.empty.set()
         metrics.SUBSCRIBERS.set(len(self.subscriptions))
 
     def deliver(self, entries: list[Entry]) -> None:
         """The backend's listener: newly stored entries, in seq order. One segment per distinct filter."""
+        now = self.pacer.clock()
         by_filter: dict[tuple[object, str], Segment | None] = {}
         for subscription in self.subscriptions:
             if subscription.cut_off:
@@ -174,7 +259,7 @@ class Fanout:
                 selected = event_filter.select(entries)
                 segment = by_filter[key] = Segment.of(selected) if selected else None
             if segment is not None:
-                subscription.offer(segment)
+                subscription.offer(segment, now)
 
     def close(self) -> None:
         for subscription in self.subscriptions:

@@ -9,6 +9,7 @@ wire it is an ordinary `SubscribeResponse`. Publish acks are encoded by hand for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -16,19 +17,24 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from coda.bus import metrics
+from coda.bus.acks import AckMerger, encode_ack_messages, encode_acks
 from coda.bus.backends.base import BackendUnavailable, LogBackend
-from coda.bus.fanout import Fanout, Subscription
+from coda.bus.fanout import Fanout, Pacer, Subscription
 from coda.bus.filters import EventFilter, FilterError
-from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, encode_varint, frame_field1
+from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, frame_field1
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
-from coda.runtime.ratelimit import TokenBucket
 from coda.v1 import bus_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 
-#: Batches a subscriber may receive back to back before pacing applies (see `_follow`).
-PACE_BURST = 2
+#: Most requests one merged PublishResponse answers (a publisher keeping more in flight never
+#: waits for `bus.publish_ack_ms`; GrpcPublisher keeps 16).
+MERGE_MAX_REQUESTS = 8
+#: Requests read but not yet answered before Publish stops reading until acks are written.
+MAX_UNANSWERED_REQUESTS = 64
+#: How long a Publish stream that is ending waits to send the acks it still holds.
+ACK_DRAIN_SECONDS = 5.0
 
 SERVICE_NAME = bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
 
@@ -37,26 +43,6 @@ def gap_between(after_seq: int, first_retained_seq: int) -> GapInfo | None:
     if after_seq + 1 >= first_retained_seq:
         return None
     return GapInfo(after_seq, first_retained_seq, first_retained_seq - 1 - after_seq)
-
-
-def encode_acks(ids: Sequence[str], seqs: Sequence[int]) -> bytes:
-    """A PublishResponse acking every event as stored: PublishAck fields 1 (id), 2 (seq) and
-    5 (index), encoded by hand because this runs once per published event."""
-    parts: list[bytes] = []
-    for index, (event_id, seq) in enumerate(zip(ids, seqs, strict=True)):
-        id_bytes = event_id.encode()
-        seq_bytes = encode_varint(seq)
-        if index:
-            index_bytes = encode_varint(index)
-            size = 3 + len(id_bytes) + len(seq_bytes) + 1 + len(index_bytes)
-            if size < 128:  # one-byte lengths: the usual ids
-                parts.append(b"\n%c\n%c%b\x10%b(%b" % (size, len(id_bytes), id_bytes, seq_bytes, index_bytes))
-                continue
-            ack = b"\n%b%b\x10%b(%b" % (encode_varint(len(id_bytes)), id_bytes, seq_bytes, index_bytes)
-        else:
-            ack = b"\n%b%b\x10%b" % (encode_varint(len(id_bytes)), id_bytes, seq_bytes)
-        parts.append(frame_field1(ack))
-    return b"".join(parts)
 
 
 def encode_gap(gap: GapInfo) -> bytes:
@@ -71,14 +57,19 @@ class BusService:
     def __init__(self, config: BusConfig, backend: LogBackend) -> None:
         self.config = config
         self.backend = backend
-        self.fanout = Fanout()
-        backend.set_listener(self._on_append)
         self.batch_max_events = max(1, config.batch_max_events)
         self.batch_max_seconds = max(0.0, config.batch_max_ms) / 1000.0
+        self.fanout = Fanout(Pacer(self.batch_max_seconds, self._schedule_release))
+        backend.set_listener(self._on_append)
+        self.publish_ack_seconds = max(0.0, config.publish_ack_ms) / 1000.0
         self.validator = BatchValidator(config.max_event_bytes)
         self.stopping = False
 
     # -- core operations (also used in process by the local publisher) --------------------------
+
+    def _schedule_release(self, when: float) -> None:
+        # The pacer's clock, time.monotonic, is the event loop's clock too.
+        asyncio.get_running_loop().call_at(when, self.fanout.pacer.release)
 
     def _on_append(self, stored: list) -> None:  # type: ignore[type-arg]
         self.fanout.deliver(stored)
@@ -130,14 +121,14 @@ class BusService:
         seqs, duplicates, problems, headers = await self._store(events, request_bytes)
         if not problems and not duplicates:
             return encode_acks(headers.ids, seqs)
-        parts: list[bytes] = []
-        for index, (event, seq) in enumerate(zip(events, seqs, strict=True)):
-            problem = problems.get(index)
-            ack = bus_pb2.PublishAck(
-                id=event.id, seq=seq, duplicate=index in duplicates, error=problem or "", index=index
-            ).SerializeToString()
-            parts.append(frame_field1(ack))
-        return b"".join(parts)
+        return encode_ack_messages(
+            [
+                bus_pb2.PublishAck(
+                    id=event.id, seq=seq, duplicate=index in duplicates, error=problems.get(index, ""), index=index
+                )
+                for index, (event, seq) in enumerate(zip(events, seqs, strict=True))
+            ]
+        )
 
     def _update_log_gauges(self) -> None:
         stats = self.backend.stats()
@@ -172,15 +163,64 @@ class BusService:
 
     async def Publish(
         self, request_iterator: AsyncIterator[tuple[bus_pb2.PublishRequest, int]], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        async for request, size in request_iterator:
-            if self.stopping:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping; publish again after restart")
-            try:
-                response = await self.accept_encoded(request.events, size)
-            except BackendUnavailable as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; publish again (same ids) later")
-            yield response
+    ) -> None:
+        # Reading and storing never wait for acks to be written: a writer task sends them, as
+        # soon as they are due (see AckMerger), so a merged run can wait for its deadline while
+        # the next requests are read. Past MAX_UNANSWERED_REQUESTS the reader waits for the
+        # writer, so a publisher that never reads its acks is held back by flow control.
+        loop = asyncio.get_running_loop()
+        merger = AckMerger(self.publish_ack_seconds, MERGE_MAX_REQUESTS)
+        wake = asyncio.Event()
+        written = asyncio.Event()
+        reading = True
+
+        async def write_acks() -> None:
+            while True:
+                response = merger.take(loop.time())
+                if response is not None:
+                    await context.write(response)
+                    written.set()
+                    continue
+                if not reading and not merger:
+                    return
+                wake.clear()
+                deadline = merger.deadline()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await wake.wait()
+
+        async def answer_all() -> None:
+            """Send every ack still held (bounded wait), before the stream ends."""
+            nonlocal reading
+            reading = False
+            merger.seal()
+            wake.set()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(ACK_DRAIN_SECONDS):
+                    await asyncio.shield(writer)
+
+        writer = asyncio.create_task(write_acks())
+        try:
+            async for request, size in request_iterator:
+                if writer.done():
+                    writer.result()  # the client is gone: raise what writing met
+                    return
+                if self.stopping:
+                    await answer_all()
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping; publish again after restart")
+                try:
+                    acks = await self.accept_encoded(request.events, size)
+                except BackendUnavailable as exc:
+                    await answer_all()
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; publish again (same ids) later")
+                if merger.add(acks, request.merge_acks, loop.time()):
+                    wake.set()
+                while merger.requests > MAX_UNANSWERED_REQUESTS and not writer.done():
+                    written.clear()
+                    await written.wait()
+            await answer_all()
+        finally:
+            writer.cancel()
 
     async def Subscribe(
         self, request: bus_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
@@ -201,7 +241,7 @@ class BusService:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         batch_max = self.batch_max_events
-        subscription = Subscription(event_filter, self.config.subscriber_queue_events, batch_max)
+        subscription = Subscription(event_filter, self.config.subscriber_queue_events, batch_max, self.fanout.pacer)
         # No await between these two lines: events after `live_from` reach the queue, the
         # rest come from the log, so the switch from replay to live has no hole and no repeat.
         self.fanout.add(subscription)
@@ -258,30 +298,21 @@ class BusService:
             subscription.last_sent_seq = after
 
     async def _follow(self, subscription: Subscription) -> AsyncIterator[bytes]:
-        # Batches are paced by a token bucket: one batch per `batch_max_ms` on average, with a
-        # small burst. An event after a quiet spell goes out at once, and so does a steady stream no
-        # faster than the pace: a fixed wait after every send would round up to the event loop's
-        # 1 ms timer resolution and add a millisecond to every event. Under load the bucket runs
-        # dry and events coalesce; a full batch never waits.
+        # `ready` is set when a batch may go: the fan-out and the pacer decide (see fanout.py).
         batch_max = self.batch_max_events
-        pace = TokenBucket(1.0 / self.batch_max_seconds if self.batch_max_seconds else 0.0, PACE_BURST)
-        while not subscription.cut_off:
+        clock = self.fanout.pacer.clock
+        while True:
+            await subscription.ready.wait()
+            if subscription.cut_off:
+                return
             if not subscription.queued:
                 if subscription.closing:
                     return
-                await subscription.ready.wait()
+                subscription.ready.clear()
                 continue
-            if subscription.queued < batch_max and not subscription.closing and not pace.try_take():
-                try:
-                    async with asyncio.timeout(pace.retry_after()):
-                        await subscription.filled.wait()
-                except TimeoutError:
-                    pass
-                if subscription.cut_off:
-                    return
-                pace.try_take()
             batch = subscription.take(batch_max)
             yield batch.message
+            subscription.sent(clock())
             subscription.last_sent_seq = batch.last_seq
             metrics.EVENTS_DELIVERED.inc(batch.count)
             metrics.DELIVERY_LATENCY.observe((time.monotonic_ns() - batch.appended_ns) / 1e9)

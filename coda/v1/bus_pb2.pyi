@@ -26,16 +26,24 @@ class PublishRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    MERGE_ACKS_FIELD_NUMBER: _builtins.int
+    merge_acks: _builtins.bool
+    """The publisher lets the bus hold this request's acks for a few milliseconds
+    (`bus.publish_ack_ms`) and send them in one response together with the acks of the requests
+    after it (see PublishResponse.requests). Storing and delivering the events are not delayed;
+    a busy stream is answered with a response per few milliseconds instead of one per request.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]: ...
     def __init__(
         self,
         *,
         events: _abc.Iterable[_events_pb2.Event] | None = ...,
+        merge_acks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "merge_acks", b"merge_acks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -81,21 +89,31 @@ Global___PublishAck: _TypeAlias = PublishAck  # noqa: Y015
 
 @_typing.final
 class PublishResponse(_message.Message):
-    """PublishResponse acks every event of one PublishRequest."""
+    """PublishResponse acks every event of one PublishRequest, or of several consecutive requests
+    that all set `merge_acks`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACKS_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """How many requests these acks answer (1 unless they set `merge_acks`; 0 from an older bus
+    also means 1).
+    """
     @_builtins.property
-    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishAck]: ...
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishAck]:
+        """One ack per event, in the order the events were sent."""
+
     def __init__(
         self,
         *,
         acks: _abc.Iterable[Global___PublishAck] | None = ...,
+        requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
