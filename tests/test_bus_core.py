@@ -466,6 +466,23 @@ def test_refusals_and_duplicates_merge_like_any_ack() -> None:
     assert response.requests == 2
 
 
+def test_compact_answers_merge_into_first_seqs_and_a_full_answer_starts_a_new_run() -> None:
+    merger = AckMerger(max_delay=0.005, max_requests=8)
+    merger.add(101, merge=True, now=0.0)
+    merger.add(140, merge=True, now=0.0)
+    merger.add(_acks_of(2), merge=True, now=0.0)  # a request with a refusal: answered in full
+    merger.add(300, merge=True, now=0.0)
+    compact, full = _responses(merger, now=0.0)  # the full answer sealed the compact run before it
+    assert (list(compact.first_seqs), compact.requests, list(compact.acks)) == ([101, 140], 2, [])
+    assert full.requests == 1 and [a.seq for a in full.acks] == [20, 21] and not full.first_seqs
+    assert merger.take(now=0.004) is None
+    [last] = _responses(merger, now=0.005)
+    assert list(last.first_seqs) == [300] and last.requests == 1
+    big = 2**40 + 3  # seqs of any size encode as protobuf does
+    merger.add(big, merge=False, now=1.0)
+    assert _responses(merger, now=1.0)[0].first_seqs == [big]
+
+
 def test_a_zero_delay_never_merges() -> None:
     merger = AckMerger(max_delay=0.0, max_requests=8)
     for request in range(2):

@@ -267,11 +267,25 @@ async def test_merged_acks_answer_runs_of_requests_late_while_events_are_deliver
         assert (full.requests, len(full.acks), run.requests, alone.requests) == (8, 8, 1, 1)
         assert alone.acks[0].seq == run.acks[0].seq + 1 == full.acks[-1].seq + 2
 
+        # Compact acks: one seq per request when every event was stored as new; acks in full
+        # for a request with a refused or a duplicate event.
+        compact = [token(70), token(71), token(72)]
+        await call.write(bus_pb2.PublishRequest(events=compact, compact_acks=True))
+        stored = await call.read()
+        assert list(stored.first_seqs) == [alone.acks[0].seq + 1] and not stored.acks
+        await call.write(bus_pb2.PublishRequest(events=[token(73), events_pb2.Event(id="x")], compact_acks=True))
+        await call.write(bus_pb2.PublishRequest(events=[compact[1]], compact_acks=True))
+        refused, duplicate = await call.read(), await call.read()
+        assert not refused.first_seqs and refused.acks[1].error and refused.acks[0].seq == stored.first_seqs[0] + 3
+        assert not duplicate.first_seqs and duplicate.acks[0].duplicate
+        assert duplicate.acks[0].seq == stored.first_seqs[0] + 1
+        next_seq = refused.acks[0].seq + 1
+
         # Ending the stream answers what is still held before the call completes.
         await call.write(bus_pb2.PublishRequest(events=[token(60), error(61)], merge_acks=True))
         await call.done_writing()
         last = await call.read()
-        assert last.requests == 1 and [a.seq for a in last.acks] == [alone.acks[0].seq + 1, alone.acks[0].seq + 2]
+        assert last.requests == 1 and [a.seq for a in last.acks] == [next_seq, next_seq + 1]
         assert await call.read() is grpc.aio.EOF
         assert await call.code() == grpc.StatusCode.OK
         reader.cancel()

@@ -3,7 +3,8 @@
 - `GrpcPublisher(channel_factory, source)`: `publish()` queues and returns at once; a background
   Publish stream sends batches and, when the stream breaks, resends every unacked event with the
   same id, so the bus de-duplicates and nothing is published twice. It lets the bus merge acks
-  (`PublishRequest.merge_acks`): nothing waits on an ack but `flush()` and the in-flight window.
+  and send them compact (`PublishRequest.merge_acks`, `compact_acks`): nothing waits on an ack
+  but `flush()` and the in-flight window.
 - `subscribe(channel, types=..., session_id=..., after_seq=...)`: one Subscribe stream.
 - `ResumingSubscription`: a Subscribe that survives cut-offs (RESOURCE_EXHAUSTED), bus restarts
   (UNAVAILABLE) and graceful stream ends by resubscribing with `after_seq` = the last seq seen.
@@ -183,10 +184,14 @@ class GrpcPublisher:
                         grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "stream ended"
                     )
                 # One response answers one request, or several when they allowed merging.
-                for _ in range(max(1, response.requests)):
-                    self._in_flight.popleft()
+                answered = [self._in_flight.popleft() for _ in range(max(1, response.requests))]
+                for _ in answered:
                     room.release()
                 backoff.reset()
+                if response.first_seqs:  # compact: every event stored, seqs in the order sent
+                    for batch, first_seq in zip(answered, response.first_seqs, strict=True):
+                        self.acked += len(batch)
+                        self.last_seq = max(self.last_seq, first_seq + len(batch) - 1)
                 for ack in response.acks:
                     if ack.error:
                         self.rejected += 1
@@ -211,7 +216,7 @@ class GrpcPublisher:
                 count = min(self.batch_max_events, len(self._pending))
                 batch = [self._pending.popleft() for _ in range(count)]
                 self._in_flight.append(batch)
-                await call.write(bus_pb2.PublishRequest(events=batch, merge_acks=True))
+                await call.write(bus_pb2.PublishRequest(events=batch, merge_acks=True, compact_acks=True))
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from coda.bus import metrics
-from coda.bus.acks import AckMerger, encode_ack_messages, encode_acks
+from coda.bus.acks import AckMerger, Answer, encode_ack_messages, encode_acks
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.fanout import Fanout, Pacer, Subscription
 from coda.bus.filters import EventFilter, FilterError
@@ -116,10 +116,17 @@ class BusService:
             for index, (event, seq) in enumerate(zip(events, seqs, strict=True))
         ]
 
-    async def accept_encoded(self, events: Sequence[events_pb2.Event], request_bytes: int | None = None) -> bytes:
-        """Like `accept`, but the acks come back as an encoded PublishResponse (the hot path)."""
+    async def accept_encoded(
+        self, events: Sequence[events_pb2.Event], request_bytes: int | None = None, compact: bool = False
+    ) -> Answer:
+        """Like `accept`, for a PublishRequest (the hot path): its answer, the encoded
+        `PublishResponse.acks` field or, with `compact` when every event was stored as new with
+        consecutive seqs, the first seq."""
         seqs, duplicates, problems, headers = await self._store(events, request_bytes)
         if not problems and not duplicates:
+            # Seqs increase, so the span equals the count only when nothing came in between.
+            if compact and seqs and seqs[-1] - seqs[0] == len(seqs) - 1:
+                return seqs[0]
             return encode_acks(headers.ids, seqs)
         return encode_ack_messages(
             [
@@ -209,11 +216,11 @@ class BusService:
                     await answer_all()
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping; publish again after restart")
                 try:
-                    acks = await self.accept_encoded(request.events, size)
+                    answer = await self.accept_encoded(request.events, size, request.compact_acks)
                 except BackendUnavailable as exc:
                     await answer_all()
                     await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; publish again (same ids) later")
-                if merger.add(acks, request.merge_acks, loop.time()):
+                if merger.add(answer, request.merge_acks, loop.time()):
                     wake.set()
                 while merger.requests > MAX_UNANSWERED_REQUESTS and not writer.done():
                     written.clear()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oda/v1/bus.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"D\n\x0ePublishRequest\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.coda.v1.Event\x12\x12\n\nmerge_acks\x18\x02 \x01(\x08\"V\n\nPublishAck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\r\"F\n\x0fPublishResponse\x12!\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x13.coda.v1.PublishAck\x12\x10\n\x08requests\x18\x02 \x01(\r\"[\n\x10SubscribeRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"a\n\x11SubscribeResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x13.coda.v1.EventBatchH\x00\x12\x1b\n\x03gap\x18\x02 \x01(\x0b\x32\x0c.coda.v1.GapH\x00\x42\t\n\x07message\"\x11\n\x0f\x44\x65scribeRequest\"\xb6\x01\n\x10\x44\x65scribeResponse\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x12\n\noldest_seq\x18\x02 \x01(\x04\x12\x17\n\x0fretained_events\x18\x03 \x01(\x04\x12\x16\n\x0eretained_bytes\x18\x04 \x01(\x04\x12\x12\n\nmax_events\x18\x05 \x01(\x04\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bsubscribers\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t2\xd3\x01\n\x08\x45ventBus\x12@\n\x07Publish\x12\x17.coda.v1.PublishRequest\x1a\x18.coda.v1.PublishResponse(\x01\x30\x01\x12\x44\n\tSubscribe\x12\x19.coda.v1.SubscribeRequest\x1a\x1a.coda.v1.SubscribeResponse0\x01\x12?\n\x08\x44\x65scribe\x12\x18.coda.v1.DescribeRequest\x1a\x19.coda.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oda/v1/bus.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"Z\n\x0ePublishRequest\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.coda.v1.Event\x12\x12\n\nmerge_acks\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompact_acks\x18\x03 \x01(\x08\"V\n\nPublishAck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\r\"Z\n\x0fPublishResponse\x12!\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x13.coda.v1.PublishAck\x12\x10\n\x08requests\x18\x02 \x01(\r\x12\x12\n\nfirst_seqs\x18\x03 \x03(\x04\"[\n\x10SubscribeRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"a\n\x11SubscribeResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x13.coda.v1.EventBatchH\x00\x12\x1b\n\x03gap\x18\x02 \x01(\x0b\x32\x0c.coda.v1.GapH\x00\x42\t\n\x07message\"\x11\n\x0f\x44\x65scribeRequest\"\xb6\x01\n\x10\x44\x65scribeResponse\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x12\n\noldest_seq\x18\x02 \x01(\x04\x12\x17\n\x0fretained_events\x18\x03 \x01(\x04\x12\x16\n\x0eretained_bytes\x18\x04 \x01(\x04\x12\x12\n\nmax_events\x18\x05 \x01(\x04\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bsubscribers\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t2\xd3\x01\n\x08\x45ventBus\x12@\n\x07Publish\x12\x17.coda.v1.PublishRequest\x1a\x18.coda.v1.PublishResponse(\x01\x30\x01\x12\x44\n\tSubscribe\x12\x19.coda.v1.SubscribeRequest\x1a\x1a.coda.v1.SubscribeResponse0\x01\x12?\n\x08\x44\x65scribe\x12\x18.coda.v1.DescribeRequest\x1a\x19.coda.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coda.v1.bus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUBLISHREQUEST']._serialized_start=52
-  _globals['_PUBLISHREQUEST']._serialized_end=120
-  _globals['_PUBLISHACK']._serialized_start=122
-  _globals['_PUBLISHACK']._serialized_end=208
-  _globals['_PUBLISHRESPONSE']._serialized_start=210
-  _globals['_PUBLISHRESPONSE']._serialized_end=280
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=282
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=373
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=375
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=472
-  _globals['_DESCRIBEREQUEST']._serialized_start=474
-  _globals['_DESCRIBEREQUEST']._serialized_end=491
-  _globals['_DESCRIBERESPONSE']._serialized_start=494
-  _globals['_DESCRIBERESPONSE']._serialized_end=676
-  _globals['_EVENTBUS']._serialized_start=679
-  _globals['_EVENTBUS']._serialized_end=890
+  _globals['_PUBLISHREQUEST']._serialized_end=142
+  _globals['_PUBLISHACK']._serialized_start=144
+  _globals['_PUBLISHACK']._serialized_end=230
+  _globals['_PUBLISHRESPONSE']._serialized_start=232
+  _globals['_PUBLISHRESPONSE']._serialized_end=322
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=324
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=415
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=417
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=514
+  _globals['_DESCRIBEREQUEST']._serialized_start=516
+  _globals['_DESCRIBEREQUEST']._serialized_end=533
+  _globals['_DESCRIBERESPONSE']._serialized_start=536
+  _globals['_DESCRIBERESPONSE']._serialized_end=718
+  _globals['_EVENTBUS']._serialized_start=721
+  _globals['_EVENTBUS']._serialized_end=932
 # @@protoc_insertion_point(module_scope)

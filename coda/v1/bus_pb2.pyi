@@ -27,11 +27,17 @@ class PublishRequest(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     MERGE_ACKS_FIELD_NUMBER: _builtins.int
+    COMPACT_ACKS_FIELD_NUMBER: _builtins.int
     merge_acks: _builtins.bool
     """The publisher lets the bus hold this request's acks for a few milliseconds
     (`bus.publish_ack_ms`) and send them in one response together with the acks of the requests
     after it (see PublishResponse.requests). Storing and delivering the events are not delayed;
     a busy stream is answered with a response per few milliseconds instead of one per request.
+    """
+    compact_acks: _builtins.bool
+    """The publisher reads `PublishResponse.first_seqs`: a response whose every event was stored as
+    new, with consecutive seqs per request, then carries one seq per request instead of a
+    PublishAck per event (the publisher knows which events it sent).
     """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]: ...
@@ -40,10 +46,11 @@ class PublishRequest(_message.Message):
         *,
         events: _abc.Iterable[_events_pb2.Event] | None = ...,
         merge_acks: _builtins.bool = ...,
+        compact_acks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "merge_acks", b"merge_acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compact_acks", b"compact_acks", "events", b"events", "merge_acks", b"merge_acks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,6 +104,7 @@ class PublishResponse(_message.Message):
 
     ACKS_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
+    FIRST_SEQS_FIELD_NUMBER: _builtins.int
     requests: _builtins.int
     """How many requests these acks answer (1 unless they set `merge_acks`; 0 from an older bus
     also means 1).
@@ -105,15 +113,23 @@ class PublishResponse(_message.Message):
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishAck]:
         """One ack per event, in the order the events were sent."""
 
+    @_builtins.property
+    def first_seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """For requests that set `compact_acks`, instead of `acks` when every event they carried was
+        stored as new: per request answered, the seq of its first event; its other events have the
+        seqs that follow, in the order sent.
+        """
+
     def __init__(
         self,
         *,
         acks: _abc.Iterable[Global___PublishAck] | None = ...,
         requests: _builtins.int = ...,
+        first_seqs: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "first_seqs", b"first_seqs", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
