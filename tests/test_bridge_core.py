@@ -339,7 +339,7 @@ def test_fanout_encodes_once_per_group_and_protocol() -> None:
     stats = fanout.stats
     assert (stats.frames, stats.events) == (4, 3 * 2 + 1)
     assert stats.bytes == 3 * len(llm[0].frames[0]) + len(session.frames[0])
-    assert stats.latency_counts[stats.buckets.index(0.005)] == 4  # 3 ms after the oldest event
+    assert stats.latency.counts[stats.latency.buckets.index(0.005)] == 4  # 3 ms after the oldest event
     fanout.leave(llm[0])
     fanout.leave(session)
     fanout.dispatch([EncodedEvent.of(_event(3, session="s1"))])

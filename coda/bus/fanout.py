@@ -157,7 +157,7 @@ class Subscription:
         if self.cut_off:
             return
         self._segments.append(segment)
-        self.queued += len(segment)
+        self.queued += len(segment.seqs)  # not len(segment): a Python-level __len__ per offer
         if self.queued > self.max_queue:
             self.cut_off = True
             self._segments.clear()
@@ -192,14 +192,15 @@ class Subscription:
         while segments and count < limit:
             segment = segments[0]
             start = self._cursor
-            stop = min(len(segment), start + limit - count)
+            in_segment = len(segment.seqs)
+            stop = min(in_segment, start + limit - count)
             begin = segment.ends[start - 1] if start else 0
             end = segment.ends[stop - 1]
             parts.append(segment.view[begin:end])
             size += end - begin
             count += stop - start
             last_seq = segment.seqs[stop - 1]
-            if stop == len(segment):
+            if stop == in_segment:
                 segments.popleft()
                 self._cursor = 0
             else:

@@ -301,7 +301,7 @@ class BusService:
             selected = event_filter.select(entries)
             if selected:
                 yield frame_field1(b"".join([e[FRAME] for e in selected]))
-                metrics.EVENTS_DELIVERED.inc(len(selected))
+                metrics.DELIVERY.delivered(len(selected))
             subscription.last_sent_seq = after
 
     async def _follow(self, subscription: Subscription) -> AsyncIterator[bytes]:
@@ -321,8 +321,7 @@ class BusService:
             yield batch.message
             subscription.sent(clock())
             subscription.last_sent_seq = batch.last_seq
-            metrics.EVENTS_DELIVERED.inc(batch.count)
-            metrics.DELIVERY_LATENCY.observe((time.monotonic_ns() - batch.appended_ns) / 1e9)
+            metrics.DELIVERY.delivered(batch.count, (time.monotonic_ns() - batch.appended_ns) / 1e9)
 
     async def Describe(
         self, request: bus_pb2.DescribeRequest, context: grpc.aio.ServicerContext
