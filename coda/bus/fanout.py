@@ -10,9 +10,9 @@ segment it spans (one, for a burst) behind a length prefix, not a frame per even
 
 Batches are paced by one clock for every subscriber (`Pacer`): a subscriber sends at most one
 batch per tick unless a full one is waiting, and what is held back is released for all of them
-at the tick. An event after a quiet spell goes out at once. Every gRPC message costs both ends
-about a hundred microseconds of Python, so a subscriber's message rate, not its event rate, is
-what loads a small machine; and subscribers that send together are woken together, once.
+at the tick. An event after a quiet spell goes out at once. Every gRPC message costs each end
+tens to a hundred microseconds of CPU in grpcio, so a subscriber's message rate, not its event
+rate, is what loads a small machine; and subscribers that send together are woken together, once.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Batch(NamedTuple):
 class Pacer:
     """The one clock that paces every subscriber's batches: ticks every `period` seconds.
 
-    A subscriber that has sent a batch during the current tick holds further events until the
+    A subscriber whose last write ended during the current tick holds further events until the
     next one (unless a full batch is waiting); `release` hands them on at the tick, all together.
     `schedule(when)` asks the caller to call `release()` at clock time `when` (a loop timer);
     `period` 0 paces nothing.

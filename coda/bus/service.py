@@ -3,7 +3,9 @@
 Subscribe responses are written as pre-encoded bytes: a batch is a slice of the frames the
 fan-out joined once per append (serialized once, at append) under one length prefix, whatever its
 size or the number of subscribers. The method is registered with an identity serializer; on the
-wire it is an ordinary `SubscribeResponse`. Publish acks are encoded by hand for the same reason.
+wire it is an ordinary `SubscribeResponse`. Publish acks are encoded by hand for the same reason
+(coda.bus.acks), and written by a task of their own so that merged acks can wait for their
+deadline while the stream goes on being read.
 """
 
 from __future__ import annotations
