@@ -47,6 +47,18 @@ def gap_between(after_seq: int, first_retained_seq: int) -> GapInfo | None:
     return GapInfo(after_seq, first_retained_seq, first_retained_seq - 1 - after_seq)
 
 
+def ack_messages(
+    events: Sequence[events_pb2.Event], seqs: Sequence[int], duplicates: set[int], problems: dict[int, str]
+) -> list[bus_pb2.PublishAck]:
+    """One PublishAck per event, in order, from what storing them gave (see `BusService._store`)."""
+    return [
+        bus_pb2.PublishAck(
+            id=event.id, seq=seq, duplicate=index in duplicates, error=problems.get(index, ""), index=index
+        )
+        for index, (event, seq) in enumerate(zip(events, seqs, strict=True))
+    ]
+
+
 def encode_gap(gap: GapInfo) -> bytes:
     return bus_pb2.SubscribeResponse(
         gap=events_pb2.Gap(requested_after_seq=gap.requested_after_seq, oldest_seq=gap.oldest_seq, missed=gap.missed)
@@ -111,12 +123,7 @@ class BusService:
     async def accept(self, events: Sequence[events_pb2.Event]) -> list[bus_pb2.PublishAck]:
         """Validate, store and fan out `events`; one ack per event, in order."""
         seqs, duplicates, problems, _ = await self._store(events)
-        return [
-            bus_pb2.PublishAck(
-                id=event.id, seq=seq, duplicate=index in duplicates, error=problems.get(index, ""), index=index
-            )
-            for index, (event, seq) in enumerate(zip(events, seqs, strict=True))
-        ]
+        return ack_messages(events, seqs, duplicates, problems)
 
     async def accept_encoded(
         self, events: Sequence[events_pb2.Event], request_bytes: int | None = None, compact: bool = False
@@ -130,14 +137,7 @@ class BusService:
             if compact and seqs and seqs[-1] - seqs[0] == len(seqs) - 1:
                 return seqs[0]
             return encode_acks(headers.ids, seqs)
-        return encode_ack_messages(
-            [
-                bus_pb2.PublishAck(
-                    id=event.id, seq=seq, duplicate=index in duplicates, error=problems.get(index, ""), index=index
-                )
-                for index, (event, seq) in enumerate(zip(events, seqs, strict=True))
-            ]
-        )
+        return encode_ack_messages(ack_messages(events, seqs, duplicates, problems))
 
     def _update_log_gauges(self) -> None:
         stats = self.backend.stats()
