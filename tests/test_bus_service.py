@@ -374,6 +374,19 @@ async def test_resuming_subscription_survives_a_cut_off(tmp_path: Path, channel_
         task.cancel()
 
 
+async def test_a_started_host_has_already_logged_its_start(config, channel_to) -> None:
+    """Once `start()` returns, the head includes the host's system.started (on NATS the append
+    goes through the server, so without waiting a client could read a head that misses it)."""
+    async with running_host(config, only="bus") as host:
+        # Read before anything else gets a turn of the loop: the start must already be stored.
+        assert host.components[0].service.describe().head_seq >= 1
+        channel = channel_to(host.address)
+        head = await head_of(channel)
+        replay = await collect(channel, head, after_seq=0)
+        assert [event_type(e) for e in replay] == ["system.started"]
+        assert replay[0].system_started.address == host.address
+
+
 async def test_describe_and_metrics_endpoint(config, channel_to) -> None:
     async with running_host(config, only="bus") as host:
         channel = channel_to(host.address)

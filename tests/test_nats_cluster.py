@@ -135,7 +135,9 @@ async def test_nats_unreachable_at_start_and_mid_run_gives_unavailable_then_reco
     try:
         async with running_host(config, only="bus") as host, grpc.aio.insecure_channel(host.address) as channel:
             stub = bus_pb2_grpc.EventBusStub(channel)
-            # Down at start: the host runs, and both methods answer UNAVAILABLE with the reason.
+            # Down at start: the start did not wait for its system.started, which is held for later.
+            assert host.components[0].publisher.holding
+            # The host runs, and both methods answer UNAVAILABLE with the reason.
             call = stub.Publish()
             await call.write(bus_pb2.PublishRequest(events=[new_event("t", events_pb2.LlmToken(text="x"))]))
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -180,6 +182,7 @@ async def test_nats_unreachable_at_start_and_mid_run_gives_unavailable_then_reco
             )
             await asyncio.sleep(0.3)  # room for a duplicate to show up
             tokens = [e for e in seen if e.HasField("llm_token")]  # not the host's own events
+            assert any(e.HasField("system_started") for e in seen), "the held start event was lost"
             assert [e.id for e in tokens] == [e.id for e in sent], "an event was lost or repeated"
             assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
             follower.cancel()

@@ -34,6 +34,7 @@ class LocalPublisher:
         self.dropped = 0
         #: The log was unavailable at the last try: events are held and retried.
         self.holding = False
+        self._held = asyncio.Event()
 
     def publish(self, event: events_pb2.Event) -> None:
         if self._closed:
@@ -74,6 +75,7 @@ class LocalPublisher:
                 if not self.holding:
                     log.warning("bus log unavailable; holding events", extra={"reason": str(exc)})
                 self.holding = True
+                self._held.set()
                 await asyncio.sleep(0.5)
                 continue
             except Exception:
@@ -81,6 +83,7 @@ class LocalPublisher:
                 continue
             if self.holding:
                 self.holding = False
+                self._held.clear()
                 log.info("bus log available again; held events sent")
             for ack in acks:
                 if ack.error:
@@ -92,6 +95,18 @@ class LocalPublisher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
+
+    async def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until what was published is stored (True), or the log turns out unavailable and
+        holds it for later, or `timeout` passes (False); unlike flush, an outage ends the wait."""
+        self._kick()
+        waits = [asyncio.ensure_future(self._idle.wait()), asyncio.ensure_future(self._held.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return self._idle.is_set()
 
     async def close(self) -> None:
         await self.flush()

@@ -119,6 +119,11 @@ class Host:
                 events_pb2.SystemStarted(version=__version__, components=self.names, address=self.address),
             )
         )
+        if "bus" in hosted:
+            # With the log in this process, "serving" means the log already shows the start: a
+            # client reading the head next sees it (on NATS the append is otherwise still in flight).
+            # A log that is down does not hold up the start; the event goes when it is back.
+            await bus.publisher.settle()
         log.info("coda serving", extra={"address": self.address, "components": ",".join(self.names)})
 
     async def stop(self, reason: str = "shutdown") -> None:
