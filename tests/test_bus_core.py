@@ -13,7 +13,7 @@ from coda.bus.acks import AckMerger, encode_ack_messages, encode_acks
 from coda.bus.backends.file import decode_records, encode_record
 from coda.bus.fanout import Fanout, Pacer, Segment, Subscription
 from coda.bus.filters import EventFilter, FilterError, compile_types
-from coda.bus.log import FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint
+from coda.bus.log import DATA, FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint, make_entry
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
@@ -203,6 +203,33 @@ def test_append_many_matches_one_at_a_time(items: list, max_events: int, max_byt
     assert [seq for seq, dup, _ in got if not dup] == list(range(1, batched.head_seq + 1))
     assert batched.retained_events <= max_events and batched.retained_bytes <= max_bytes
     assert [e.data for e in batched] == [e.data for e in read(batched, 0, 10**9)]
+
+
+def test_a_batch_of_new_ids_and_a_batch_with_a_retry_store_the_same_entries() -> None:
+    """A batch whose ids are all new takes the whole-batch path, one with a retry the per-event
+    one; both store exactly what `make_entry` makes of the event with its seq set."""
+
+    def batch(ids: list[str]) -> list[events_pb2.Event]:
+        return [
+            new_event("t", events_pb2.LlmToken(text=f"x{i}", index=i), session_id=f"s{i % 2}", event_id=event_id)
+            for i, event_id in enumerate(ids)
+        ]
+
+    log = EventLog(100, 10**6)
+    fresh = log.append_many(batch(["a", "b", "c"]), appended_ns=7)
+    mixed_events = batch(["d", "b", "e", "e"])  # "b" is a retry, the second "e" one within the batch
+    mixed = log.append_many(mixed_events, appended_ns=8)
+    assert (fresh.seqs, fresh.duplicates) == ([1, 2, 3], set())
+    assert (mixed.seqs, mixed.duplicates) == ([4, 2, 5, 5], {1, 3})
+    for appended, ns in ((fresh, 7), (mixed, 8)):
+        for entry in appended.stored:
+            event = events_pb2.Event.FromString(entry[DATA])
+            assert event.seq == entry[SEQ]
+            assert entry == make_entry(
+                entry[SEQ], event.id, "llm.token", event.session_id, event.SerializeToString(), ns
+            )
+    assert [e.seq for e in mixed_events] == mixed.seqs
+    assert log.seq_of("e") == 5 and log.head_seq == 5 and log.retained_events == 5
 
 
 def test_batch_validator_agrees_with_event_problem() -> None:

@@ -8,6 +8,7 @@ per-event protobuf work however many subscribers there are.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -248,11 +249,16 @@ class EventLog:
     def append_many(
         self, events: Sequence[events_pb2.Event], appended_ns: int | None = None, headers: Headers | None = None
     ) -> Appended:
-        """`append` for a batch, in order, in one loop with the lookups hoisted; `headers` are the
-        events' own (`Headers.of(events)`) when the caller has already read them."""
+        """`append` for a batch, in order; `headers` are the events' own (`Headers.of(events)`)
+        when the caller has already read them."""
         now = time.monotonic_ns() if appended_ns is None else appended_ns
         ids, session_ids, types = headers or Headers.of(events)
         seq_by_id = self._seq_by_id
+        first = self._head + 1
+        claimed = dict(zip(ids, range(first, first + len(ids)), strict=True))
+        if len(claimed) == len(ids) and "" not in claimed and seq_by_id.keys().isdisjoint(claimed):
+            return self._append_new(events, ids, session_ids, types, claimed, now)
+        # Some id repeats one in the window or in the batch (a retry), or is empty: event by event.
         entries = self._entries
         head = self._head
         added_bytes = 0
@@ -281,6 +287,33 @@ class EventLog:
         self._bytes += added_bytes
         self._evict_over_limits()
         return Appended(seqs, duplicates, stored)
+
+    def _append_new(
+        self,
+        events: Sequence[events_pb2.Event],
+        ids: list[str],
+        session_ids: list[str],
+        types: list[str],
+        claimed: dict[str, int],
+        now: int,
+    ) -> Appended:
+        """The usual batch, every id new and distinct (`claimed`: id -> seq): each step is one
+        comprehension or C call over the whole batch, not a Python loop body per event."""
+        first = self._head + 1
+        seqs = list(range(first, first + len(ids)))
+        for event, seq in zip(events, seqs, strict=True):
+            event.seq = seq
+        datas = [event.SerializeToString() for event in events]
+        prefixes = _FRAME_PREFIXES
+        # frame_field1 inlined: a function call per event makes this step a third slower.
+        frames = [(prefixes[len(data)] if len(data) < 16384 else frame_prefix(len(data))) + data for data in datas]
+        stored = list(zip(seqs, ids, types, session_ids, datas, frames, itertools.repeat(now)))
+        self._seq_by_id.update(claimed)
+        self._entries.extend(stored)
+        self._head = first + len(ids) - 1
+        self._bytes += sum(map(len, datas))
+        self._evict_over_limits()
+        return Appended(seqs, set(), stored)
 
     def restore(self, entry: Entry) -> None:
         """Put back an entry read from durable storage (recovery); seqs must keep increasing."""
