@@ -179,6 +179,14 @@ class GapInfo:
     missed: int
 
 
+def gap_between(after_seq: int, first_retained_seq: int) -> GapInfo | None:
+    """What a replay after `after_seq` misses when the oldest seq held is `first_retained_seq`
+    (None: nothing), for any backend."""
+    if after_seq + 1 >= first_retained_seq:
+        return None
+    return GapInfo(after_seq, first_retained_seq, first_retained_seq - 1 - after_seq)
+
+
 @dataclass(frozen=True, slots=True)
 class LogStats:
     head_seq: int
@@ -362,10 +370,7 @@ class EventLog:
 
     def gap_after(self, after_seq: int) -> GapInfo | None:
         """The events a replay after `after_seq` can no longer deliver, or None when it is whole."""
-        first = self.first_retained_seq
-        if after_seq + 1 >= first:
-            return None
-        return GapInfo(after_seq, first, first - 1 - after_seq)
+        return gap_between(after_seq, self.first_retained_seq)
 
     def read_after(self, after_seq: int, limit: int) -> list[Entry]:
         """Up to `limit` retained entries with seq > after_seq, in seq order."""

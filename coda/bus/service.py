@@ -23,7 +23,7 @@ from coda.bus.acks import AckMerger, Answer, encode_ack_messages, encode_acks
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.fanout import Fanout, Pacer, Subscription
 from coda.bus.filters import EventFilter, FilterError
-from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, frame_field1
+from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, frame_field1, gap_between
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
 from coda.v1 import bus_pb2, events_pb2
@@ -39,12 +39,6 @@ MAX_UNANSWERED_REQUESTS = 64
 ACK_DRAIN_SECONDS = 5.0
 
 SERVICE_NAME = bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
-
-
-def gap_between(after_seq: int, first_retained_seq: int) -> GapInfo | None:
-    if after_seq + 1 >= first_retained_seq:
-        return None
-    return GapInfo(after_seq, first_retained_seq, first_retained_seq - 1 - after_seq)
 
 
 def ack_messages(
