@@ -98,7 +98,7 @@ class BusConfig:
     path: str = "var/bus"
     #: Retention: at most this many events ...
     max_events: int = 100_000
-    #: ... and at most this many bytes of serialized events.
+    #: ... and at most this many bytes of serialized events (each counted with its 2-4 byte frame).
     max_bytes: int = 64 * 1024 * 1024
     #: Largest serialized event accepted by Publish.
     max_event_bytes: int = 256 * 1024

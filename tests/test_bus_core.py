@@ -13,7 +13,7 @@ from coda.bus.acks import AckMerger, encode_ack_messages, encode_acks
 from coda.bus.backends.file import decode_records, encode_record
 from coda.bus.fanout import Fanout, Pacer, Segment, Subscription
 from coda.bus.filters import EventFilter, FilterError, compile_types
-from coda.bus.log import DATA, FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint, make_entry
+from coda.bus.log import FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint, frame_payload, make_entry
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
@@ -67,7 +67,7 @@ def test_log_orders_retains_and_deduplicates(items: list, max_events: int, max_b
     retained = read(log, 0, 10**9)
     # Retention: both bounds hold, and what is kept is the newest contiguous suffix.
     assert len(retained) <= max_events
-    assert sum(len(s.data) for s in retained) == log.retained_bytes <= max_bytes
+    assert sum(len(s.frame) for s in retained) == log.retained_bytes <= max_bytes
     assert [s.seq for s in retained] == list(range(log.head_seq - len(retained) + 1, log.head_seq + 1))
     # Idempotency: an id is acked with its original seq while it is retained.
     first_seq_by_id: dict[str, int] = {}
@@ -223,7 +223,7 @@ def test_a_batch_of_new_ids_and_a_batch_with_a_retry_store_the_same_entries() ->
     assert (mixed.seqs, mixed.duplicates) == ([4, 2, 5, 5], {1, 3})
     for appended, ns in ((fresh, 7), (mixed, 8)):
         for entry in appended.stored:
-            event = events_pb2.Event.FromString(entry[DATA])
+            event = events_pb2.Event.FromString(frame_payload(entry[FRAME]))
             assert event.seq == entry[SEQ]
             assert entry == make_entry(
                 entry[SEQ], event.id, "llm.token", event.session_id, event.SerializeToString(), ns

@@ -1,9 +1,10 @@
 """The event log: assigns seq, keeps a bounded retention window, de-duplicates retries. No I/O.
 
-Every event is serialized exactly once, when it is appended, into an `Entry` that also holds its
-pre-framed form (the protobuf wire bytes of one element of a `repeated Event events = 1` field).
-Subscribers get a whole `SubscribeResponse` from concatenated frames, so delivery costs no
-per-event protobuf work however many subscribers there are.
+Every event is serialized exactly once, when it is appended, and kept only in its framed form (the
+protobuf wire bytes of one element of a `repeated Event events = 1` field: a tag, the length, the
+serialized Event). Subscribers get a whole `SubscribeResponse` from concatenated frames, so
+delivery costs no per-event protobuf work however many subscribers there are; the Event's own
+bytes are read out of the frame (`frame_payload`) where they are needed, without a copy.
 """
 
 from __future__ import annotations
@@ -59,20 +60,29 @@ def frame_field1(payload: bytes) -> bytes:
     return (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + payload
 
 
+def frame_payload(frame: bytes) -> memoryview:
+    """What `frame_field1` framed, as a view into `frame` (no copy): skips the tag and length."""
+    start = 2
+    while frame[start - 1] & 0x80:
+        start += 1
+    return memoryview(frame)[start:]
+
+
 #: One stored event as the bus core passes it around (log, fan-out, filters, replay):
-#: (seq, id, type, session_id, data, frame, appended_ns), read with the index names below.
+#: (seq, id, type, session_id, frame, appended_ns), read with the index names below; the
+#: serialized Event (seq set) is `frame_payload(entry[FRAME])`.
 #: An exact tuple of ints, strs and bytes is dropped from the garbage collector's tracking after
 #: its first collection, so a full collection does not walk a hundred thousand retained events (a
 #: slotted object per event made each full collection a ~20 ms pause of the whole bus at 100 k
 #: events), and handing the log's own tuple on costs no object per event per step.
 #: `StoredEvent.from_entry` gives the same with attribute names, for tools and tests.
-Entry = tuple[int, str, str, str, bytes, bytes, int]
-SEQ, ID, TYPE, SESSION_ID, DATA, FRAME, APPENDED_NS = range(7)
+Entry = tuple[int, str, str, str, bytes, int]
+SEQ, ID, TYPE, SESSION_ID, FRAME, APPENDED_NS = range(6)
 
 
 def make_entry(seq: int, event_id: str, type_: str, session_id: str, data: bytes, appended_ns: int) -> Entry:
     """An entry for `data`, the serialized Event (seq included)."""
-    return (seq, event_id, type_, session_id, data, frame_field1(data), appended_ns)
+    return (seq, event_id, type_, session_id, frame_field1(data), appended_ns)
 
 
 class StoredEvent:
@@ -116,12 +126,12 @@ class StoredEvent:
         return events_pb2.Event.FromString(self.data)
 
     def entry(self) -> Entry:
-        return (self.seq, self.id, self.type, self.session_id, self.data, self.frame, self.appended_ns)
+        return (self.seq, self.id, self.type, self.session_id, self.frame, self.appended_ns)
 
     @classmethod
     def from_entry(cls, entry: Entry) -> StoredEvent:
-        seq, event_id, type_, session_id, data, frame, appended_ns = entry
-        return cls(seq, event_id, type_, session_id, data, appended_ns, frame)
+        seq, event_id, type_, session_id, frame, appended_ns = entry
+        return cls(seq, event_id, type_, session_id, bytes(frame_payload(frame)), appended_ns, frame)
 
     def __repr__(self) -> str:
         return f"StoredEvent(seq={self.seq}, id={self.id!r}, type={self.type!r})"
@@ -286,10 +296,10 @@ class EventLog:
             data = event.SerializeToString()
             size = len(data)
             frame = (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + data
-            entry = (head, event_id, type_, session_id, data, frame, now)
+            entry = (head, event_id, type_, session_id, frame, now)
             entries.append(entry)
             stored.append(entry)
-            added_bytes += size
+            added_bytes += len(frame)
             seqs.append(head)
         self._head = head
         self._bytes += added_bytes
@@ -315,11 +325,11 @@ class EventLog:
         prefixes = _FRAME_PREFIXES
         # frame_field1 inlined: a function call per event makes this step a third slower.
         frames = [(prefixes[len(data)] if len(data) < 16384 else frame_prefix(len(data))) + data for data in datas]
-        stored = list(zip(seqs, ids, types, session_ids, datas, frames, itertools.repeat(now)))
+        stored = list(zip(seqs, ids, types, session_ids, frames, itertools.repeat(now)))
         self._seq_by_id.update(claimed)
         self._entries.extend(stored)
         self._head = first + len(ids) - 1
-        self._bytes += sum(map(len, datas))
+        self._bytes += sum(map(len, frames))
         self._evict_over_limits()
         return Appended(seqs, set(), stored)
 
@@ -333,7 +343,7 @@ class EventLog:
             self._evict(self.retained_events)
         self._head = seq
         self._entries.append(entry)
-        self._bytes += len(entry[DATA])
+        self._bytes += len(entry[FRAME])
         if entry[ID]:
             self._seq_by_id[entry[ID]] = seq
         self._evict_over_limits()
@@ -344,7 +354,7 @@ class EventLog:
         over_count = len(entries) - self._start - self.max_events
         over_bytes = self._bytes - self.max_bytes
         while over_count > excess or over_bytes > 0:
-            over_bytes -= len(entries[self._start + excess][DATA])
+            over_bytes -= len(entries[self._start + excess][FRAME])
             excess += 1
         if excess:
             self._evict(excess)
@@ -353,7 +363,7 @@ class EventLog:
         entries = self._entries
         seq_by_id = self._seq_by_id
         for entry in entries[self._start : self._start + count]:
-            self._bytes -= len(entry[DATA])
+            self._bytes -= len(entry[FRAME])
             event_id = entry[ID]
             if event_id and seq_by_id.get(event_id) == entry[SEQ]:
                 del seq_by_id[event_id]

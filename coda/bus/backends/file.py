@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coda.bus.backends.memory import MemoryBackend
-from coda.bus.log import DATA, SEQ, Appended, Headers, make_entry
+from coda.bus.log import FRAME, SEQ, Appended, Headers, frame_payload, make_entry
 from coda.schema import event_type
 from coda.v1 import events_pb2
 
@@ -47,7 +47,7 @@ def segment_bytes_for(max_bytes: int) -> int:
     return min(64 * 1024 * 1024, max(1024 * 1024, max_bytes // 8))
 
 
-def encode_record(data: bytes) -> bytes:
+def encode_record(data: bytes | memoryview) -> bytes:
     return RECORD_HEADER.pack(len(data), zlib.crc32(data)) + data
 
 
@@ -155,7 +155,7 @@ class FileBackend(MemoryBackend):
         results = self.log.append_many(events, headers=headers)
         stored = results.stored
         if stored:
-            self._write(b"".join([encode_record(entry[DATA]) for entry in stored]), stored[-1][SEQ])
+            self._write(b"".join([encode_record(frame_payload(entry[FRAME])) for entry in stored]), stored[-1][SEQ])
             if self.fsync_interval == 0:
                 self._sync_now()
             self._drop_expired_segments()
