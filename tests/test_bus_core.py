@@ -13,7 +13,17 @@ from coda.bus.acks import AckMerger, encode_ack_messages, encode_acks
 from coda.bus.backends.file import decode_records, encode_record
 from coda.bus.fanout import Fanout, Pacer, Segment, Subscription
 from coda.bus.filters import EventFilter, FilterError, compile_types
-from coda.bus.log import FRAME, SEQ, EventLog, Headers, StoredEvent, encode_varint, frame_payload, make_entry
+from coda.bus.log import (
+    FRAME,
+    SEQ,
+    EventLog,
+    Headers,
+    StoredEvent,
+    encode_varint,
+    frame_field1,
+    frame_payload,
+    make_entry,
+)
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
@@ -115,6 +125,18 @@ def test_retention_by_bytes_keeps_newest_and_evicts_oversized() -> None:
     assert again.seq == 52 and not again.duplicate
 
 
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 2**21])
+def test_frame_payload_is_what_was_framed_for_every_length_size(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    frame = frame_field1(payload)
+    assert bytes(frame_payload(frame)) == payload
+    # A big event kept only as its frame still reads back whole (StoredEvent, file records).
+    event = events_pb2.Event(id="big", system_error=events_pb2.SystemError(message="x" * size))
+    log = EventLog(10, 10**8)
+    log.append(event)
+    assert [e.event() for e in log] == [event]
+
+
 def test_stored_event_frame_concatenation_is_a_valid_batch() -> None:
     log = EventLog(10, 10**6)
     for i in range(3):
@@ -122,8 +144,6 @@ def test_stored_event_frame_concatenation_is_a_valid_batch() -> None:
     frames = b"".join(entry[FRAME] for entry in log.read_after(0, 10))
     batch = events_pb2.EventBatch.FromString(frames)
     assert [e.seq for e in batch.events] == [1, 2, 3]
-    from coda.bus.log import frame_field1
-
     response = bus_pb2.SubscribeResponse.FromString(frame_field1(frames))
     assert [e.id for e in response.batch.events] == ["t0", "t1", "t2"]
 
