@@ -293,9 +293,7 @@ class EventLog:
                 continue
             head += 1
             event.seq = head
-            data = event.SerializeToString()
-            size = len(data)
-            frame = (_FRAME_PREFIXES[size] if size < 16384 else frame_prefix(size)) + data
+            frame = frame_field1(event.SerializeToString())
             entry = (head, event_id, type_, session_id, frame, now)
             entries.append(entry)
             stored.append(entry)
