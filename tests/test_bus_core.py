@@ -16,6 +16,7 @@ from coda.bus.filters import EventFilter, FilterError, compile_types
 from coda.bus.log import (
     FRAME,
     SEQ,
+    SESSION_ID,
     EventLog,
     Headers,
     StoredEvent,
@@ -249,6 +250,8 @@ def test_a_batch_of_new_ids_and_a_batch_with_a_retry_store_the_same_entries() ->
                 entry[SEQ], event.id, "llm.token", event.session_id, event.SerializeToString(), ns
             )
     assert [e.seq for e in mixed_events] == mixed.seqs
+    # Entries of one session hold one string between them, not a copy each.
+    assert fresh.stored[0][SESSION_ID] is fresh.stored[2][SESSION_ID] == "s0"
     assert log.seq_of("e") == 5 and log.head_seq == 5 and log.retained_events == 5
 
 

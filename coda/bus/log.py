@@ -68,6 +68,9 @@ def frame_payload(frame: bytes) -> memoryview:
     return memoryview(frame)[start:]
 
 
+#: Session id strings the log shares between entries before it starts the table afresh.
+MAX_SHARED_SESSION_IDS = 4096
+
 #: One stored event as the bus core passes it around (log, fan-out, filters, replay):
 #: (seq, id, type, session_id, frame, appended_ns), read with the index names below; the
 #: serialized Event (seq set) is `frame_payload(entry[FRAME])`.
@@ -226,6 +229,7 @@ class EventLog:
         self._start = 0
         self._bytes = 0
         self._seq_by_id: dict[str, int] = {}
+        self._session_ids: dict[str, str] = {}
         self._head = start_seq
 
     # -- position -------------------------------------------------------------------------------
@@ -273,9 +277,11 @@ class EventLog:
         ids, session_ids, types = headers or Headers.of(events)
         seq_by_id = self._seq_by_id
         first = self._head + 1
-        claimed = dict(zip(ids, range(first, first + len(ids)), strict=True))
+        # The entries and the id index then share one int object per seq.
+        new_seqs = list(range(first, first + len(ids)))
+        claimed = dict(zip(ids, new_seqs, strict=True))
         if len(claimed) == len(ids) and "" not in claimed and seq_by_id.keys().isdisjoint(claimed):
-            return self._append_new(events, ids, session_ids, types, claimed, now)
+            return self._append_new(events, ids, session_ids, types, new_seqs, claimed, now)
         # Some id repeats one in the window or in the batch (a retry), or is empty: event by event.
         entries = self._entries
         head = self._head
@@ -310,23 +316,29 @@ class EventLog:
         ids: list[str],
         session_ids: list[str],
         types: list[str],
+        seqs: list[int],
         claimed: dict[str, int],
         now: int,
     ) -> Appended:
-        """The usual batch, every id new and distinct (`claimed`: id -> seq): each step is one
-        comprehension or C call over the whole batch, not a Python loop body per event."""
-        first = self._head + 1
-        seqs = list(range(first, first + len(ids)))
+        """The usual batch, every id new and distinct (`seqs`: theirs, `claimed`: id -> seq): each
+        step is one comprehension or C call over the whole batch, not a Python loop body per event."""
         for event, seq in zip(events, seqs, strict=True):
             event.seq = seq
         datas = [event.SerializeToString() for event in events]
         prefixes = _FRAME_PREFIXES
         # frame_field1 inlined: a function call per event makes this step a third slower.
         frames = [(prefixes[len(data)] if len(data) < 16384 else frame_prefix(len(data))) + data for data in datas]
-        stored = list(zip(seqs, ids, types, session_ids, frames, itertools.repeat(now)))
+        # Events of one session share its id string instead of each holding a copy of it (a
+        # bounded table: sys.intern would keep every session id ever seen on Python 3.12).
+        known = self._session_ids
+        if len(known) > MAX_SHARED_SESSION_IDS:
+            known.clear()
+        shared = map(known.setdefault, session_ids, session_ids)
+        stored = list(zip(seqs, ids, types, shared, frames, itertools.repeat(now)))
         self._seq_by_id.update(claimed)
         self._entries.extend(stored)
-        self._head = first + len(ids) - 1
+        if seqs:
+            self._head = seqs[-1]
         self._bytes += sum(map(len, frames))
         self._evict_over_limits()
         return Appended(seqs, set(), stored)
