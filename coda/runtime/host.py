@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 from coda import __version__
 from coda.config import Config
 from coda.runtime.component import COMPONENTS, ChannelPool, Component, ServiceContext, load_factory
+from coda.runtime.malformed import RejectMalformedRequests
 from coda.schema import new_event
 from coda.v1 import events_pb2
 
@@ -58,11 +59,12 @@ class Host:
     async def start(self) -> None:
         size = self.config.grpc.max_message_bytes
         server = grpc.aio.server(
+            interceptors=[RejectMalformedRequests()],
             options=[
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", size),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self._server = server
         port = server.add_insecure_port(self.config.grpc.address)

@@ -1,0 +1,94 @@
+"""Request bytes that do not parse get INVALID_ARGUMENT with the reason, on every method of every
+service, and nothing else is disturbed (a real host, real gRPC on loopback)."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+from conftest import running_host
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coda.schema import new_event
+from coda.v1 import bus_pb2, bus_pb2_grpc, events_pb2, tools_pb2, tools_pb2_grpc
+
+#: A varint that never ends: no protobuf message parses from it.
+GARBAGE = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff garbage"
+HOSTED = "bus,memory,tools,llm,voice,assistant"
+
+
+def methods_of(service_names: list[str]) -> list[tuple[str, bool, bool]]:
+    """(path, client streams, server streams) of every method of the hosted Coda services."""
+    pool = descriptor_pool.Default()
+    found = []
+    for name in service_names:
+        for method in pool.FindServiceByName(name).methods:
+            found.append((f"/{name}/{method.name}", method.client_streaming, method.server_streaming))
+    return found
+
+
+async def call_with_garbage(channel: grpc.aio.Channel, path: str, client_streams: bool, server_streams: bool) -> None:
+    raw = {"request_serializer": None, "response_deserializer": None}
+    if client_streams:
+        call = (channel.stream_stream if server_streams else channel.stream_unary)(path, **raw)()
+        await call.write(GARBAGE)
+        if server_streams:
+            await call.read()
+        else:
+            await call
+    elif server_streams:
+        async for _ in channel.unary_stream(path, **raw)(GARBAGE):
+            pass
+    else:
+        await channel.unary_unary(path, **raw)(GARBAGE)
+
+
+async def test_every_method_refuses_undecodable_bytes_with_invalid_argument(config, caplog) -> None:
+    async with running_host(config, only=HOSTED) as host, grpc.aio.insecure_channel(host.address) as channel:
+        services = [name for component in host.components for name in component.service_names]
+        methods = methods_of(services)
+        assert len(methods) >= 20
+        methods.append(("/grpc.health.v1.Health/Check", False, False))
+        with caplog.at_level(logging.ERROR, logger="grpc"):
+            for path, client_streams, server_streams in methods:
+                with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+                    await call_with_garbage(channel, path, client_streams, server_streams)
+                assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, excinfo.value.details())
+                details = excinfo.value.details() or ""
+                assert path in details and "not a valid message" in details, details
+        # No traceback per bad request in the log: a client cannot flood it.
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+        # The same connection still serves well-formed calls.
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        tools = await tools_pb2_grpc.ToolsStub(channel).ListTools(tools_pb2.ListToolsRequest())
+        assert tools.tools
+
+
+async def test_a_stream_keeps_what_came_before_the_bad_message(config) -> None:
+    async with running_host(config, only="bus") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stub = bus_pb2_grpc.EventBusStub(channel)
+        head = (await stub.Describe(bus_pb2.DescribeRequest())).head_seq
+        publish = channel.stream_stream(
+            "/coda.v1.EventBus/Publish", request_serializer=None, response_deserializer=None
+        )
+        call = publish()
+        good = new_event("t", events_pb2.LlmToken(text="kept"))
+        await call.write(bus_pb2.PublishRequest(events=[good]).SerializeToString())
+        ack = bus_pb2.PublishResponse.FromString(await call.read()).acks[0]
+        assert ack.id == good.id and ack.seq == head + 1
+        await call.write(GARBAGE)
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            await call.read()
+        assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "PublishRequest" in (excinfo.value.details() or "")
+        # The event before the bad message is in the log, and the bus goes on.
+        replay = []
+        async for response in stub.Subscribe(bus_pb2.SubscribeRequest(types=["llm.*"], after_seq=head)):
+            replay.extend(response.batch.events)
+            break
+        assert [e.id for e in replay] == [good.id]
+        assert (await stub.Describe(bus_pb2.DescribeRequest())).head_seq == head + 1
