@@ -198,6 +198,10 @@ async def test_every_invalid_event_gets_an_error_ack_and_the_stream_stays_open(
         bad = {
             "no id": events_pb2.Event(source="t", llm_token=events_pb2.LlmToken(text="x")),
             "no payload": events_pb2.Event(id="p1", source="t"),
+            # A payload case from a newer schema (field 999) reaches this bus as an unknown field.
+            "does not know (Event field 999)": events_pb2.Event.FromString(
+                events_pb2.Event(id="n1", source="t").SerializeToString() + b"\xba\x3e\x00"
+            ),
             "bytes": new_event("t", events_pb2.SystemError(message="x" * 2000)),
             "session_id": new_event("t", events_pb2.LlmToken(text="x"), session_id="bad session!"),
             "at most 128": new_event("t", events_pb2.LlmToken(text="x"), session_id="s" * 129),

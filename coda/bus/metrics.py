@@ -60,6 +60,8 @@ def rejection_kind(reason: str) -> str:
         return "bad_id"
     if "no payload" in reason:
         return "no_payload"
+    if "does not know" in reason:
+        return "unknown_type"
     if "bytes" in reason:
         return "too_large"
     if "session_id" in reason:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from coda.bus.log import Headers
 from coda.v1 import events_pb2
 
@@ -31,6 +33,12 @@ def event_problem(event: events_pb2.Event, max_event_bytes: int) -> str | None:
     if len(event.id) > MAX_EVENT_ID_CHARS:
         return f"event id is {len(event.id)} characters; at most {MAX_EVENT_ID_CHARS} allowed"
     if event.WhichOneof("payload") is None:
+        unknown = sorted({field.field_number for field in UnknownFieldSet(event)})
+        if unknown:
+            return (
+                f"event payload is of a type this bus does not know (Event field {', '.join(map(str, unknown))}); "
+                "is the publisher built from a newer schema than the bus?"
+            )
         return "event has no payload (set one case of Event.payload)"
     size = event.ByteSize()
     if size > max_event_bytes:
