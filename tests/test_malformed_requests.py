@@ -1,13 +1,15 @@
-"""Request bytes that do not parse get INVALID_ARGUMENT with the reason, on every method of every
-service, and nothing else is disturbed (a real host, real gRPC on loopback)."""
+"""Bad requests at the gRPC level: bytes that do not parse get INVALID_ARGUMENT with the reason on
+every method of every service, a message over the size limit RESOURCE_EXHAUSTED, and nothing else
+is disturbed (a real host, real gRPC on loopback)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import grpc
 import pytest
-from conftest import running_host
+from conftest import make_config, running_host
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -92,3 +94,22 @@ async def test_a_stream_keeps_what_came_before_the_bad_message(config) -> None:
             break
         assert [e.id for e in replay] == [good.id]
         assert (await stub.Describe(bus_pb2.DescribeRequest())).head_seq == head + 1
+
+
+async def test_a_request_over_the_message_limit_gets_resource_exhausted_and_the_bus_goes_on(tmp_path: Path) -> None:
+    config = make_config(tmp_path, CODA_GRPC__MAX_MESSAGE_BYTES="100000")
+    async with running_host(config, only="bus") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stub = bus_pb2_grpc.EventBusStub(channel)
+        big = [new_event("t", events_pb2.LlmToken(text="x" * 1000)) for _ in range(200)]
+        call = stub.Publish()
+        await call.write(bus_pb2.PublishRequest(events=big))
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            await call.read()
+        assert excinfo.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in (excinfo.value.details() or "")
+        # Nothing of it was stored, and the next publish on the same connection goes through.
+        assert (await stub.Describe(bus_pb2.DescribeRequest())).head_seq == 1  # system.started
+        call = stub.Publish()
+        await call.write(bus_pb2.PublishRequest(events=big[:10]))
+        assert [a.seq for a in (await call.read()).acks] == list(range(2, 12))
+        await call.done_writing()
