@@ -52,13 +52,10 @@ $(BUF):
 	mkdir -p .tools
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-## buf-lint: lint the schema (and check breaking changes against the previous commit)
+## buf-lint: lint the schema; check breaking changes at every recent schema commit and in the tree
 buf-lint: $(BUF)
 	$(BUF) lint
-	@if git rev-parse -q --verify HEAD~1 >/dev/null && git ls-tree -d HEAD~1 protos >/dev/null 2>&1 \
-		&& [ -n "$$(git ls-tree HEAD~1 protos)" ]; then \
-		$(BUF) breaking --against '.git#ref=HEAD~1'; \
-	fi
+	bash scripts/buf_breaking.sh $(BUF)
 
 ## lint: ruff + buf
 lint: $(STAMP) buf-lint
