@@ -26,6 +26,7 @@ import grpc
 
 from coda import config as config_module
 from coda.bus.client import subscribe
+from coda.runtime.gc_tuning import tune_for_service
 from coda.runtime.host import Host
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, events_pb2, voice_pb2, voice_pb2_grpc
 
@@ -175,6 +176,9 @@ async def main(quick: bool) -> None:
         }
         host = Host(config_module.load(None, env=env))
         await host.start()
+        # As `coda serve` runs it: without this, young collections of a process holding every
+        # model add pauses of a few milliseconds to some turns, which a served process does not have.
+        tune_for_service()
         try:
             async with grpc.aio.insecure_channel(host.address) as channel:
                 typed, typed_session = await run_kind(host.address, channel, turns, None)
