@@ -160,8 +160,8 @@ def _start_server(args: list[str], env: dict[str, str]) -> tuple[subprocess.Pope
 
 def _raw_server_main(count: int) -> None:
     """A gRPC server streaming pre-built batches of the same events, no bus logic."""
-    from coda.bus.log import frame_field1
     from coda.v1 import bus_pb2, events_pb2
+    from coda.wire import frame_field1
 
     events = []
     for seq, data in enumerate(_event_bytes(count), 1):
@@ -201,8 +201,8 @@ def _raw_server_main(count: int) -> None:
 
 
 def _expected_body_bytes(datas: list[bytes], first_seq: int) -> int:
-    from coda.bus.log import frame_field1
     from coda.v1 import events_pb2
+    from coda.wire import frame_field1
 
     total = 0
     for offset, data in enumerate(datas):
@@ -223,8 +223,8 @@ def _span(results, procs) -> float:  # type: ignore[no-untyped-def]
 
 async def _publish_all(address: str, datas: list[bytes], window: int = 8) -> float:
     """Publish pre-serialized events in batches over one Publish stream; returns seconds taken."""
-    from coda.bus.log import frame_field1
     from coda.v1 import bus_pb2
+    from coda.wire import frame_field1
 
     # Acks as GrpcPublisher takes them: one seq per request when all its events were stored.
     compact_acks = bus_pb2.PublishRequest(compact_acks=True).SerializeToString()

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from coda.schema import event_type
 from coda.v1 import bridge_pb2, events_pb2
+from coda.wire import encode_varint, frame_field1
 
 JSON_PROTOCOL = "coda.v1.json"
 PROTO_PROTOCOL = "coda.v1.proto"
@@ -110,18 +111,9 @@ def _compact_json(data: object) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# ServerFrame.events is field 2 and EventBatch.events field 1, both length-delimited (wire type 2).
+# ServerFrame.events is field 2, length-delimited (wire type 2); an event in EventBatch.events is
+# a field-1 frame (coda.wire.frame_field1).
 _EVENTS_FIELD_TAG = b"\x12"
-_BATCH_EVENT_TAG = b"\x0a"
 
 
 @dataclass(slots=True)
@@ -146,7 +138,7 @@ class EncodedEvent:
     def binary(self) -> bytes:
         if self._binary is None:
             data = self.event.SerializeToString()
-            self._binary = _BATCH_EVENT_TAG + encode_varint(len(data)) + data
+            self._binary = frame_field1(data)
         return self._binary
 
     def json(self) -> str:

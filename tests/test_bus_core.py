@@ -20,14 +20,12 @@ from coda.bus.log import (
     EventLog,
     Headers,
     StoredEvent,
-    encode_varint,
-    frame_field1,
-    frame_payload,
     make_entry,
 )
 from coda.bus.validation import BatchValidator, event_problem
 from coda.schema import EVENT_TYPES, FIELD_BY_TYPE, new_event
 from coda.v1 import bus_pb2, events_pb2
+from coda.wire import encode_varint, frame_field1, frame_payload
 
 SESSIONS = ["", "s1", "s2"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 
-from coda.bus.log import encode_varint, frame_field1
 from coda.v1 import bus_pb2
+from coda.wire import encode_varint, frame_field1
 
 #: Wire tags of `PublishResponse.requests` (field 2, varint) and `first_seqs` (field 3, packed).
 _REQUESTS_TAG = b"\x10"

@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 from coda.bus import metrics
 from coda.bus.filters import EventFilter
-from coda.bus.log import APPENDED_NS, FIELD1_BYTES_TAG, FRAME, SEQ, Entry, encode_varint
+from coda.bus.log import APPENDED_NS, FRAME, SEQ, Entry
+from coda.wire import FIELD1_BYTES_TAG, encode_varint
 
 
 class Segment:

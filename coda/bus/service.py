@@ -23,10 +23,11 @@ from coda.bus.acks import AckMerger, Answer, encode_ack_messages, encode_acks
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.fanout import Fanout, Pacer, Subscription
 from coda.bus.filters import EventFilter, FilterError
-from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, frame_field1, gap_between
+from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, gap_between
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
 from coda.v1 import bus_pb2, events_pb2
+from coda.wire import frame_field1
 
 log = logging.getLogger(__name__)
 

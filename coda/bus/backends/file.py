@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coda.bus.backends.memory import MemoryBackend
-from coda.bus.log import FRAME, SEQ, Appended, Headers, frame_payload, make_entry
+from coda.bus.log import FRAME, SEQ, Appended, Headers, make_entry
 from coda.schema import event_type
 from coda.v1 import events_pb2
+from coda.wire import frame_payload
 
 log = logging.getLogger(__name__)
 

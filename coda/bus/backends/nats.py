@@ -27,10 +27,11 @@ from typing import Any
 from coda.bus.backends.base import BackendUnavailable, LogBackend
 from coda.bus.backends.nats_subjects import filter_subjects, parse_subject, stream_subjects, subject_for
 from coda.bus.filters import EventFilter
-from coda.bus.log import Appended, Entry, Headers, LogStats, encode_varint, make_entry
+from coda.bus.log import Appended, Entry, Headers, LogStats, make_entry
 from coda.config import BusConfig
 from coda.schema import event_type
 from coda.v1 import events_pb2
+from coda.wire import encode_varint
 
 log = logging.getLogger(__name__)
 
