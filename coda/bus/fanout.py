@@ -27,7 +27,7 @@ from typing import NamedTuple
 from coda.bus import metrics
 from coda.bus.filters import EventFilter
 from coda.bus.log import APPENDED_NS, FRAME, SEQ, Entry
-from coda.wire import FIELD1_BYTES_TAG, encode_varint
+from coda.wire import frame_prefix
 
 
 class Segment:
@@ -207,7 +207,7 @@ class Subscription:
             else:
                 self._cursor = stop
         self.queued -= count
-        message = b"".join([FIELD1_BYTES_TAG, encode_varint(size), *parts])
+        message = b"".join([frame_prefix(size), *parts])
         return Batch(message, count, last_seq, appended_ns)
 
     def sent(self, now: float) -> None:
