@@ -50,42 +50,28 @@ async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerConte
         yield request
 
 
-# An async-generator method is wrapped in one, closed with it: a call cancelled while a response is
-# being written ends the method's own generator (and its `finally`) at once, not when collected.
+def _guard(behavior: Callable[..., Any], request_streaming: bool) -> Callable[..., Any]:
+    """`behavior` behind a check of what it is given: its request, or each of its requests."""
 
+    async def checked(argument: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request_streaming:
+            return _checked(argument, context)
+        if isinstance(argument, Undecodable):
+            await _refuse(argument, context)
+        return argument
 
-def _guard_unary_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if isinstance(request, Undecodable):
-                await _refuse(request, context)
-            async with contextlib.aclosing(behavior(request, context)) as responses:
+        # Wrapped in a generator closed with it: a call cancelled while a response is being
+        # written ends the method's own generator (and its `finally`) at once, not when collected.
+        async def stream(argument: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with contextlib.aclosing(behavior(await checked(argument, context), context)) as responses:
                 async for response in responses:
                     yield response
 
         return stream
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            await _refuse(request, context)
-        return await behavior(request, context)
-
-    return call
-
-
-def _guard_request_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with contextlib.aclosing(behavior(_checked(requests, context), context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return stream
-
-    async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        return await behavior(_checked(requests, context), context)
+    async def call(argument: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await behavior(await checked(argument, context), context)
 
     return call
 
@@ -102,7 +88,7 @@ def guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     behavior = getattr(handler, kind)
     if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
         return handler  # a synchronous behavior: grpc runs those its own way, so it is left as it is
-    guarded = _guard_request_stream(behavior) if handler.request_streaming else _guard_unary_request(behavior)
+    guarded = _guard(behavior, handler.request_streaming)
     return handler._replace(  # type: ignore[attr-defined]
         request_deserializer=_tolerant(handler.request_deserializer, method), **{kind: guarded}
     )
