@@ -4,6 +4,13 @@ A decoder is not thread-safe and costs about 0.35 s and 100 MB to load, so decod
 and each utterance holds one. Decoding holds the GIL, so audio is fed in pieces of at most
 `_FEED_PIECE_SECONDS` per executor call: the event loop waits at most that long's CPU for a turn.
 
+Cepstral mean: pocketsphinx normalises features by a live mean that it updates at the end of each
+utterance, starting from the model's generic one. Far from this microphone's mean (say a loud one),
+the first utterance comes out as garbage ("set a timer for five minutes" heard as "set a what are
+you today"). So the engine keeps the mean of the last finished utterance and starts every decoder
+from it (which decoder of the pool an utterance gets no longer changes what it hears), and while it
+has none yet, it decodes an utterance a second time once that utterance has set the mean.
+
 Language models: "domain" (default) is a small trigram model of the assistant's own commands, built
 at load time (coda/voice/domain_language.py); it recognises commands far better than the bundled
 generic en-US model but forces free dictation into command words. "general" is the bundled model,
@@ -79,10 +86,13 @@ def _result(decoder: pocketsphinx.Decoder) -> tuple[str, float]:
 
 
 class _PocketsphinxStream:
-    def __init__(self, engine: PocketsphinxStt, decoder: pocketsphinx.Decoder) -> None:
+    def __init__(self, engine: PocketsphinxStt, decoder: pocketsphinx.Decoder, *, second_pass: bool) -> None:
         self._engine = engine
         self._decoder: pocketsphinx.Decoder | None = decoder
         self._carry = b""
+        #: The utterance's audio, kept only when it is decoded a second time (bounded by the
+        #: Voice service's max_utterance_seconds).
+        self._heard: bytearray | None = bytearray() if second_pass else None
         # A cancelled await leaves its executor call running; the lock keeps a later call (say
         # close after a client vanished) off the decoder until that one returns.
         self._lock = threading.Lock()
@@ -99,6 +109,11 @@ class _PocketsphinxStream:
         data = self._carry + pcm
         whole = len(data) - len(data) % 2
         data, self._carry = data[:whole], data[whole:]
+        if self._heard is not None:
+            self._heard += data
+        await self._decode(decoder, data)
+
+    async def _decode(self, decoder: pocketsphinx.Decoder, data: bytes) -> None:
         for start in range(0, len(data), _FEED_PIECE_BYTES):
             piece = data[start : start + _FEED_PIECE_BYTES]
             await self._run(lambda piece=piece: decoder.process_raw(piece, False, False))
@@ -116,8 +131,14 @@ class _PocketsphinxStream:
             return _result(decoder)
 
         text, confidence = await self._run(end)
+        if self._heard is not None:
+            # The first pass has set the mean from this utterance; decode it again with that mean.
+            heard, self._heard = bytes(self._heard), None
+            await self._run(decoder.start_utt)
+            await self._decode(decoder, heard)
+            text, confidence = await self._run(end)
         self._decoder = None
-        self._engine._release(decoder)
+        self._engine._release(decoder, await self._run(decoder.get_cmn))
         return Transcript(text=text, confidence=confidence, language="en-US", engine=self._engine.name)
 
     async def close(self) -> None:
@@ -144,6 +165,8 @@ class PocketsphinxStt:
         self.language_model = language_model
         self._idle: list[pocketsphinx.Decoder] = []
         self._pool_size = pool_size
+        #: The cepstral mean after the last finished utterance (pocketsphinx's comma-separated form).
+        self._cmn: str | None = None
 
     def _new_decoder(self) -> pocketsphinx.Decoder:
         return _new_decoder(self.language_model)
@@ -167,10 +190,18 @@ class PocketsphinxStt:
         if decoder is None:
             with logs.progress(log, "loading another pocketsphinx decoder", engine=self.name):
                 decoder = await loop.run_in_executor(None, self._new_decoder)
-        await loop.run_in_executor(None, decoder.start_utt)
-        return _PocketsphinxStream(self, decoder)
+        cmn = self._cmn
 
-    def _release(self, decoder: pocketsphinx.Decoder) -> None:
+        def start() -> None:
+            if cmn is not None:
+                decoder.set_cmn(cmn)
+            decoder.start_utt()
+
+        await loop.run_in_executor(None, start)
+        return _PocketsphinxStream(self, decoder, second_pass=cmn is None)
+
+    def _release(self, decoder: pocketsphinx.Decoder, cmn: str) -> None:
+        self._cmn = cmn
         if len(self._idle) < self._pool_size:
             self._idle.append(decoder)
 
