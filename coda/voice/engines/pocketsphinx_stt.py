@@ -126,19 +126,19 @@ class _PocketsphinxStream:
     async def finish(self) -> Transcript:
         decoder = self._require()
 
-        def end() -> tuple[str, float]:
+        def end() -> tuple[str, float, str]:
             decoder.end_utt()
-            return _result(decoder)
+            return *_result(decoder), decoder.get_cmn()
 
-        text, confidence = await self._run(end)
+        text, confidence, cmn = await self._run(end)
         if self._heard is not None:
             # The first pass has set the mean from this utterance; decode it again with that mean.
             heard, self._heard = bytes(self._heard), None
             await self._run(decoder.start_utt)
             await self._decode(decoder, heard)
-            text, confidence = await self._run(end)
+            text, confidence, cmn = await self._run(end)
         self._decoder = None
-        self._engine._release(decoder, await self._run(decoder.get_cmn))
+        self._engine._release(decoder, cmn)
         return Transcript(text=text, confidence=confidence, language="en-US", engine=self._engine.name)
 
     async def close(self) -> None:
