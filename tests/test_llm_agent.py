@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -10,10 +11,12 @@ from coda.llm.agent import IntentAgent
 from coda.llm.agent.intents import match_intent
 from coda.llm.agent.numbers import arithmetic_expression, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
-from coda.llm.providers.embedded import EmbeddedProvider, pieces
+from coda.llm.providers.embedded import AGENT_MODEL, CANNED_MODEL, EmbeddedProvider, pieces
 from coda.llm.types import Finish, GenerationRequest, Message, TextDelta, Tool, ToolCall, ToolCallDelta, Usage
 
-ALL_TOOLS = frozenset({"get_time", "calculate", "remember", "recall", "set_timer", "system_status"})
+ALL_TOOLS = frozenset(
+    {"get_time", "calculate", "remember", "recall", "set_timer", "list_timers", "cancel_timer", "system_status"}
+)
 
 
 @pytest.mark.parametrize(
@@ -41,8 +44,18 @@ ALL_TOOLS = frozenset({"get_time", "calculate", "remember", "recall", "set_timer
         ("start a ten minute timer for pasta", "set_timer", {"seconds": 600, "label": "pasta"}),
         ("timer for an hour and a half", "set_timer", {"seconds": 5400}),
         ("remind me in 20 minutes to call mom", "set_timer", {"seconds": 1200, "label": "call mom"}),
-        ("how are you?", "system_status", {}),
         ("status", "system_status", {}),
+        ("are you working?", "system_status", {}),
+        ("my name is Sam", "remember", {"text": "my name is Sam", "kind": "fact"}),
+        ("I live in Lisbon.", "remember", {"text": "I live in Lisbon", "kind": "fact"}),
+        ("my favourite food is ramen", "remember", {"text": "my favourite food is ramen", "kind": "preference"}),
+        ("I'm allergic to peanuts", "remember", {"text": "I am allergic to peanuts", "kind": "fact"}),
+        ("where do I live?", "recall", {"query": "where do I live"}),
+        ("what's my name?", "recall", {"query": "my name"}),
+        ("how long is left on my timer?", "list_timers", {}),
+        ("how much time is left on the pasta timer", "list_timers", {"label": "pasta"}),
+        ("cancel the tea timer", "cancel_timer", {"label": "tea"}),
+        ("stop my timers", "cancel_timer", {}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -52,14 +65,65 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
     assert reply.tool_calls[0].id.startswith("call_")
 
 
-@pytest.mark.parametrize("utterance", ["tell me a joke", "what is the capital of France", "what is 5", ""])
-def test_unmatched_utterances_explain_how_to_configure_a_model(utterance: str) -> None:
-    intent = match_intent(utterance)
-    assert intent is None
+@pytest.mark.parametrize(
+    "utterance", ["tell me a joke", "what is the capital of France", "what is 5", "I'm feeling tired today", ""]
+)
+def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance: str) -> None:
+    assert match_intent(utterance) is None
     reply = IntentAgent().reply([Message("user", utterance)], ALL_TOOLS)
-    assert "no language model is configured" in reply.text
-    assert '[[llm.providers]]\nname = "ollama"' in reply.text
-    assert 'base_url = "http://127.0.0.1:11434/v1"' in reply.text
+    assert reply.defer and reply.canned and reply.tool_calls == ()
+    assert reply.text.startswith("Sorry, I can't help with that.")
+    # Setup advice belongs in the README and the logs, never in an answer.
+    assert not re.search(r"coda\.toml|ollama|configure|\[llm", reply.text, re.IGNORECASE)
+    assert len(reply.text) < 200
+
+
+@pytest.mark.parametrize(
+    ("utterance", "what"),
+    [
+        ("what's the weather like in Paris tomorrow?", "weather"),
+        ("will it rain today", "weather"),
+        ("read me the latest news", "news"),
+        ("who won the football match last night", "sports"),
+        ("can you send an email to my boss", "messages"),
+        ("order me a pizza", "order"),
+        ("play some music by Queen", "music"),
+        ("turn off the kitchen lights", "devices"),
+        ("what's the bitcoin price", "prices"),
+    ],
+)
+def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -> None:
+    reply = IntentAgent().reply([Message("user", utterance)], ALL_TOOLS)
+    assert reply.canned and not reply.defer and reply.tool_calls == ()
+    assert reply.text.startswith("Sorry, I can't") and what in reply.text, reply.text
+
+
+@pytest.mark.parametrize(
+    ("conversation", "tool", "arguments"),
+    [
+        (["what time is it in Tokyo?", "It's 10:00 on Monday in Tokyo.", "and in London?"], "get_time",
+         {"timezone": "Europe/London"}),
+        (["what's the time in Paris", "It's 9:00.", "what about Sydney?"], "get_time",
+         {"timezone": "Australia/Sydney"}),
+        (["what is 12 times 7", "12*7 is 84.", "now divide that by 3"], "calculate", {"expression": "84/3"}),
+        (["what is 12 times 7", "12*7 is 84.", "add five to that"], "calculate", {"expression": "84+5"}),
+        (["what is 12 times 7", "12*7 is 84.", "and what is that times 2?"], "calculate", {"expression": "84*2"}),
+        (["what is 12 times 7", "12*7 is 84.", "now divide that by 3", "84/3 is 28.", "double it"], "calculate",
+         {"expression": "28*2"}),
+    ],
+)  # fmt: skip
+def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
+    messages = [Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(conversation)]
+    reply = IntentAgent().reply([Message("system", "You are Coda."), *messages], ALL_TOOLS)
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [(tool, arguments)]
+
+
+def test_a_follow_up_without_its_context_is_not_guessed() -> None:
+    for text in ("and in London?", "now divide that by 3"):
+        assert IntentAgent().reply([Message("user", text)], ALL_TOOLS).defer
+    # After a question that was not about time, "and in London?" is not a time question.
+    chat = [Message("user", "tell me a joke"), Message("assistant", "A joke."), Message("user", "and in London?")]
+    assert IntentAgent().reply(chat, ALL_TOOLS).defer
 
 
 def test_only_offered_tools_are_called() -> None:
@@ -98,7 +162,17 @@ def test_answers_phrased_from_tool_results() -> None:
         "get_time", {"timezone": "Asia/Tokyo"}, {"iso": "2026-03-05T21:04:00+09:00", "timezone": "Asia/Tokyo"}
     ) == ("It's 21:04 on Thursday, 5 March 2026 in Tokyo.")
     assert _after_tool("calculate", {"expression": "12*7"}, {"result": 84.0}) == "12*7 is 84."
-    assert _after_tool("remember", {"text": "x"}, {"id": "m1"}) == "Okay, I'll remember that."
+    assert _after_tool("remember", {"text": "my car is red"}, {"id": "m1"}) == (
+        "Got it, I'll remember that your car is red."
+    )
+    assert _after_tool("remember", {"text": "my name is Sam"}, {"id": "m1"}) == (
+        "Nice to meet you, Sam! I'll remember your name."
+    )
+    timers = {"timers": [{"label": "tea", "seconds": 300, "remaining_seconds": 185.2}]}
+    assert _after_tool("list_timers", {}, timers) == "There's 3 minutes and 5 seconds left on the tea timer."
+    assert _after_tool("list_timers", {}, {"timers": []}) == "You have no timers running."
+    assert _after_tool("cancel_timer", {}, {"cancelled": [{"label": "tea"}]}) == "Cancelled the tea timer."
+    assert _after_tool("cancel_timer", {}, {"cancelled": []}) == "There was no timer to cancel."
     assert _after_tool(
         "recall", {"query": "my favourite colour"}, {"memories": [{"text": "my favourite colour is green"}]}
     ) == ("You told me that your favourite colour is green.")
@@ -149,13 +223,13 @@ async def test_embedded_streams_words_then_usage_and_finish() -> None:
     items = await _collect(GenerationRequest(messages=(Message("user", "hello"),)))
     texts = [i.text for i in items if isinstance(i, TextDelta)]
     assert len(texts) > 3 and "".join(texts).startswith("Hello!")
-    assert items[-2] == Usage(1, len(texts)) and items[-1] == Finish("stop")
+    assert items[-2] == Usage(1, len(texts)) and items[-1] == Finish("stop", model=CANNED_MODEL)
 
 
 async def test_embedded_respects_max_tokens_and_emits_tool_calls() -> None:
     items = await _collect(GenerationRequest(messages=(Message("user", "hello"),), max_tokens=2))
     assert [i.text for i in items if isinstance(i, TextDelta)] == ["Hello!", " How"]
-    assert items[-1] == Finish("length")
+    assert items[-1] == Finish("length", model=CANNED_MODEL)
     tool = Tool("calculate", "", {"type": "object"})
     items = await _collect(GenerationRequest(messages=(Message("user", "what is 6 times 7"),), tools=(tool,)))
     call = items[0]
@@ -164,4 +238,4 @@ async def test_embedded_respects_max_tokens_and_emits_tool_calls() -> None:
         and call.name == "calculate"
         and json.loads(call.arguments) == {"expression": "6*7"}
     )
-    assert items[-1] == Finish("tool_calls")
+    assert items[-1] == Finish("tool_calls", model=AGENT_MODEL)

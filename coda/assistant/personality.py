@@ -7,6 +7,7 @@ system prompt, chosen by which third of the range it falls in, so a change the u
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from coda.v1 import events_pb2, memory_pb2
@@ -78,6 +79,28 @@ def guidance(traits: Mapping[str, float]) -> list[str]:
             value = traits[name]
             sentences.append(low if value < 1 / 3 else middle if value < 2 / 3 else high)
     return sentences
+
+
+#: Most tokens of one answer by verbosity third: a small model follows a length limit it is given far
+#: more reliably than a sentence asking it to be brief, and a spoken answer should not run on.
+ANSWER_TOKENS = (60, 120, 400)
+
+
+def answer_token_limit(traits: Mapping[str, float]) -> int:
+    verbosity = traits.get("verbosity", 0.5)
+    return ANSWER_TOKENS[0 if verbosity < 1 / 3 else 1 if verbosity < 2 / 3 else 2]
+
+
+_REFUSAL = re.compile(
+    r"^\W*(?:(?:i'?m |i am )?sorry\b|i (?:can(?:'|no)?t|cannot|am (?:not able|unable)|don'?t (?:have|know))\b|"
+    r"unfortunately\b|as an ai\b)",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether an answer opens by declining or not knowing ("Sorry, I can't...", "I don't know...")."""
+    return bool(_REFUSAL.match(answer))
 
 
 def system_prompt(

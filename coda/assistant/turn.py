@@ -28,7 +28,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from coda.assistant import metrics
-from coda.assistant.personality import system_prompt
+from coda.assistant.personality import answer_token_limit, is_refusal, system_prompt
 from coda.assistant.ports import EngineError, Engines, GenerationCall, SynthesisCall
 from coda.assistant.prompt import (
     assistant_tool_calls,
@@ -41,6 +41,7 @@ from coda.assistant.sessions import Session
 from coda.assistant.speech import speakable
 from coda.assistant.timing import TurnClock
 from coda.config import AssistantConfig
+from coda.llm.providers.embedded import CANNED_MODEL
 from coda.schema import new_event
 from coda.v1 import events_pb2, llm_pb2, memory_pb2, tools_pb2, voice_pb2
 
@@ -153,6 +154,9 @@ class Turn:
         self.input_kind = "text"
         self.user_text = ""
         self.provider = ""
+        #: The model that gave the last answer (LlmFinished.model): says whether a language model
+        #: answered or the embedded agent used a stock phrase.
+        self.model = ""
         self.failure = ""
         self.interrupt_reason = ""
         self._answer: list[str] = []
@@ -365,7 +369,9 @@ class Turn:
         start = llm_pb2.GenerateStart(
             messages=messages,
             tools=tools,
-            options=llm_pb2.GenerateOptions(provider=self.settings.provider),
+            options=llm_pb2.GenerateOptions(
+                provider=self.settings.provider, max_tokens=answer_token_limit(dict(self.settings.traits))
+            ),
             session_id=self.session.session_id,
             correlation_id=self.turn_id,
         )
@@ -395,6 +401,7 @@ class Turn:
                 elif kind == "finished":
                     answer.finished = payload
                     self.provider = payload.provider or self.provider
+                    self.model = payload.model
                     break
         except EngineError as exc:
             if self._stop.is_set():
@@ -624,6 +631,9 @@ class Turn:
             and len(self.user_text.split()) >= minimum
             # A tool answer (the time, a sum, a stored fact) is transient or already kept by the tool.
             and not self._tools_used
+            # Stock phrases and refusals say nothing about the user worth recalling later.
+            and not self.model.startswith(CANNED_MODEL)
+            and not is_refusal(answer)
         )
 
     async def _store_episode(self, answer: str) -> None:

@@ -125,6 +125,7 @@ class Generation:
                     progress.prompt_tokens, progress.completion_tokens = item.prompt_tokens, item.completion_tokens
                 elif isinstance(item, Finish):
                     finish_reason = item.reason
+                    progress.model = item.model or progress.model
             try:
                 calls = assembler.complete()
             except ToolCallError as exc:

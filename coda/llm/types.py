@@ -77,6 +77,9 @@ class Usage:
 class Finish:
     #: "stop", "tool_calls" or "length".
     reason: str
+    #: The model that answered when it is not the provider's configured one (the embedded provider
+    #: answers with its intent agent or its local model); empty otherwise.
+    model: str = ""
 
 
 StreamItem = TextDelta | ToolCallDelta | Usage | Finish

@@ -1,8 +1,10 @@
 """The intent agent: answers common requests through the offered tools, like a tool-calling model.
 
 Given the conversation and the names of the tools on offer it either asks for one tool call
-(the user's last message matched an intent served by a tool) or answers in text (from the tool
-results that end the conversation, or for greetings, help and everything it cannot do).
+(the user's last message, read on its own or as a follow-up, matched an intent served by a tool)
+or answers in text (from the tool results that end the conversation, or for greetings, help and
+what Coda cannot do). What it has no exact answer for it *defers*: a language model answers that
+when there is one, and the reply's text is the short honest answer to give when there is none.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coda.llm.agent import answers
+from coda.llm.agent.followups import follow_up
 from coda.llm.agent.intents import match_intent
 from coda.llm.types import Message, ToolCall
+
+#: Conversational intents a language model phrases better (and in the session's personality) when
+#: there is one; the agent's own words stand in without one.
+MODEL_PHRASED = frozenset({"greeting", "thanks", "goodbye", "smalltalk"})
 
 
 @dataclass(frozen=True)
 class AgentReply:
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    #: No exact answer: a language model should answer instead; `text` is what to say without one.
+    defer: bool = False
+    #: The agent's own stock phrase (a greeting, a refusal, "I can't help with that"), not an answer
+    #: built from a tool's result: nothing worth keeping as a memory of the conversation.
+    canned: bool = False
 
 
 class IntentAgent:
@@ -27,22 +39,25 @@ class IntentAgent:
         results = _trailing_tool_results(messages)
         if results:
             return AgentReply(text=self._answer_results(messages, results))
-        user = next((m for m in reversed(messages) if m.role == "user"), None)
-        if user is None:
-            return AgentReply(text=answers.greeting())
-        intent = match_intent(user.content)
+        position = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+        if position is None:
+            return AgentReply(text=answers.greeting(), canned=True)
+        user = messages[position]
+        intent = match_intent(user.content) or follow_up(user.content, messages[:position])
         if intent is None:
-            return AgentReply(text=answers.CONFIGURE_MODEL)
+            return AgentReply(text=answers.cannot_answer(tools), defer=True, canned=True)
         if intent.tool is None:
             texts = {
                 "greeting": answers.greeting,
                 "thanks": answers.thanks,
                 "goodbye": answers.goodbye,
+                "smalltalk": answers.smalltalk,
                 "help": lambda: answers.help_text(tools),
+                "unsupported": lambda: answers.unsupported(intent.arguments["what"]),
             }
-            return AgentReply(text=texts[intent.name]())
+            return AgentReply(text=texts[intent.name](), defer=intent.name in MODEL_PHRASED, canned=True)
         if intent.tool not in tools:
-            return AgentReply(text=answers.unavailable(intent.tool))
+            return AgentReply(text=answers.unavailable(intent.tool), canned=True)
         call = ToolCall(id=f"call_{uuid.uuid4().hex[:16]}", name=intent.tool, arguments=dict(intent.arguments))
         return AgentReply(tool_calls=(call,))
 

@@ -1,8 +1,9 @@
-"""What the intent agent says: answers phrased from tool results, help, and the no-model notice."""
+"""What the intent agent says: answers phrased from tool results, help, and honest refusals."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,37 +15,45 @@ CAPABILITIES: dict[str, str] = {
     "remember": 'remember things you tell me ("remember that my favourite colour is green")',
     "recall": 'recall what you told me ("what is my favourite colour?")',
     "set_timer": 'set timers ("set a timer for 5 minutes called tea")',
+    "list_timers": 'tell you how long is left on your timers ("how long is left on my timer?")',
     "system_status": 'report how the system is doing ("status")',
 }
 
-CONFIGURE_MODEL = """\
-I can only handle a few simple requests myself, because no language model is configured. \
-To answer anything, point Coda at a model server, for example Ollama. \
-Add this to coda.toml and restart:
 
-[llm]
-chain = ["ollama", "embedded"]
+#: What a session hears when nothing can answer (no local language model is installed or it failed):
+#: short and honest. How to set a model up belongs in the README and the logs, never in an answer.
+def cannot_answer(available: frozenset[str]) -> str:
+    skills = [text.split(" (")[0] for name, text in CAPABILITIES.items() if name in available]
+    if not skills:
+        return "Sorry, I can't help with that."
+    return f"Sorry, I can't help with that. I can {_listing(skills[:4])}."
 
-[[llm.providers]]
-name = "ollama"
-kind = "openai"
-base_url = "http://127.0.0.1:11434/v1"
-model = "llama3.2"
 
-(then run `ollama pull llama3.2`). Say "help" to hear what I can do without one."""
+def _listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def help_text(available: frozenset[str]) -> str:
     skills = [text for name, text in CAPABILITIES.items() if name in available]
     if not skills:
-        return "Without a language model and without tools I can only chat a little. " + CONFIGURE_MODEL
-    listed = "; ".join(skills)
-    return f"I can {listed}. For anything else, configure a language model (say anything else to see how)."
+        return "I can chat and answer general questions."
+    return f"I can {'; '.join(skills)}. You can also just chat with me or ask a general question."
+
+
+def unsupported(what: str) -> str:
+    """The honest answer to a request for something Coda cannot do ("check the weather")."""
+    if what == "control devices in your home":
+        return "Sorry, I can't control devices in your home: none are connected to me."
+    return f"Sorry, I can't {what}: I run offline, without internet access or connected services."
 
 
 def unavailable(tool: str) -> str:
     what = CAPABILITIES.get(tool, f"use {tool}").split(" (")[0]
     return f"Sorry, I can't {what} right now: the {tool} tool is not available in this conversation."
+
+
+def smalltalk() -> str:
+    return "I'm doing well, thanks for asking! How can I help?"
 
 
 def greeting() -> str:
@@ -123,7 +132,13 @@ def _calculate(result: Any, arguments: Mapping[str, Any]) -> str | None:
 
 
 def _remember(result: Any, arguments: Mapping[str, Any]) -> str:
-    return "Okay, I'll remember that."
+    text = str(arguments.get("text") or "").strip().rstrip(".")
+    if not text:
+        return "Okay, I'll remember that."
+    name = re.match(r"(?:my name is|call me|you can call me) (\w[\w' -]*)$", text, re.IGNORECASE)
+    if name:
+        return f"Nice to meet you, {name.group(1)}! I'll remember your name."
+    return f"Got it, I'll remember that {_second_person(text)}."
 
 
 def _memory_texts(result: Any) -> list[str]:
@@ -148,8 +163,16 @@ def _recall(result: Any, arguments: Mapping[str, Any]) -> str:
 
 def _second_person(text: str) -> str:
     words = text.split()
-    swapped = {"my": "your", "i": "you", "am": "are", "me": "you", "mine": "yours", "i'm": "you're"}
-    return " ".join(swapped.get(w.lower(), w) for w in words)
+    swapped = {
+        "my": "your", "i": "you", "am": "are", "me": "you", "mine": "yours", "i'm": "you're", "myself": "yourself",
+        "i've": "you've", "i'll": "you'll", "i'd": "you'd", "was": "were",
+    }  # fmt: skip
+    out = [swapped.get(w.lower(), w) for w in words]
+    # "was" only follows "I": "my cat was ill" keeps it.
+    return " ".join(
+        o if not (w.lower() == "was" and i and words[i - 1].lower() != "i") else w
+        for i, (w, o) in enumerate(zip(words, out, strict=True))
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -169,6 +192,37 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     label = _pick(result, "label", "name") or arguments.get("label")
     named = f" called {label}" if label else ""
     return f"Timer{named} set for {_duration(float(seconds))}."
+
+
+def _left(timer: Mapping[str, Any]) -> str:
+    label = timer.get("label") or ""
+    remaining = _duration(float(timer.get("remaining_seconds", 0)))
+    return f"{remaining} left on the {label} timer" if label else f"{remaining} left"
+
+
+def _timers(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    timers = _pick(result, "timers")
+    if not isinstance(timers, list):
+        return None
+    if not timers:
+        return "You have no timers running."
+    if len(timers) == 1:
+        return f"There's {_left(timers[0])}."
+    return f"You have {len(timers)} timers: " + "; ".join(_left(t) for t in timers[:5]) + "."
+
+
+def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    cancelled = _pick(result, "cancelled")
+    if cancelled is None and isinstance(result, dict) and "cancelled" in result:
+        cancelled = []
+    if not isinstance(cancelled, list):
+        return None
+    if not cancelled:
+        return "There was no timer to cancel."
+    labels = [t.get("label") for t in cancelled if isinstance(t, dict) and t.get("label")]
+    if len(cancelled) == 1:
+        return f"Cancelled the {labels[0]} timer." if labels else "Timer cancelled."
+    return f"Cancelled {len(cancelled)} timers."
 
 
 def _status(result: Any, arguments: Mapping[str, Any]) -> str:
@@ -207,5 +261,7 @@ _PHRASES = {
     "remember": _remember,
     "recall": _recall,
     "set_timer": _timer,
+    "list_timers": _timers,
+    "cancel_timer": _cancelled,
     "system_status": _status,
 }

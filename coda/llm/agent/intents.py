@@ -27,10 +27,12 @@ class Intent:
         return self.name if self.name not in CONVERSATIONAL else None
 
 
-CONVERSATIONAL = frozenset({"greeting", "thanks", "help", "goodbye"})
+#: Intents answered in words rather than by a tool. "smalltalk" and "unsupported" carry no exact
+#: answer: a language model phrases them when there is one ("unsupported" keeps its honest refusal).
+CONVERSATIONAL = frozenset({"greeting", "thanks", "help", "goodbye", "smalltalk", "unsupported"})
 
 _CONTRACTIONS = {
-    "what's": "what is", "whats": "what is", "how's": "how is", "it's": "it is", "i'm": "i am",
+    "what's": "what is", "whats": "what is", "how's": "how is", "it's": "it is", "i'm": "I am",
     "don't": "do not", "you're": "you are", "what're": "what are", "where's": "where is",
 }  # fmt: skip
 
@@ -70,6 +72,16 @@ def _greeting(_: re.Match[str]) -> Intent:
     return Intent("greeting")
 
 
+@_template(
+    r"(?:(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?(?: coda)?,? )?"
+    r"(?:how are you(?: doing| today| doing today)?|how is it going|how are things|how have you been)(?: coda)?",
+    r"(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?(?: coda)?,? (?:nice|good) to meet you",
+    r"(?:nice|good|pleased) to meet you(?: coda)?",
+)
+def _smalltalk(_: re.Match[str]) -> Intent:
+    return Intent("smalltalk")
+
+
 @_template(r"(?:thanks|thank you|cheers|thx)(?: (?:very much|so much|a lot))?(?: coda)?")
 def _thanks(_: re.Match[str]) -> Intent:
     return Intent("thanks")
@@ -92,8 +104,6 @@ def _help(_: re.Match[str]) -> Intent:
 
 
 @_template(
-    r"how are you(?: doing| today)?",
-    r"how is it going",
     r"(?:system )?status(?: report)?",
     r"(?:show|give|tell) me (?:the )?(?:system )?status",
     r"are you (?:ok|okay|alright|running|working)",
@@ -120,6 +130,29 @@ def _time(match: re.Match[str]) -> Intent:
     if place:
         return Intent("get_time", {"timezone": time_zone_for(_clean_slot(place))})
     return Intent("get_time", {})
+
+
+@_template(
+    r"how (?:long|much time) (?:is|do i have) left(?: on)?(?: (?:my|the) (?P<label>[\w ,'-]+?))?(?: timers?)?",
+    r"how (?:long|much time) (?:until|till|before) (?:my|the) (?P<label2>[\w ,'-]+?)?(?: ?timers?)? "
+    r"(?:goes off|is done|finishes|rings|ends)",
+    r"(?:what|which) timers (?:do i have|are (?:set|running|there))",
+    r"(?:list|show)(?: me)? (?:my |the )?timers",
+    r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
+    r"(?:time|how long) left on (?:my|the) (?P<label3>[\w ,'-]+?)?(?: ?timers?)",
+)
+def _timer_status(match: re.Match[str]) -> Intent:
+    groups = match.groupdict()
+    label = _clean_slot(groups.get("label") or groups.get("label2") or groups.get("label3") or "")
+    return Intent("list_timers", {"label": label} if label and label not in ("timer", "timers") else {})
+
+
+@_template(
+    r"(?:cancel|stop|delete|remove|clear|turn off)(?: all)? (?:my |the |all )?(?:(?P<label>[\w ,'-]+?) )?timers?",
+)
+def _timer_cancel(match: re.Match[str]) -> Intent:
+    label = _clean_slot(match.group("label") or "")
+    return Intent("cancel_timer", {"label": label} if label and label not in ("all", "my", "the") else {})
 
 
 _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
@@ -152,8 +185,26 @@ _PREFERENCE = re.compile(r"\b(?:i (?:like|love|prefer|hate|dislike|enjoy)|my fav
 )
 def _remember(match: re.Match[str]) -> Intent:
     text = _clean_slot(match.group("text"))
-    kind = "preference" if _PREFERENCE.search(text.lower()) else "fact"
-    return Intent("remember", {"text": text, "kind": kind})
+    return Intent("remember", {"text": text, "kind": _memory_kind(text)})
+
+
+def _memory_kind(text: str) -> str:
+    return "preference" if _PREFERENCE.search(text.lower()) else "fact"
+
+
+# Statements of fact about the user: kept as facts so that later questions can be answered. Only
+# unambiguous shapes ("my X is Y", "I live in", "call me"): "I am tired" is a mood, not a fact.
+@_template(
+    r"(?P<text>my (?:\w+(?:'s)? ){0,3}(?:name|names|birthday|address|job|age|favou?rite \w+|email|number|phone number)"
+    r" (?:is|are) .+)",
+    r"(?P<text>i (?:live|grew up|was born|work|study|stay) (?:in|at|on|for|as) .+)",
+    r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",
+    r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
+    r"(?P<text>(?:you can )?call me .+)",
+)
+def _fact(match: re.Match[str]) -> Intent:
+    text = _clean_slot(match.group("text"))
+    return Intent("remember", {"text": text, "kind": _memory_kind(text)})
 
 
 @_template(
@@ -165,6 +216,9 @@ def _remember(match: re.Match[str]) -> Intent:
     r"(?:who|where|when) (?:is|are|was|were) (?P<query>my .+)",
     r"what do you remember",
     r"what do you know about me",
+    r"(?P<query>(?:where|what|who|when|how old) (?:do|did|am|was) i (?:live|from|work|do for (?:a living|work)|born|study|called|named))",
+    r"(?P<query>(?:who|how old) am i)",
+    r"do you (?:know|remember) (?P<query>(?:my|where i|what i|who i|how old i) .+)",
 )
 def _recall(match: re.Match[str]) -> Intent:
     query = _clean_slot(match.groupdict().get("query") or "")
@@ -181,6 +235,44 @@ def _calculate(match: re.Match[str]) -> Intent | None:
     return Intent("calculate", {"expression": expression}) if expression else None
 
 
+# What Coda cannot do on its own (it runs offline, with no connected services), found anywhere in an
+# utterance that no template matched. Each is answered with an honest "I can't", never by a model that
+# might make up a forecast or a score.
+_UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p, re.IGNORECASE), what)
+    for p, what in [
+        (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|"
+         r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it)\b", "check the weather"),
+        (r"\b(?:news|headlines?)\b", "read the news"),
+        (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b", "look up live sports results"),
+        (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
+         "look up prices or markets"),
+        (r"\b(?:traffic|directions|route to|how do i get to|commute)\b", "check traffic or directions"),
+        (r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
+         r"wife|husband|boss|friend|someone|\w+@\w+)\b|\b(?:send|text) (?:a |an )?(?:message|text|e-?mail)\b",
+         "send messages or make calls"),
+        (r"\b(?:order|buy|purchase|book|reserve|deliver)\b.*\b(?:me|a|an|some|tickets?|table|pizza|food|"
+         r"taxi|uber|cab|flight|hotel|groceries|online)\b", "order, buy or book things"),
+        (r"\bplay\b.*\b(?:music|songs?|album|playlist|radio|podcast|spotify|by)\b|\bput on (?:some )?music\b",
+         "play music"),
+        (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:lights?|lamp|thermostat|heating|"
+         r"air ?con\w*|lock the door|unlock|vacuum)\b", "control devices in your home"),
+        (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"
+         r"website)\b", "search the internet"),
+        (r"\b(?:calendar|appointments?|my meetings?|my schedule|agenda)\b", "see your calendar"),
+        (r"\b(?:set|wake me|make) (?:an? |me an? )?alarm\b|\bwake me up\b", "set alarms at a time of day"),
+    ]
+]  # fmt: skip
+
+
+def unsupported(utterance: str) -> str | None:
+    """What the user asked for that Coda cannot do ("check the weather"), or None."""
+    for pattern, what in _UNSUPPORTED:
+        if pattern.search(utterance):
+            return what
+    return None
+
+
 def match_intent(text: str) -> Intent | None:
     """The intent a user utterance expresses, or None when no template matches."""
     utterance = normalise(text)
@@ -192,4 +284,7 @@ def match_intent(text: str) -> Intent | None:
             intent = build(match)
             if intent is not None:
                 return intent
+    what = unsupported(utterance)
+    if what is not None:
+        return Intent("unsupported", {"what": what})
     return None

@@ -9,7 +9,7 @@ from coda.tools.builtin.clock import get_time_tool
 from coda.tools.builtin.memory import RECALL, REMEMBER
 from coda.tools.builtin.outside import http_get_tool, shell_tool
 from coda.tools.builtin.status import SYSTEM_STATUS
-from coda.tools.builtin.timers import Timers, set_timer_tool
+from coda.tools.builtin.timers import Timers, cancel_timer_tool, list_timers_tool, set_timer_tool
 
 #: Built-in tools that stay off unless a config flag turns them on.
 OPT_IN: dict[str, str] = {"shell": "shell_enabled", "http_get": "http_enabled"}
@@ -22,6 +22,8 @@ def builtin_tools(config: ToolsConfig, timers: Timers) -> list[Tool]:
         REMEMBER,
         RECALL,
         set_timer_tool(timers),
+        list_timers_tool(timers),
+        cancel_timer_tool(timers),
         SYSTEM_STATUS,
         shell_tool(config.output_max_bytes),
         http_get_tool(config.output_max_bytes),

@@ -1,4 +1,5 @@
-"""`set_timer`: returns at once; when the timer goes off a tool.timer_fired event goes to the bus.
+"""Timers: `set_timer` returns at once and a tool.timer_fired event goes to the bus when it goes off;
+`list_timers` says what is left on a session's timers and `cancel_timer` stops them.
 
 Timers live in the tools component (in memory) and are cancelled when it stops.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,13 +37,36 @@ PARAMETERS = {
 }
 
 
+FILTER_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "maxLength": 200, "description": "Only timers whose label contains this."},
+    },
+    "additionalProperties": False,
+}
+
+
+@dataclass(frozen=True)
+class PendingTimer:
+    timer_id: str
+    label: str
+    session_id: str
+    seconds: float
+    #: time.monotonic() when it goes off.
+    due: float
+    task: asyncio.Task[None]
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.due - now)
+
+
 class Timers:
     """Pending timers; each publishes tool.timer_fired when it goes off."""
 
     def __init__(self, publisher: EventPublisher | None, max_pending: int = 100) -> None:
         self._publisher = publisher
         self._max_pending = max_pending
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, PendingTimer] = {}
 
     @property
     def pending(self) -> int:
@@ -54,9 +79,25 @@ class Timers:
             )
         timer_id = uuid.uuid4().hex[:12]
         task = asyncio.create_task(self._fire_after(timer_id, seconds, label, session_id, correlation_id))
-        self._pending[timer_id] = task
+        self._pending[timer_id] = PendingTimer(timer_id, label, session_id, seconds, time.monotonic() + seconds, task)
         task.add_done_callback(lambda _task: self._pending.pop(timer_id, None))
         return timer_id
+
+    def of_session(self, session_id: str, label: str = "") -> list[PendingTimer]:
+        """A session's pending timers, soonest first; `label` keeps those whose label contains it."""
+        wanted = label.strip().lower()
+        found = [
+            timer
+            for timer in self._pending.values()
+            if timer.session_id == session_id and (not wanted or wanted in timer.label.lower())
+        ]
+        return sorted(found, key=lambda timer: timer.due)
+
+    def cancel(self, timer_ids: list[str]) -> None:
+        for timer_id in timer_ids:
+            timer = self._pending.pop(timer_id, None)
+            if timer is not None:
+                timer.task.cancel()
 
     async def _fire_after(
         self, timer_id: str, seconds: float, label: str, session_id: str, correlation_id: str
@@ -76,7 +117,7 @@ class Timers:
             )
 
     async def cancel_all(self) -> None:
-        tasks = list(self._pending.values())
+        tasks = [timer.task for timer in self._pending.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -101,5 +142,42 @@ def set_timer_tool(timers: Timers) -> Tool:
         name="set_timer",
         description="Set a timer that goes off after a number of seconds (an event announces it).",
         parameters=PARAMETERS,
+        run=run,
+    )
+
+
+def _listed(timer: PendingTimer, now: float) -> dict[str, Any]:
+    return {
+        "timer_id": timer.timer_id,
+        "label": timer.label,
+        "seconds": timer.seconds,
+        "remaining_seconds": round(timer.remaining(now), 1),
+    }
+
+
+def list_timers_tool(timers: Timers) -> Tool:
+    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        now = time.monotonic()
+        return {"timers": [_listed(timer, now) for timer in timers.of_session(ctx.session_id, args.get("label", ""))]}
+
+    return Tool(
+        name="list_timers",
+        description="The timers set in this conversation that have not gone off yet, with the time left on each.",
+        parameters=FILTER_PARAMETERS,
+        run=run,
+    )
+
+
+def cancel_timer_tool(timers: Timers) -> Tool:
+    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        now = time.monotonic()
+        found = timers.of_session(ctx.session_id, args.get("label", ""))
+        timers.cancel([timer.timer_id for timer in found])
+        return {"cancelled": [_listed(timer, now) for timer in found]}
+
+    return Tool(
+        name="cancel_timer",
+        description="Cancel this conversation's pending timers (those whose label contains `label`, or all).",
+        parameters=FILTER_PARAMETERS,
         run=run,
     )
