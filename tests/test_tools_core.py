@@ -156,7 +156,18 @@ def test_builtin_names_and_opt_in() -> None:
     for built in builtin_tools(config, Timers(None)):
         registry.add(built)
     assert registry.names() == sorted(
-        ["get_time", "calculate", "remember", "recall", "set_timer", "system_status", "shell", "http_get"]
+        [
+            "get_time",
+            "calculate",
+            "remember",
+            "recall",
+            "set_timer",
+            "list_timers",
+            "cancel_timer",
+            "system_status",
+            "shell",
+            "http_get",
+        ]
     )
     assert {t.name for t in registry.enabled()} == {
         "get_time",
@@ -164,6 +175,8 @@ def test_builtin_names_and_opt_in() -> None:
         "remember",
         "recall",
         "set_timer",
+        "list_timers",
+        "cancel_timer",
         "system_status",
     }
     assert switched_off(ToolsConfig(shell_enabled=True, http_enabled=True)) == set()

@@ -359,6 +359,30 @@ async def test_set_timer_fires_an_event_on_the_bus(channel: grpc.aio.Channel) ->
     assert fired.session_id == SESSION and fired.correlation_id == CORRELATION
 
 
+async def test_timers_are_listed_with_time_left_and_cancelled_per_session(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("tea", "set_timer", {"seconds": 300, "label": "tea"}, session_id=SESSION)
+    stream.call("pasta", "set_timer", {"seconds": 600, "label": "pasta"}, session_id=SESSION)
+    stream.call("other", "set_timer", {"seconds": 60, "label": "eggs"}, session_id="s-other-session")
+    await stream.until_final("tea", "pasta", "other")
+    stream.call("list", "list_timers", {}, session_id=SESSION)
+    listed = json.loads((await stream.until_final("list"))["list"][1].result_json)["timers"]
+    # Only this session's timers, soonest first, with the time left on each.
+    assert [t["label"] for t in listed] == ["tea", "pasta"]
+    assert 295 < listed[0]["remaining_seconds"] <= 300 and listed[1]["seconds"] == 600
+    stream.call("cancel", "cancel_timer", {"label": "TEA"}, session_id=SESSION)
+    cancelled = json.loads((await stream.until_final("cancel"))["cancel"][1].result_json)["cancelled"]
+    assert [t["label"] for t in cancelled] == ["tea"]
+    stream.call("again", "list_timers", {}, session_id=SESSION)
+    left = json.loads((await stream.until_final("again"))["again"][1].result_json)["timers"]
+    assert [t["label"] for t in left] == ["pasta"]
+    stream.call("bad", "list_timers", {"label": 5}, session_id=SESSION)
+    assert (await stream.until_final("bad"))["bad"][1].field == "/label"
+    stream.call("all", "cancel_timer", {}, session_id=SESSION)
+    assert len(json.loads((await stream.until_final("all"))["all"][1].result_json)["cancelled"]) == 1
+    stream.close()
+
+
 async def test_system_status_reports_components_and_bus(channel: grpc.aio.Channel) -> None:
     stream = ExecuteStream(channel)
     stream.call("s", "system_status", {})
