@@ -16,7 +16,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coda.assistant.personality import TraitError, guidance, system_prompt, trait_changes, validate_traits
+from coda.assistant.personality import (
+    TraitError,
+    answer_token_limit,
+    guidance,
+    system_prompt,
+    trait_changes,
+    validate_traits,
+)
 from coda.assistant.ports import EngineError
 from coda.assistant.prompt import conversation_messages, tool_error_content
 from coda.assistant.sessions import SessionStore, check_session_id
@@ -24,6 +31,7 @@ from coda.assistant.settings import SettingsError, apply_settings, default_setti
 from coda.assistant.speech import speakable
 from coda.assistant.turn import ToolCatalog, Turn
 from coda.config import AssistantConfig
+from coda.llm.providers.embedded import CANNED_MODEL, pieces
 from coda.schema import event_type
 from coda.v1 import events_pb2, llm_pb2, memory_pb2, tools_pb2, voice_pb2
 
@@ -164,8 +172,8 @@ def tokens(*words: str) -> list[llm_pb2.GenerateResponse]:
     return [llm_pb2.GenerateResponse(token=events_pb2.LlmToken(text=w, index=i)) for i, w in enumerate(words)]
 
 
-def finished(reason: str = "stop") -> llm_pb2.GenerateResponse:
-    return llm_pb2.GenerateResponse(finished=events_pb2.LlmFinished(finish_reason=reason, provider="fake"))
+def finished(reason: str = "stop", model: str = "") -> llm_pb2.GenerateResponse:
+    return llm_pb2.GenerateResponse(finished=events_pb2.LlmFinished(finish_reason=reason, provider="fake", model=model))
 
 
 def tool_call(name: str, call_id: str) -> llm_pb2.GenerateResponse:
@@ -360,3 +368,24 @@ async def test_a_long_exchange_without_tools_becomes_an_episode() -> None:
     await make_turn(engines, sink).run(text="I am going to Paris next week with my sister")
     assert engines.memory.stored and engines.memory.stored[0].item.kind == memory_pb2.MEMORY_KIND_EPISODE
     assert "Paris next week" in engines.memory.stored[0].item.text
+
+
+@pytest.mark.parametrize(
+    ("answer", "model"),
+    [
+        ("Sorry, I can't help with that. I can tell the time anywhere and do arithmetic.", CANNED_MODEL),
+        ("Sorry, I can't check the weather: I run offline.", CANNED_MODEL),
+        ("I'm sorry, but I can't assist with sending messages to your family.", "qwen"),
+        ("I don't know who won the game last night, I have no live data.", "qwen"),
+    ],
+)
+async def test_stock_phrases_and_refusals_never_become_episodes(answer: str, model: str) -> None:
+    engines = Engines(FakeLlm([[*tokens(*pieces(answer)), finished(model=model)]]))
+    sink = Sink()
+    await make_turn(engines, sink).run(text="could you please send a message to my family about the trip")
+    assert engines.memory.turns, "the turn itself is still kept in the session history"
+    assert not engines.memory.stored
+
+
+def test_verbosity_bounds_the_answer_length() -> None:
+    assert answer_token_limit({"verbosity": 0.1}) < answer_token_limit({}) < answer_token_limit({"verbosity": 0.9})
