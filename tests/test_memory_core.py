@@ -142,6 +142,34 @@ def test_lexical_search_works_without_any_embedding(tmp_path: Path) -> None:
     store.close()
 
 
+def test_min_relevance_cuts_unrelated_items_before_boosts(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "m.db", embedder_name="test")
+    axis = np.eye(4, dtype=np.float32)
+    near = store.store(item("the boiler is in the attic", importance=0.1), axis[0])
+    # Important and fresh, but unrelated: importance must not lift it over the threshold.
+    store.store(item("my favourite film is Alien", importance=1.0), axis[1])
+    pending = store.store(item("the boiler was serviced in May"))  # not embedded yet: lexical only
+    query = normalize(np.array([1.0, 0.2, 0.0, 0.0]))[0]
+    hits = store.search("where is the boiler", query, 5, min_relevance=0.3)
+    assert [h.item.id for h in hits] == [near.id, pending.id]
+    assert hits[0].relevance >= 0.3 and hits[0].score < hits[0].relevance  # boosts come after the cut
+    assert store.search("what film do I like", axis[2], 5, min_relevance=0.3) == []
+    store.close()
+
+
+def test_embedder_files_are_checked_against_pinned_digests(tmp_path: Path) -> None:
+    from coda.memory import embedders
+
+    for name in embedders.MINILM_SHA256:
+        (tmp_path / name).write_bytes(b"not the model")
+    with pytest.raises(embedders.EmbedderUnavailable) as error:
+        embedders.load_embedder("minilm", str(tmp_path))
+    message = str(error.value)
+    assert str(tmp_path / "config.json") in message and embedders.MINILM_INSTALL in message
+    with pytest.raises(embedders.EmbedderUnavailable, match="not found"):
+        embedders.load_embedder("minilm", str(tmp_path / "missing"))
+
+
 def test_forget_removes_text_from_the_database_files(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     store = MemoryStore(path)

@@ -105,8 +105,13 @@ async def test_forget_deletes_rows_for_good(served, tmp_path: Path) -> None:  # 
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("memory.db"))  # noqa: ASYNC240
     assert b"QUOKKA" not in raw and b"alice likes jazz" not in raw
     assert b"bob likes rock" in raw
-    hits = (await stub.Search(pb.SearchRequest(query="passport jazz rock", limit=10))).results
-    assert [h.item.id for h in hits] == [kept.id]
+    # One search per text: a query mixing three topics is relevant to none of them.
+    found = {
+        h.item.id
+        for query in ("my passport number", "alice likes jazz", "bob likes rock")
+        for h in (await stub.Search(pb.SearchRequest(query=query, limit=10))).results
+    }
+    assert found == {kept.id}
 
 
 async def test_forget_by_query_deletes_only_matches(served) -> None:  # type: ignore[no-untyped-def]
@@ -273,3 +278,31 @@ async def test_search_works_lexically_while_the_embedder_is_unavailable(tmp_path
         hits = (await stub.Search(pb.SearchRequest(query="boiler service", user_id="u1"))).results
         assert [h.item.text for h in hits] == ["the boiler needs a service in March"]
         await channel.close()
+
+
+async def test_turn_recall_finds_facts_by_paraphrase_and_nothing_for_unrelated_questions(served) -> None:  # type: ignore[no-untyped-def]
+    host, stub = served
+    await memory_of(host).worker.wait_backfilled()
+
+    def stated(text: str, kind: int = FACT) -> pb.StoreRequest:
+        # As the `remember` tool stores it: no importance, so the kind's default applies.
+        return pb.StoreRequest(item=pb.MemoryItem(text=text, kind=kind, user_id="sam"))
+
+    name = (await stub.Store(stated("my name is Sam"))).item
+    home = (await stub.Store(stated("I live in Lisbon"))).item
+    await stub.Store(stated("User: what's your name?\nAssistant: I'm Coda, your assistant.", EPISODE))
+    await stub.Store(stated("User: where is the nearest pharmacy?\nAssistant: I can't look places up.", EPISODE))
+    await stub.Store(stated("I like jazz", PREFERENCE))
+    assert name.importance == pytest.approx(0.8) and name.kind == FACT
+
+    async def recall(text: str) -> list[str]:
+        response = await stub.Recall(pb.RecallRequest(session_id="s1", user_id="sam", text=text))
+        return [h.item.id for h in response.items]
+
+    assert (await recall("what's my name?"))[0] == name.id  # above the episode that asked a name
+    assert (await recall("where do I live?"))[0] == home.id
+    assert (await recall("where am I from?"))[0] == home.id  # no word in common
+    for unrelated in ("how tall is Mount Everest?", "tell me a joke", "what's the capital of Australia?"):
+        assert await recall(unrelated) == [], unrelated
+    # The recall tool's Search applies the same threshold.
+    assert (await stub.Search(pb.SearchRequest(query="tell me a joke", user_id="sam"))).results == []

@@ -117,3 +117,27 @@ async def test_remember_and_recall_with_the_real_memory_component(tmp_path: Path
         texts = [hit["text"] for hit in json.loads(result.result_json)["results"]]
         assert "My favourite colour is green" in texts
         stream.close()
+
+
+async def test_remembered_facts_answer_paraphrases_and_unrelated_recall_is_empty(tmp_path: Path) -> None:
+    pytest.importorskip("coda.memory.component")
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus,memory,tools") as host, grpc.aio.insecure_channel(host.address) as ch:
+        worker = next(c for c in host.components if c.name == "memory").worker  # type: ignore[attr-defined]
+        await worker.wait_backfilled()
+        stream = ExecuteStream(ch)
+        ids = {"user_id": "sam", "session_id": "s1"}
+        stream.call("n", "remember", {"text": "my name is Sam", "kind": "fact"}, **ids)
+        stream.call("h", "remember", {"text": "I live in Lisbon", "kind": "fact"}, **ids)
+        assert {kind for kind, _ in (await stream.until_final("n", "h")).values()} == {"result"}
+
+        async def recall(query: str) -> list[str]:
+            stream.call(query, "recall", {"query": query}, user_id="sam", session_id="s2")
+            kind, result = (await stream.until_final(query, timeout=30))[query]
+            assert kind == "result", result
+            return [hit["text"] for hit in json.loads(result.result_json)["results"]]
+
+        assert (await recall("what's my name?"))[0] == "my name is Sam"
+        assert (await recall("where am I from?"))[0] == "I live in Lisbon"
+        assert await recall("how far away is the moon?") == []
+        stream.close()

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 KINDS = ("fact", "preference", "episode", "summary")
 
+#: Importance of an item stored with none (0: proto3 cannot tell an unset field from 0). What the
+#: user stated about themselves outranks old conversation episodes of about the same relevance
+#: ("what's my name?" finds "My name is Sam" before a chat that mentioned a name).
+DEFAULT_IMPORTANCE = {"fact": 0.8, "preference": 0.7, "summary": 0.5, "episode": 0.3}
+
 
 class MemoryFailure(Exception):
     """Base of the failures the service maps to status codes."""

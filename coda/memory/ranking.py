@@ -5,7 +5,8 @@
     recency   = 0.5 ** (seconds since the item was last accessed / recency_half_life_seconds)
     score     = relevance * (1 - importance_weight * (1 - importance) - recency_weight * (1 - recency))
 
-The boosts only reorder relevant items: an item with no relevance scores 0 whatever its importance.
+The boosts only reorder relevant items: an item with no relevance scores 0 whatever its importance,
+and `memory.min_relevance` is compared with the relevance before the boosts (see MemoryStore.search).
 """
 
 from __future__ import annotations

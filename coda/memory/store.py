@@ -67,7 +67,10 @@ _ITEM_COLUMNS = "key, id, text, kind, importance, session_id, user_id, created_a
 @dataclass(frozen=True)
 class Hit:
     item: Item
+    #: Ranking score: relevance with the importance and recency boosts.
     score: float
+    #: Relevance alone (cosine and BM25 mixed), what `min_relevance` is compared with.
+    relevance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -263,8 +266,16 @@ class MemoryStore:
         scope: Scope = ANYWHERE,
         min_score: float = 0.0,
         now: float | None = None,
+        min_relevance: float = 0.0,
     ) -> list[Hit]:
-        """Rank items against a query: hybrid relevance with boosts, best first."""
+        """Rank items against a query: hybrid relevance with boosts, best first.
+
+        `min_relevance` drops items whose relevance, before the boosts, is below it: importance and
+        recency only reorder what is relevant, they never make an unrelated item pass. It is
+        calibrated on the cosine/BM25 mix, so it only applies where both sides have a vector; a
+        lexical-only match (no embedder, or the item not embedded yet) already shares a query word
+        and its BM25 share runs on another scale (a long summary matching two of three words: 0.17).
+        """
         if limit <= 0:
             return []
         now = time.time() if now is None else now
@@ -283,14 +294,12 @@ class MemoryStore:
         for key in lexical.keys() | cosine.keys():
             item = self._items[key]
             cos = cosine.get(key) if use_vectors else None
-            score = boosted(
-                self.weights,
-                relevance(self.weights, cos, lexical.get(key, 0.0)),
-                item.importance,
-                now - item.accessed_at,
-            )
+            related = relevance(self.weights, cos, lexical.get(key, 0.0))
+            if cos is not None and related < min_relevance:
+                continue
+            score = boosted(self.weights, related, item.importance, now - item.accessed_at)
             if score > 0.0 and score >= min_score:
-                hits.append(Hit(item, score))
+                hits.append(Hit(item, score, related))
         hits.sort(key=lambda h: (-h.score, -h.item.created_at))
         return hits[:limit]
 

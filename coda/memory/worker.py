@@ -29,6 +29,7 @@ from coda.memory.consolidation import summarize
 from coda.memory.embedders import Embedder, load_embedder
 from coda.memory.model import (
     ANYWHERE,
+    DEFAULT_IMPORTANCE,
     Item,
     Scope,
     Turn,
@@ -244,7 +245,15 @@ class MemoryWorker:
         started = time.perf_counter()
         vectors = await self._embed([query])
         query_vector = None if vectors is None else vectors[0]
-        hits = await self._db(self.store.search, query, query_vector, limit or 10, scope, min_score)
+        hits = await self._db(
+            self.store.search,
+            query,
+            query_vector,
+            limit or 10,
+            scope,
+            min_score,
+            min_relevance=self.config.min_relevance,
+        )
         if touch and hits:
             await self._db(self.store.touch, [h.item.id for h in hits])
         elapsed = time.perf_counter() - started
@@ -379,7 +388,7 @@ class MemoryWorker:
                         id="",
                         text=episode_text(t),
                         kind="episode",
-                        importance=0.3,
+                        importance=DEFAULT_IMPORTANCE["episode"],
                         session_id=session_id,
                         user_id=user_id,
                         created_at=t.time,
@@ -447,12 +456,12 @@ def episode_text(turn: Turn) -> str:
 
 
 def _fresh(item: Item) -> Item:
-    """Ids and timestamps are assigned by the store, never taken from a client."""
+    """Ids and timestamps are assigned by the store, never taken from a client; no importance: the kind's."""
     return Item(
         id="",
         text=item.text,
         kind=item.kind,
-        importance=item.importance,
+        importance=item.importance or DEFAULT_IMPORTANCE[item.kind],
         session_id=item.session_id,
         user_id=item.user_id,
     )
