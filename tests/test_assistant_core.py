@@ -20,6 +20,7 @@ from coda.assistant.personality import (
     TraitError,
     answer_token_limit,
     guidance,
+    memory_note,
     system_prompt,
     trait_changes,
     validate_traits,
@@ -45,14 +46,20 @@ def test_traits_pick_a_sentence_by_third() -> None:
     assert guidance({}) == []
 
 
-def test_system_prompt_carries_persona_style_language_and_memories() -> None:
-    memories = [memory_pb2.ScoredItem(item=memory_pb2.MemoryItem(text="the user likes green"), score=0.9)]
-    prompt = system_prompt("You are Coda.", "Talk like a pirate.", {"humor": 0.9}, memories, "fr")
+def test_system_prompt_carries_persona_style_and_language_and_memories_come_last() -> None:
+    prompt = system_prompt("You are Coda.", "Talk like a pirate.", {"humor": 0.9}, "fr")
     assert prompt.startswith("You are Coda.")
     assert "Talk like a pirate." in prompt
     assert "playful" in prompt
     assert "'fr'" in prompt
-    assert "- the user likes green" in prompt
+    memories = [memory_pb2.ScoredItem(item=memory_pb2.MemoryItem(text="the user likes green"), score=0.9)]
+    older = memory_pb2.Turn(user_text="one", assistant_text="two")
+    messages = conversation_messages(prompt, [older], "what colour?", memory_note(memories))
+    # Recalled memories change every turn: they sit after the history, so the prefix stays cacheable.
+    assert [m.content for m in messages[:3]] == [prompt, "one", "two"]
+    assert "- the user likes green" in messages[-2].content and messages[-2].role == llm_pb2.ROLE_SYSTEM
+    assert messages[-1].content == "what colour?"
+    assert memory_note([]) == "" and len(conversation_messages(prompt, [], "hi")) == 2
 
 
 @pytest.mark.parametrize(("traits", "message"), [({"charm": 0.5}, "unknown"), ({"humor": 1.5}, "0..1")])

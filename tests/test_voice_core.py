@@ -1,5 +1,6 @@
 """The pure voice cores: audio conversion, the utterance segmenter, the sentence splitter, the
-domain language model's corpus and files."""
+domain language model's corpus and files; and the segmenter with the real VADs on eSpeak speech
+(end-pointing latency), which needs no server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coda.config import VoiceConfig
 from coda.llm.agent.intents import match_intent
 from coda.llm.agent.numbers import words_to_digits
 from coda.v1 import voice_pb2
@@ -19,6 +21,7 @@ from coda.voice.audio import (
     AudioFormatError,
     InputFormat,
     PcmDecoder,
+    PcmResampler,
     Rechunker,
     Resampler,
     validate_format,
@@ -31,7 +34,9 @@ from coda.voice.domain_language import (
     read_pronunciations,
     training_corpus,
 )
+from coda.voice.engines.espeak_tts import EspeakTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
+from coda.voice.engines.silero_vad import SileroVad
 from coda.voice.engines.webrtc_vad import WebRtcVad
 from coda.voice.quality import word_error_rate
 from coda.voice.segmenter import (
@@ -177,6 +182,25 @@ def test_end_of_stream_closes_open_speech() -> None:
     assert isinstance(actions[-1], SpeechEnded) and actions[-1].reason == END_OF_STREAM
 
 
+def test_a_late_classifier_is_compensated_so_the_end_comes_silence_ms_after_speech() -> None:
+    """A recurrent VAD reports silence a few frames late; vad_lag_ms takes that back off."""
+    lag_frames = 2
+    decisions: list[bool] = []
+
+    def late_vad(frame: bytes) -> bool:
+        decisions.append(energy_vad(frame))
+        return any(decisions[-1 - lag_frames :])  # voiced until lag_frames after the energy stops
+
+    settings = SegmenterSettings(frame_ms=30, silence_ms=300, vad_lag_ms=lag_frames * 30)
+    segmenter = Segmenter(late_vad, settings)
+    audio = pcm(np.concatenate([np.zeros(16000), tone(1.0), np.zeros(16000)]))
+    ended_at = None
+    for i in range(0, len(audio), settings.frame_bytes):
+        if any(isinstance(a, SpeechEnded) for a in segmenter.push(audio[i : i + settings.frame_bytes])):
+            ended_at = segmenter.position_ms
+    assert ended_at == pytest.approx(2000 + 300, abs=30)  # not 2000 + 300 + 60
+
+
 def test_ten_minutes_of_noise_are_force_finalized_with_bounded_buffers() -> None:
     """Loud white noise is 'speech' to the real WebRTC VAD (measured: 100% of frames at sigma 3000):
     without a cap the utterance would never end."""
@@ -193,6 +217,67 @@ def test_ten_minutes_of_noise_are_force_finalized_with_bounded_buffers() -> None
     assert all(a.reason == END_MAX_LENGTH for a in ended)
     assert all(a.duration_ms <= 10_000 + 30 for a in ended)  # one 30 ms frame of granularity
     assert peak <= SegmenterSettings().frame_bytes * 11  # pre-roll window plus one partial frame
+
+
+# --- end-pointing with the default VAD on speech ---------------------------------------------
+
+END_POINTED = ["hello coda", "set a timer for five minutes", "the quick brown fox jumps over the lazy dog"]
+
+
+async def espeak_speech(text: str, voice: str = "en-us") -> bytes:
+    tts = EspeakTts()
+    await tts.load()
+    audio = b"".join([piece.pcm async for piece in tts.synthesize(text, voice)])
+    return PcmResampler(tts.sample_rate, 16_000).process(audio)
+
+
+def speech_bounds_ms(audio: bytes) -> tuple[float, float]:
+    """Where the speech really starts and ends: the first and last sample above -40 dB of its peak."""
+    level = np.abs(np.frombuffer(audio, "<i2").astype(np.float64))
+    loud = np.nonzero(level > 0.01 * level.max())[0]
+    return loud[0] / 16, loud[-1] / 16
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-us+f2"])
+async def test_silero_reports_onset_within_250_ms_and_the_end_silence_ms_after_speech(voice: str) -> None:
+    """Barge-in waits for the onset (voice.vad_speech_started); the reply waits for the end. Both are
+    measured in audio time from where eSpeak's speech really starts and ends. Measured on these
+    sentences: onset 86-171 ms, end 194-327 ms after the speech with silence_ms 300."""
+    vad = SileroVad()
+    await vad.load()
+    silence_ms = VoiceConfig().silence_ms
+    assert silence_ms <= 300
+    settings = SegmenterSettings(
+        frame_ms=vad.frame_ms,
+        silence_ms=silence_ms,
+        start_window_ms=vad.start_window_ms,
+        vad_lag_ms=vad.end_lag_ms,
+    )
+    for text in END_POINTED:
+        spoken = await espeak_speech(text, voice)
+        onset, end = (1000 + t for t in speech_bounds_ms(spoken))
+        audio = bytes(32_000) + spoken + bytes(32_000)
+        segmenter = Segmenter(vad.classifier().is_speech, settings)
+        started_at = ended_at = None
+        for i in range(0, len(audio), settings.frame_bytes):  # one frame at a time, as a live mic
+            for action in segmenter.push(audio[i : i + settings.frame_bytes]):
+                if isinstance(action, SpeechStarted):
+                    started_at = segmenter.position_ms
+                elif isinstance(action, SpeechEnded):
+                    ended_at = segmenter.position_ms
+                    assert action.reason == END_SILENCE
+        assert started_at is not None and ended_at is not None, text
+        assert 0 < started_at - onset <= 250, (text, started_at - onset)
+        assert 0 < ended_at - end <= silence_ms + vad.frame_ms, (text, ended_at - end)
+
+
+def test_silero_does_not_take_white_noise_for_speech() -> None:
+    """The noise WebRTC calls speech on every frame (see the force-finalize test above)."""
+    vad = SileroVad()
+    classifier = vad.classifier()
+    noise = pcm(np.random.default_rng(7).normal(0, 3000, 16000 * 3))
+    frames = [noise[i : i + 1024] for i in range(0, len(noise) - 1023, 1024)]
+    assert sum(classifier.is_speech(f) for f in frames) <= len(frames) // 20
 
 
 # --- sentence splitter -----------------------------------------------------------------------
@@ -232,6 +317,10 @@ def test_splitting_never_loses_or_reorders_text(text: str, cuts: list[int]) -> N
 def test_word_error_rate() -> None:
     assert word_error_rate("open the garage door", "Open the garage door.") == 0
     assert word_error_rate("open the garage door", "open a garage") == 0.5
+    # Digits are read as words and one spelling is used, as Whisper writes "12" and "favorite".
+    assert word_error_rate("what is twelve times seven", "What is 12 times 7?") == 0
+    assert word_error_rate("my favourite colour", "My favorite color.") == 0
+    assert word_error_rate("one hundred twenty three", "123") == 0
 
 
 # --- the domain language model -----------------------------------------------------------------

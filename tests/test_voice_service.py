@@ -1,12 +1,12 @@
 """The Voice service over real gRPC, with real engines: eSpeak speech streamed through Transcribe,
-Synthesize streaming and cancel, bad input, and the Wyoming engines against a real Wyoming server
+Synthesize streaming and cancel, bad input, the Whisper engine (accuracy, determinism, partials, a
+corrupt model falling back to pocketsphinx), and the Wyoming engines against a real Wyoming server
 process (plus the breaker falling back to the embedded engines when the server is gone).
 
-WER threshold: the default pocketsphinx LM on eSpeak's en-us voice measured 0.00-0.17 on the
-sentences used here (and 0.41 over a harder 12-sentence set, bench/voice.py); 0.5 leaves room
-for eSpeak's run-to-run variation without letting a broken pipeline (WER ~1) pass. Those sentences
-are free dictation, so their tests run the "general" language model; the assistant's commands are
-tested with the default "domain" model (see COMMANDS).
+WER thresholds: the default engine (Whisper tiny.en) on eSpeak's en-us voice measured 0.00-0.14 per
+sentence on the sentences used here (bench/voice.py has the full table); 0.3 leaves room for eSpeak's
+run-to-run variation without letting a broken pipeline (WER ~1) pass. pocketsphinx's own tests
+(its "domain" command model, the loud first utterance) pin stt_engine = "pocketsphinx".
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import pytest
 
 from coda.v1 import bus_pb2, bus_pb2_grpc, voice_pb2, voice_pb2_grpc
 from coda.voice.audio import PcmResampler
+from coda.voice.engines.base import EngineError
 from coda.voice.engines.espeak_tts import EspeakTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
+from coda.voice.engines.whisper_stt import BUNDLED_SHA256, WhisperStt, bundled_model_dir, verify_model_dir
 from coda.voice.quality import word_error_rate
 from coda.voice.wyoming_server import BANNER
 from tests.conftest import Processes, make_config, running_host
@@ -90,7 +92,7 @@ async def bus_events(address: str, session_id: str, want: set[str], timeout: flo
 
 @pytest.fixture
 async def voice(tmp_path: Path) -> AsyncIterator[tuple[voice_pb2_grpc.VoiceStub, str]]:
-    config = make_config(tmp_path, CODA_VOICE__MAX_UTTERANCE_SECONDS="3", CODA_VOICE__STT_LANGUAGE_MODEL="general")
+    config = make_config(tmp_path, CODA_VOICE__MAX_UTTERANCE_SECONDS="3")
     async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
         yield voice_pb2_grpc.VoiceStub(channel), host.address
 
@@ -113,8 +115,8 @@ async def test_real_time_sentence_is_segmented_and_transcribed(voice) -> None:  
     assert 700 <= started.offset_ms <= 1000 + 300
     assert 1000 + speech_ms - 400 <= ended.offset_ms <= 1000 + speech_ms + 300
     final = responses[-1][1]
-    assert word_error_rate(sentence, final.text) <= 0.5, final.text
-    assert final.engine == "pocketsphinx" and final.language == "en-US"
+    assert word_error_rate(sentence, final.text) <= 0.3, final.text
+    assert final.engine == "whisper" and final.language == "en"
     assert 0 < final.confidence <= 1
     events = await bus_events(address, "s-rt", {"voice_stt_final", "voice_vad_speech_ended"})
     types = [e.WhichOneof("payload") for e in events]
@@ -124,8 +126,6 @@ async def test_real_time_sentence_is_segmented_and_transcribed(voice) -> None:  
 
 async def test_continuous_stream_at_full_speed_transcribes_each_utterance(voice) -> None:  # type: ignore[no-untyped-def]
     stub, _ = voice
-    # "open the garage door" sits at the general model's WER bound (eSpeak's output varies by a
-    # few samples per run), so this segmentation test speaks the two robustly recognised ones.
     spoken_sentences = [SENTENCES[0], SENTENCES[2]]
     audio = silence(0.5)
     for sentence in spoken_sentences:
@@ -136,8 +136,7 @@ async def test_continuous_stream_at_full_speed_transcribes_each_utterance(voice)
     )
     finals = [p.text for k, p in responses if k == "final"]
     assert len(finals) == 2
-    # Judged over the stream: a fresh decoder's live CMN settles during the first utterance.
-    assert word_error_rate(" ".join(spoken_sentences), " ".join(finals)) <= 0.5, finals
+    assert word_error_rate(" ".join(spoken_sentences), " ".join(finals)) <= 0.3, finals
 
 
 async def test_other_rates_stereo_and_float_are_converted(voice) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +150,7 @@ async def test_other_rates_stereo_and_float_are_converted(voice) -> None:  # typ
         )
     )
     responses = await collect(stub.Transcribe(audio_requests(setup, stereo, chunk=8191)))
-    assert word_error_rate(SENTENCES[2], responses[-1][1].text) <= 0.5
+    assert word_error_rate(SENTENCES[2], responses[-1][1].text) <= 0.3
 
 
 async def test_wrong_declared_rate_still_answers(voice) -> None:  # type: ignore[no-untyped-def]
@@ -201,17 +200,13 @@ async def test_silence_only_gives_no_utterance(voice) -> None:  # type: ignore[n
     assert [k for k, _ in responses] == ["started"]
 
 
-async def test_endless_noise_is_force_finalized_and_memory_stays_bounded(voice) -> None:  # type: ignore[no-untyped-def]
-    """Loud noise is speech to the VAD: utterances end at max_utterance_seconds (3 s here).
-    Then ten minutes of quiet room noise, streamed as fast as possible, must not grow memory."""
-    stub, _ = voice
+async def test_endless_noise_is_force_finalized_and_memory_stays_bounded(tmp_path: Path) -> None:
+    """Loud noise is speech to WebRTC's VAD: utterances end at max_utterance_seconds (3 s here).
+    Then ten minutes of quiet room noise, streamed as fast as possible, must not grow memory.
+    (WebRTC: Silero, the default, takes no noise for speech, and costs ~20 s for ten minutes here.)"""
+    config = make_config(tmp_path, CODA_VOICE__MAX_UTTERANCE_SECONDS="3", CODA_VOICE__VAD_ENGINE="webrtc")
     rng = np.random.default_rng(3)
     loud = np.clip(rng.normal(0, 3000, RATE * 12), -32768, 32767).astype("<i2").tobytes()
-    responses = await collect(stub.Transcribe(audio_requests(transcribe_config(continuous=True), loud, chunk=16000)))
-    ended = [p for k, p in responses if k == "speech_ended"]
-    assert len(ended) >= 3 and all(p.speech_duration_ms <= 3000 + 30 for p in ended)
-    assert sum(k == "final" for k, _ in responses) == len(ended)
-
     quiet = np.clip(rng.normal(0, 200, RATE * 10), -32768, 32767).astype("<i2").tobytes()
 
     async def ten_minutes() -> AsyncIterator[voice_pb2.TranscribeRequest]:
@@ -220,11 +215,28 @@ async def test_endless_noise_is_force_finalized_and_memory_stays_bounded(voice) 
             for i in range(0, len(quiet), 32000):
                 yield voice_pb2.TranscribeRequest(audio=quiet[i : i + 32000])
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    responses = await collect(stub.Transcribe(ten_minutes()))
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stub = voice_pb2_grpc.VoiceStub(channel)
+        responses = await collect(
+            stub.Transcribe(audio_requests(transcribe_config(continuous=True), loud, chunk=16000))
+        )
+        ended = [p for k, p in responses if k == "speech_ended"]
+        assert len(ended) >= 3 and all(p.speech_duration_ms <= 3000 + 30 for p in ended)
+        assert sum(k == "final" for k, _ in responses) == len(ended)
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        responses = await collect(stub.Transcribe(ten_minutes()))
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert responses[0][0] == "started"
     assert grown_mb < 60, f"peak RSS grew {grown_mb:.0f} MB over ten minutes of audio (19 MB of PCM)"
+
+
+async def test_loud_noise_opens_no_utterance_with_the_default_vad(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    rng = np.random.default_rng(3)
+    loud = np.clip(rng.normal(0, 3000, RATE * 12), -32768, 32767).astype("<i2").tobytes()
+    responses = await collect(stub.Transcribe(audio_requests(transcribe_config(continuous=True), loud, chunk=16000)))
+    assert [k for k, _ in responses] == ["started"]
 
 
 async def test_client_vanishing_mid_stream_leaves_the_server_serving(voice) -> None:  # type: ignore[no-untyped-def]
@@ -418,7 +430,8 @@ COMMANDS = [
 
 
 async def test_assistant_commands_are_recognised_with_the_domain_model(tmp_path: Path) -> None:
-    config = make_config(tmp_path)  # the default: voice.stt_language_model = "domain"
+    # pocketsphinx with its default voice.stt_language_model = "domain" (Whisper's fallback).
+    config = make_config(tmp_path, CODA_VOICE__STT_ENGINE="pocketsphinx")
     async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
         stub = voice_pb2_grpc.VoiceStub(channel)
         audio = silence(0.5)
@@ -462,3 +475,146 @@ async def test_a_loud_first_utterance_is_heard_as_well_as_later_ones() -> None:
     assert later[0] == later[1] == later[2], later
     assert word_error_rate(command, later[0]) <= 1 / 6, later
     await stt.close()
+
+
+# --- Whisper, the default engine ----------------------------------------------------------------
+
+OPEN_SENTENCE = "the quick brown fox jumps over the lazy dog"
+
+
+async def whisper_text(stt: WhisperStt, audio: bytes) -> tuple[str, float]:
+    stream = await stt.open("en")
+    await stream.feed(audio)
+    result = await stream.finish()
+    return result.text, result.confidence
+
+
+async def test_whisper_hears_commands_and_open_sentences(tmp_path: Path) -> None:
+    """Through the service with the default engines. Measured over this stream (eSpeak en-us):
+    WER 0.07 (pocketsphinx's domain model: 0.20 on the commands alone and ~0.8 on the open
+    sentence, which its command grammar cannot say)."""
+    said = [*COMMANDS, OPEN_SENTENCE]
+    audio = silence(0.5)
+    for text in said:
+        audio += await speech(text) + silence(1.0)
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
+        stub = voice_pb2_grpc.VoiceStub(channel)
+        responses = await collect(stub.Transcribe(audio_requests(transcribe_config(continuous=True), audio)))
+    finals = [p for k, p in responses if k == "final"]
+    assert len(finals) == len(said), [f.text for f in finals]
+    assert {f.engine for f in finals} == {"whisper"}
+    heard = [f.text for f in finals]
+    assert word_error_rate(" ".join(said), " ".join(heard)) <= 0.15, heard
+    assert word_error_rate(OPEN_SENTENCE, heard[-1]) <= 0.3, heard[-1]
+    assert "coda" in heard[COMMANDS.index("hello coda")].lower()  # the hotword
+
+
+async def test_whisper_gives_the_same_text_for_the_same_audio() -> None:
+    """Nothing carries over between utterances: a different utterance in between changes nothing."""
+    stt = WhisperStt()
+    await stt.load()
+    first, other = await speech(OPEN_SENTENCE), await speech("what time is it in tokyo")
+    before = await whisper_text(stt, first)
+    await whisper_text(stt, other)
+    after = await whisper_text(stt, first)
+    assert before == after and before[0]
+
+
+async def test_whisper_partials_arrive_while_the_user_speaks(tmp_path: Path) -> None:
+    # About 8 s: a partial decode has seconds to come back even on a busy 2-core machine.
+    long_sentence = (
+        "the quick brown fox jumps over the lazy dog and then it runs far away into the forest"
+        " to find its friends and play with them until the sun goes down"
+    )
+    spoken = await speech(long_sentence)
+    audio = silence(0.5) + spoken + silence(1.0)
+    # About real time (100 ms of audio every 0.1 s): the client is a live microphone.
+    requests = audio_requests(transcribe_config(partials=True), audio, chunk=3200, pace=0.1)
+    config = make_config(tmp_path)  # the voice fixture cuts utterances at 3 s; this one is 5 s long
+    async with running_host(config, only="bus,voice") as host, grpc.aio.insecure_channel(host.address) as channel:
+        responses = await collect(voice_pb2_grpc.VoiceStub(channel).Transcribe(requests))
+    kinds = [k for k, _ in responses]
+    partials = [p.text for k, p in responses[: kinds.index("speech_ended")] if k == "partial"]
+    # Each partial re-decodes the utterance (~0.3 s on 2 idle cores, several times that on a busy
+    # machine); one of them must come back before the speech has ended.
+    assert partials, kinds
+    # A partial is a greedy guess at part of the sentence: most of its words are the sentence's.
+    guessed = partials[-1].lower().replace(",", " ").replace(".", " ").split()
+    assert sum(word in long_sentence.split() for word in guessed) >= len(guessed) / 2, partials
+    assert word_error_rate(long_sentence, responses[-1][1].text) <= 0.3, responses[-1][1].text
+
+
+def corrupt_model_copy(folder: Path) -> Path:
+    """The bundled model directory with garbage in model.bin (the other files linked, not copied)."""
+    folder.mkdir()
+    for source in bundled_model_dir().iterdir():
+        if source.name != "model.bin":
+            (folder / source.name).symlink_to(source)
+    (folder / "model.bin").write_bytes(b"not a ctranslate2 model" * 1000)
+    return folder
+
+
+def test_model_files_are_checked_against_their_pinned_hashes(tmp_path: Path) -> None:
+    verify_model_dir(bundled_model_dir(), BUNDLED_SHA256, "reinstall")  # the installed files are intact
+    folder = corrupt_model_copy(tmp_path / "model")
+    with pytest.raises(EngineError, match=r"model\.bin is corrupt or was replaced .* reinstall"):
+        verify_model_dir(folder, BUNDLED_SHA256, "reinstall")
+    (folder / "config.json").unlink()
+    with pytest.raises(EngineError, match=r"config\.json is missing"):
+        verify_model_dir(folder, BUNDLED_SHA256, "reinstall")
+
+
+async def test_an_unloadable_model_without_a_pinned_hash_is_a_clear_engine_error(tmp_path: Path) -> None:
+    stt = WhisperStt(str(corrupt_model_copy(tmp_path / "model")))
+    with pytest.raises(EngineError, match=r"cannot load the model in .*model"):
+        await stt.load()
+    with pytest.raises(EngineError, match="cannot load the model"):
+        await stt.open("en")  # the load failure, again, for the breaker to count
+
+
+async def test_a_corrupt_whisper_model_falls_back_to_pocketsphinx(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = corrupt_model_copy(tmp_path / "model")
+    config = make_config(
+        tmp_path,
+        CODA_VOICE__WHISPER_MODEL_DIR=str(folder),
+        CODA_VOICE__WHISPER_MODEL_SHA256=BUNDLED_SHA256["model.bin"],
+    )
+    with caplog.at_level("ERROR"):
+        async with running_host(config, only="bus,voice") as host:
+            async with grpc.aio.insecure_channel(host.address) as channel:
+                stub = voice_pb2_grpc.VoiceStub(channel)
+                spoken = silence(0.5) + await speech("what time is it in tokyo") + silence(1.0)
+                result = await collect(stub.Transcribe(audio_requests(transcribe_config(), spoken)))
+            events = await bus_events(host.address, "", {"component_breaker"})
+    final = result[-1][1]
+    assert final.engine == "pocketsphinx" and word_error_rate("what time is it in tokyo", final.text) <= 0.5
+    breaker = [e.component_breaker for e in events if e.WhichOneof("payload") == "component_breaker"]
+    assert breaker and breaker[0].target == f"whisper:{folder}" and breaker[0].state == 2  # BREAKER_STATE_OPEN
+    assert "model.bin is corrupt" in breaker[0].reason
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and "failed to load" in r.getMessage()]
+    assert logged and "model.bin" in getattr(logged[0], "error", "")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "detail"),
+    [
+        (voice_pb2.AudioFormat(encoding=PCM16, sample_rate=2_000), "sample_rate 2000 Hz is out of range"),
+        (voice_pb2.AudioFormat(encoding=PCM16, sample_rate=16_000, channels=8), "8 channels"),
+        (voice_pb2.AudioFormat(encoding=9, sample_rate=16_000), "encoding must be"),
+    ],
+)
+async def test_audio_the_recogniser_cannot_take_is_refused_with_the_reason(
+    voice, fmt: voice_pb2.AudioFormat, detail: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Any rate from 4 to 192 kHz, PCM16 or float32, up to 4 channels is converted to Whisper's
+    16 kHz mono PCM16 (see test_other_rates_stereo_and_float_are_converted); the rest is refused."""
+    stub, _ = voice
+    call = stub.Transcribe()
+    await call.write(voice_pb2.TranscribeRequest(config=voice_pb2.TranscribeConfig(format=fmt)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(call)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail in (caught.value.details() or "")

@@ -103,14 +103,13 @@ def is_refusal(answer: str) -> bool:
     return bool(_REFUSAL.match(answer))
 
 
-def system_prompt(
-    base: str,
-    persona: str,
-    traits: Mapping[str, float],
-    memories: Sequence[memory_pb2.ScoredItem] = (),
-    language: str = "",
-) -> str:
-    """The system message of a turn: who the assistant is, how it talks, and what it remembers."""
+def system_prompt(base: str, persona: str, traits: Mapping[str, float], language: str = "") -> str:
+    """The system message of a turn: who the assistant is and how it talks.
+
+    It changes only with the session's settings, so a local model finds it (and the conversation
+    after it) already evaluated in its prompt cache; what is recalled for this turn goes in a
+    message of its own right before the user's (`memory_note`).
+    """
     parts = [base.strip()]
     if persona.strip():
         parts.append(persona.strip())
@@ -119,8 +118,10 @@ def system_prompt(
         parts.append("Style: " + " ".join(style))
     if language:
         parts.append(f"Answer in the language with code {language!r}.")
-    if memories:
-        lines = "\n".join(f"- {scored.item.text}" for scored in memories if scored.item.text.strip())
-        if lines:
-            parts.append("Things you remember that may be relevant:\n" + lines)
     return "\n\n".join(parts)
+
+
+def memory_note(memories: Sequence[memory_pb2.ScoredItem]) -> str:
+    """What the assistant remembers that may bear on this turn ("" when nothing was recalled)."""
+    lines = "\n".join(f"- {scored.item.text}" for scored in memories if scored.item.text.strip())
+    return "Things you remember about the user that may be relevant:\n" + lines if lines else ""

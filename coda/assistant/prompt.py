@@ -23,8 +23,11 @@ def ordered_turns(turns: Sequence[memory_pb2.Turn]) -> list[memory_pb2.Turn]:
 
 
 def conversation_messages(
-    system: str, recent_turns: Sequence[memory_pb2.Turn], user_text: str
+    system: str, recent_turns: Sequence[memory_pb2.Turn], user_text: str, note: str = ""
 ) -> list[llm_pb2.ChatMessage]:
+    """System prompt, recent turns oldest first, then `note` (a system message: what was recalled for
+    this turn) and the user's text. The note comes late so that everything before it stays the same
+    from turn to turn, which a model's prompt cache reuses."""
     messages = [llm_pb2.ChatMessage(role=Role.ROLE_SYSTEM, content=system)]
     for turn in ordered_turns(recent_turns):
         if turn.user_text:
@@ -32,6 +35,8 @@ def conversation_messages(
         if turn.assistant_text:
             content = turn.assistant_text + (" [interrupted by the user]" if turn.interrupted else "")
             messages.append(llm_pb2.ChatMessage(role=Role.ROLE_ASSISTANT, content=content))
+    if note:
+        messages.append(llm_pb2.ChatMessage(role=Role.ROLE_SYSTEM, content=note))
     messages.append(llm_pb2.ChatMessage(role=Role.ROLE_USER, content=user_text))
     return messages
 

@@ -28,7 +28,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from coda.assistant import metrics
-from coda.assistant.personality import answer_token_limit, is_refusal, system_prompt
+from coda.assistant.personality import answer_token_limit, is_refusal, memory_note, system_prompt
 from coda.assistant.ports import EngineError, Engines, GenerationCall, SynthesisCall
 from coda.assistant.prompt import (
     assistant_tool_calls,
@@ -260,14 +260,12 @@ class Turn:
             return
         tools = await self._tools.get()
         system = system_prompt(
-            self._config.persona,
-            self.settings.persona,
-            dict(self.settings.traits),
-            recalled.items,
-            self.settings.language,
+            self._config.persona, self.settings.persona, dict(self.settings.traits), self.settings.language
         )
         recent = list(recalled.recent_turns) if recalled.recent_turns else list(self.session.recent)
-        messages = conversation_messages(system, recent[-self._config.recall_turns :], text)
+        messages = conversation_messages(
+            system, recent[-self._config.recall_turns :], text, memory_note(recalled.items)
+        )
         limit = max(0, self._config.max_tool_rounds)
         for round_index in range(limit + 1):
             last = round_index == limit

@@ -31,6 +31,10 @@ class SegmenterSettings:
     end_ratio: float = 0.9
     #: Audio before the detected start that is still handed to the recogniser.
     pre_roll_ms: int = 300
+    #: How late the classifier reports silence after speech stops (a recurrent VAD's probability
+    #: decays over a few frames): that much less trailing silence is waited for, and the end is
+    #: dated that much earlier, so an utterance ends `silence_ms` after the speech did.
+    vad_lag_ms: int = 0
     #: An utterance longer than this is ended (force-finalized) so buffers stay bounded.
     max_utterance_ms: int = 30_000
     #: Keep listening after an utterance ends.
@@ -79,7 +83,7 @@ class Segmenter:
         self.settings = settings
         frame_ms = settings.frame_ms
         self._start_frames = max(1, round(settings.start_window_ms / frame_ms))
-        self._end_frames = max(1, round(settings.silence_ms / frame_ms))
+        self._end_frames = max(1, round(max(0, settings.silence_ms - settings.vad_lag_ms) / frame_ms))
         self._recent: collections.deque[tuple[bytes, bool]] = collections.deque(
             maxlen=max(self._start_frames, round(settings.pre_roll_ms / frame_ms))
         )
@@ -149,7 +153,7 @@ class Segmenter:
         utterance.frames += 1
         utterance.tail.append(voiced)
         if voiced:
-            utterance.last_voiced_end_ms = now_ms
+            utterance.last_voiced_end_ms = max(utterance.start_ms, now_ms - self.settings.vad_lag_ms)
         actions.append(SpeechAudio(frame))
         tail = utterance.tail
         if len(tail) == self._end_frames and sum(not v for v in tail) >= self.settings.end_ratio * self._end_frames:

@@ -105,6 +105,8 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
             sample_rate=rate,
             frame_ms=engines.vad.frame_ms,
             silence_ms=setup.silence_ms or self._config.silence_ms,
+            start_window_ms=engines.vad.start_window_ms,
+            vad_lag_ms=engines.vad.end_lag_ms,
             max_utterance_ms=int(self._config.max_utterance_seconds * 1000),
             continuous=setup.continuous,
         )
@@ -207,7 +209,13 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                 f"sample_rate {out_rate} Hz is out of range {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
             )
         ids = _Ids(setup.session_id, setup.correlation_id)
-        voice = setup.voice or self._config.tts_voice
+        voice = setup.voice or self._config.tts_voice or engines.tts.default_voice
+        if not engines.tts.has_voice(voice):
+            # Refused before any audio, so a client learns at once what it may ask for instead.
+            message = f"voice {voice!r} is not installed; installed voices: {', '.join(engines.tts.voices())}"
+            metrics.ERRORS.labels(operation="synthesize", cause="VoiceNotFound").inc()
+            self._publish(events_pb2.VoiceTtsError(message=message, engine=engines.tts.name), ids)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         cancelled = asyncio.Event()
         protocol_error: list[str] = []

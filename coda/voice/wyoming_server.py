@@ -66,15 +66,17 @@ def describe(stt: SttEngine, tts: TtsEngine, voice: str) -> Info:
                 installed=True,
                 description="Coda embedded speech synthesis (eSpeak NG)",
                 version=__version__,
+                # Exactly the voices installed (the default first), so a client never picks a missing one.
                 voices=[
                     TtsVoice(
-                        name=voice,
+                        name=name,
                         attribution=_ATTRIBUTION,
                         installed=True,
                         description="eSpeak NG",
                         version=__version__,
-                        languages=["en"],
+                        languages=[name.split("-")[0]],
                     )
+                    for name in sorted(tts.voices(), key=lambda name: name != voice)
                 ],
             )
         ],

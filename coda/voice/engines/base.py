@@ -19,6 +19,10 @@ class EngineUnavailable(EngineError):
     """The engine is not reachable right now (its circuit is open or its server is down)."""
 
 
+class VoiceNotFound(EngineError):
+    """The requested voice is not installed in this engine (a request error, not an engine failure)."""
+
+
 @dataclass(frozen=True)
 class Transcript:
     text: str
@@ -69,11 +73,23 @@ class TtsEngine(Protocol):
     name: str
     #: The rate of the audio it usually produces (pieces carry their own rate regardless).
     sample_rate: int
+    #: The voice spoken when a request names none ("" when the engine decides, e.g. a remote server).
+    default_voice: str
 
     async def load(self) -> None: ...
 
+    def voices(self) -> tuple[str, ...]:
+        """The installed voices, exactly the names a request may use; empty when the engine cannot
+        tell (a remote server knows its own)."""
+        ...
+
+    def has_voice(self, voice: str) -> bool:
+        """Whether `voice` can be spoken here (engines that cannot tell say True and let the
+        synthesis fail with VoiceNotFound)."""
+        ...
+
     def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
-        """Speak one sentence; closing the iterator early stops synthesis."""
+        """Speak one sentence ("" voice: the default); closing the iterator early stops synthesis."""
         ...
 
     async def close(self) -> None: ...
@@ -89,6 +105,11 @@ class VadEngine(Protocol):
     name: str
     sample_rate: int
     frame_ms: int
+    #: Window over which most frames must be voiced to start an utterance (a noisier detector
+    #: needs a longer one; a shorter one reports onset, and so barge-in, sooner).
+    start_window_ms: int
+    #: How late the detector reports silence after speech stops (0 for a frame-local detector).
+    end_lag_ms: int
 
     async def load(self) -> None: ...
 

@@ -13,11 +13,14 @@ import ctypes
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from pathlib import Path
 
 import espeakng_loader
 
 from coda import logs
-from coda.voice.engines.base import AudioPiece, EngineError
+from coda.voice.engines.base import AudioPiece, EngineError, VoiceNotFound
+from coda.voice.engines.threads import stream_from_thread
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,34 @@ _BUFFER_MS = 100
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class VoiceNotFound(EngineError):
-    """The requested voice does not exist in this engine."""
+__all__ = ["EspeakTts", "VoiceNotFound", "installed_voices"]
+
+
+def installed_voices(data_path: Path) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The voices the bundled data can really speak, and the variants ("+f2") it has.
+
+    A voice is a file under lang/ (eSpeak's own voice list is these files); its name is the file
+    name, lower-cased, which espeak_SetVoiceByName resolves. A voice whose dictionary file is not in
+    the data (the wheel leaves a few out, e.g. fo, kaa, xex) is left out: eSpeak would accept it and
+    then speak with no pronunciation rules. "en-gb" is not a file name (British English is "en").
+    """
+    names: set[str] = set()
+    for path in (data_path / "lang").rglob("*"):
+        if not path.is_file():
+            continue
+        dictionary = language = ""
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "dictionary" and not dictionary:
+                dictionary = value.split()[0] if value.split() else ""
+            elif key == "language" and not language:
+                language = value.split()[0] if value.split() else ""
+        # Without a `dictionary` line eSpeak uses the language code up to its first dash.
+        dictionary = dictionary or language.split("-")[0]
+        if dictionary and (data_path / f"{dictionary}_dict").is_file():
+            names.add(path.name.lower())
+    variants = frozenset(p.name.lower() for p in (data_path / "voices" / "!v").glob("*") if p.is_file())
+    return tuple(sorted(names)), variants
 
 
 class _Library:
@@ -74,6 +103,7 @@ class _Library:
         # ctypes callbacks must stay referenced for as long as C may call them.
         self._callback = _SynthCallback(self._on_audio)
         lib.espeak_SetSynthCallback(self._callback)
+        self.voices, self.variants = installed_voices(Path(data_path.decode()))
 
     def _on_audio(self, wav, count: int, _events: int) -> int:  # type: ignore[no-untyped-def]
         if count > 0 and wav and self._sink is not None:
@@ -90,7 +120,10 @@ class _Library:
         with self.lock:
             if voice != self._voice:
                 if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-                    raise VoiceNotFound(f"espeak-ng has no voice {voice!r} (try en-us, en-gb, en-us+f2, de, fr)")
+                    raise VoiceNotFound(
+                        f"espeak-ng has no voice {voice!r}; installed: {', '.join(self.voices)}"
+                        " (a variant may follow a '+', as in en-us+f2)"
+                    )
                 self._voice = voice
             self._lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0)
             self._sink = sink
@@ -130,43 +163,27 @@ class EspeakTts:
             self._library = await asyncio.get_running_loop().run_in_executor(None, _load_library)
         self.sample_rate = self._library.sample_rate
 
+    def voices(self) -> tuple[str, ...]:
+        return self._library.voices if self._library is not None else ()
+
+    def has_voice(self, voice: str) -> bool:
+        if not voice:
+            return True
+        if self._library is None:
+            return False
+        base, plus, variant = voice.lower().partition("+")
+        return base in self._library.voices and (not plus or variant in self._library.variants)
+
     async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
         library = self._library
         if library is None:
             raise EngineError("espeak-ng: not loaded")
-        loop = asyncio.get_running_loop()
-        # Unbounded on purpose: eSpeak runs far ahead of real time but one sentence is short.
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
-
-        def deliver(item: bytes | BaseException | None) -> bool:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                return True
-            return False
-
-        def sink(chunk: bytes) -> bool:
-            return stop.is_set() or deliver(chunk)
-
-        def run() -> None:
-            try:
-                library.synthesize(text, voice or self.default_voice, self.rate_wpm, sink)
-            except BaseException as exc:
-                deliver(exc)
-                return
-            deliver(None)
-
-        future = loop.run_in_executor(None, run)
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield AudioPiece(item, library.sample_rate)
-        finally:
-            stop.set()
-            # Not awaited: a cancelled consumer must not wait; the thread stops at its next chunk.
-            future.add_done_callback(lambda f: f.exception())
+        chunks = stream_from_thread(
+            lambda sink: library.synthesize(text, voice or self.default_voice, self.rate_wpm, sink)
+        )
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield AudioPiece(chunk, library.sample_rate)
 
     async def close(self) -> None:
         """The library stays loaded for the process (it has global state and no clean unload)."""

@@ -1,9 +1,10 @@
-"""Circuit breakers around external engines, with fallback to the embedded ones.
+"""Circuit breakers around engines that can fail (external servers, neural models), with fallback
+to the embedded ones.
 
-The shared circuit breaker counts failures of the external engine; once open, calls skip it and go
+The shared circuit breaker counts failures of the primary engine; once open, calls skip it and go
 straight to the fallback (or fail fast with EngineUnavailable when there is none) until the reset
-timeout lets one trial call through. State changes are published as `component.breaker` events
-and kept in a metric.
+timeout lets one trial call through. An engine that fails to load opens its circuit at once. State
+changes are published as `component.breaker` events and kept in a metric.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from coda.voice.engines.base import (
     SttStream,
     Transcript,
     TtsEngine,
+    VoiceNotFound,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,13 @@ class EngineBreaker:
     def record_failure(self, exc: BaseException) -> None:
         # The caller already has the failure in hand; this only counts it.
         self._circuit.record_failure(exc)
+
+    def trip(self, exc: BaseException) -> None:
+        """Open the circuit now: the engine failed in a way retrying at once cannot mend (it did not load)."""
+        for _ in range(self._circuit.fail_max):
+            if self._circuit.state != CLOSED:
+                break
+            self._circuit.record_failure(exc)
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         if not self._circuit.allow():
@@ -161,10 +170,17 @@ class _FallbackSttStream:
 
 
 class FallbackStt:
-    """An external STT engine behind a breaker, with an optional embedded fallback."""
+    """An STT engine that can fail (a Wyoming server, Whisper) behind a breaker, with an optional
+    embedded fallback."""
 
     def __init__(
-        self, primary: SttEngine, fallback: SttEngine | None, breaker: EngineBreaker, max_replay_seconds: float
+        self,
+        primary: SttEngine,
+        fallback: SttEngine | None,
+        breaker: EngineBreaker,
+        max_replay_seconds: float,
+        *,
+        preload_fallback: bool = True,
     ) -> None:
         if fallback is not None and fallback.sample_rate != primary.sample_rate:
             raise ValueError("the fallback STT engine must take the same sample rate as the primary")
@@ -174,10 +190,25 @@ class FallbackStt:
         self.name = primary.name
         self.sample_rate = primary.sample_rate
         self.max_replay_bytes = int(max_replay_seconds * primary.sample_rate) * 2
+        #: False when the primary rarely fails once loaded (an embedded model): the fallback is then
+        #: loaded only if the primary does not load, and otherwise on first use.
+        self.preload_fallback = preload_fallback
 
     async def load(self) -> None:
-        await self.primary.load()
-        if self.fallback is not None:
+        try:
+            await self.primary.load()
+        except ENGINE_FAILURES as exc:
+            if self.fallback is None:
+                raise
+            # Not fatal: the service starts and the fallback listens; the open circuit says why.
+            log.error(
+                "stt engine failed to load; the fallback engine listens instead",
+                extra={"engine": self.primary.name, "fallback": self.fallback.name, "error": str(exc)},
+            )
+            self.breaker.trip(exc)
+            await self.fallback.load()
+            return
+        if self.fallback is not None and self.preload_fallback:
             await self.fallback.load()
 
     def supports(self, language: str) -> bool:
@@ -200,7 +231,8 @@ class FallbackStt:
 
 
 class FallbackTts:
-    """An external TTS engine behind a breaker, with an optional embedded fallback, per sentence."""
+    """A TTS engine behind a breaker (a Wyoming server, Piper), with an optional embedded fallback,
+    per sentence. Voices only the fallback has (eSpeak's, beside Piper's) go straight to it."""
 
     def __init__(self, primary: TtsEngine, fallback: TtsEngine | None, breaker: EngineBreaker) -> None:
         self.primary = primary
@@ -208,13 +240,42 @@ class FallbackTts:
         self.breaker = breaker
         self.name = primary.name
         self.sample_rate = primary.sample_rate
+        self.default_voice = primary.default_voice
 
     async def load(self) -> None:
-        await self.primary.load()
+        try:
+            await self.primary.load()
+        except ENGINE_FAILURES as exc:
+            if self.fallback is None:
+                raise
+            # Not fatal: the service starts and the fallback speaks; the open circuit says why.
+            log.error(
+                "tts engine failed to load; the fallback engine speaks instead",
+                extra={"engine": self.primary.name, "fallback": self.fallback.name, "error": str(exc)},
+            )
+            self.breaker.trip(exc)
+        self.sample_rate = self.primary.sample_rate
         if self.fallback is not None:
             await self.fallback.load()
 
+    def voices(self) -> tuple[str, ...]:
+        names = list(self.primary.voices())
+        if self.fallback is not None:
+            names += [v for v in self.fallback.voices() if v not in names]
+        return tuple(names)
+
+    def has_voice(self, voice: str) -> bool:
+        return self.primary.has_voice(voice) or (self.fallback is not None and self.fallback.has_voice(voice))
+
     async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+        if voice and not self.primary.has_voice(voice):
+            if self.fallback is None or not self.fallback.has_voice(voice):
+                raise VoiceNotFound(f"voice {voice!r} is not installed; installed voices: {', '.join(self.voices())}")
+            # A voice only the fallback has was asked for by name: not a failure of the primary.
+            async with aclosing(self.fallback.synthesize(text, voice)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            return
         failure: BaseException | None = None
         if self.breaker.allow():
             spoke = False
@@ -223,6 +284,8 @@ class FallbackTts:
                     async for piece in pieces:
                         spoke = True
                         yield piece
+            except VoiceNotFound:
+                raise  # the request's fault, not the engine's: no failure counted, nobody else speaks
             except ENGINE_FAILURES as exc:
                 self.breaker.record_failure(exc)
                 if spoke:  # half a sentence was heard; repeating it from another voice is worse

@@ -20,6 +20,10 @@ class _WebRtcClassifier:
 
 class WebRtcVad:
     name = "webrtc"
+    #: Its frame decisions are noisy (clicks, breaths): 60% of 300 ms must be voiced to start.
+    start_window_ms = 300
+    #: It judges each frame alone, so silence is reported on the first silent frame.
+    end_lag_ms = 0
 
     def __init__(self, aggressiveness: int = 2, sample_rate: int = 16_000, frame_ms: int = 30) -> None:
         if not 0 <= aggressiveness <= 3:

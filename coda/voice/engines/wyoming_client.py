@@ -138,9 +138,18 @@ class WyomingTts:
         #: What piper voices usually produce; actual pieces carry the server's rate.
         self.sample_rate = sample_rate
         self.target = f"wyoming:tcp://{host}:{port}"
+        #: The server picks its own default voice.
+        self.default_voice = ""
 
     async def load(self) -> None:
         """Nothing to load; the server may come up later (the breaker tracks it)."""
+
+    def voices(self) -> tuple[str, ...]:
+        """Unknown here: only the server knows its voices (and it may not be up yet)."""
+        return ()
+
+    def has_voice(self, voice: str) -> bool:
+        return True  # the server is the judge of its voice names
 
     async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
         connection = _Connection(self.host, self.port, self.timeout)

