@@ -102,9 +102,16 @@ def _help() -> Iterator[str]:
     )  # fmt: skip
 
 
+def _smalltalk() -> Iterator[str]:
+    yield from (
+        "how are you", "how are you doing", "how are you today", "how is it going", "nice to meet you",
+        "hello how are you", "hi there how are you",
+    )  # fmt: skip
+
+
 def _status() -> Iterator[str]:
     yield from (
-        "how are you", "how are you doing", "how are you today", "how is it going", "status",
+        "status",
         "system status", "status report", "tell me the system status", "show me the status",
         "are you ok", "are you okay", "are you working", "are you running", "how is the system doing",
     )  # fmt: skip
@@ -231,6 +238,7 @@ def command_families() -> list[tuple[str, list[str]]]:
         ("thanks", list(_thanks())),
         ("goodbye", list(_goodbyes())),
         ("help", list(_help())),
+        ("smalltalk", list(_smalltalk())),
         ("system_status", list(_status())),
         ("get_time", list(_time())),
         ("set_timer", list(_timers())),
