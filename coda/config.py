@@ -384,6 +384,9 @@ class VoiceConfig:
     tts_chunk_ms: int = 160
     #: Longest text spoken as one sentence when no sentence end arrives.
     max_sentence_chars: int = 250
+    #: The first piece of an answer is spoken as soon as a clause of at least this many words ends (at
+    #: ", ; :"), not only at the end of its first sentence, so the answer is heard sooner (0: off).
+    first_clause_words: int = 3
 
 
 @dataclass

@@ -105,10 +105,10 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
          {"timezone": "Europe/London"}),
         (["what's the time in Paris", "It's 9:00.", "what about Sydney?"], "get_time",
          {"timezone": "Australia/Sydney"}),
-        (["what is 12 times 7", "12*7 is 84.", "now divide that by 3"], "calculate", {"expression": "84/3"}),
-        (["what is 12 times 7", "12*7 is 84.", "add five to that"], "calculate", {"expression": "84+5"}),
-        (["what is 12 times 7", "12*7 is 84.", "and what is that times 2?"], "calculate", {"expression": "84*2"}),
-        (["what is 12 times 7", "12*7 is 84.", "now divide that by 3", "84/3 is 28.", "double it"], "calculate",
+        (["what is 12 times 7", "12 times 7 is 84.", "now divide that by 3"], "calculate", {"expression": "84/3"}),
+        (["what is 12 times 7", "12 times 7 is 84.", "add five to that"], "calculate", {"expression": "84+5"}),
+        (["what is 12 times 7", "12 times 7 is 84.", "and what is that times 2?"], "calculate", {"expression": "84*2"}),
+        (["what is 12 times 7", "12 times 7 is 84.", "now divide that by 3", "84 divided by 3 is 28.", "double it"], "calculate",
          {"expression": "28*2"}),
     ],
 )  # fmt: skip
@@ -161,7 +161,7 @@ def test_answers_phrased_from_tool_results() -> None:
     assert _after_tool(
         "get_time", {"timezone": "Asia/Tokyo"}, {"iso": "2026-03-05T21:04:00+09:00", "timezone": "Asia/Tokyo"}
     ) == ("It's 21:04 on Thursday, 5 March 2026 in Tokyo.")
-    assert _after_tool("calculate", {"expression": "12*7"}, {"result": 84.0}) == "12*7 is 84."
+    assert _after_tool("calculate", {"expression": "12*7"}, {"result": 84.0}) == "12 times 7 is 84."
     assert _after_tool("remember", {"text": "my car is red"}, {"id": "m1"}) == (
         "Got it, I'll remember that your car is red."
     )

@@ -300,10 +300,27 @@ def test_runaway_text_is_cut_at_a_word_boundary() -> None:
     assert all(not s.endswith("wor") for s in out)
 
 
-@given(st.text(alphabet=st.sampled_from(list("abc .!?,\n")), max_size=300), st.lists(st.integers(1, 15), max_size=40))
+def test_the_first_piece_may_end_at_a_clause_break() -> None:
+    splitter = SentenceSplitter(first_clause_words=3)
+    assert splitter.feed("Sure, here") == []  # one word before the comma: too short a piece
+    assert splitter.feed(" is one, about a tomato. It turned red, then") == ["Sure, here is one,", "about a tomato."]
+    # Only the first piece: after it, sentences end where sentences end.
+    assert splitter.feed(" it saw the salad dressing. ") == ["It turned red, then it saw the salad dressing."]
+    assert SentenceSplitter(first_clause_words=3).feed("It's 11:24 on Saturday, 5 December 2026. ") == [
+        "It's 11:24 on Saturday,",
+        "5 December 2026.",
+    ]
+    assert SentenceSplitter(first_clause_words=3).feed("We sold 1,000 units today. ") == ["We sold 1,000 units today."]
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list("abc .!?,\n")), max_size=300),
+    st.lists(st.integers(1, 15), max_size=40),
+    st.sampled_from([0, 1, 3]),
+)
 @settings(max_examples=150, deadline=None)
-def test_splitting_never_loses_or_reorders_text(text: str, cuts: list[int]) -> None:
-    splitter = SentenceSplitter(max_chars=30)
+def test_splitting_never_loses_or_reorders_text(text: str, cuts: list[int], first_clause_words: int) -> None:
+    splitter = SentenceSplitter(max_chars=30, first_clause_words=first_clause_words)
     out, start = [], 0
     for cut in cuts:
         out += splitter.feed(text[start : start + cut])

@@ -221,7 +221,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         protocol_error: list[str] = []
 
         async def read_text() -> None:
-            splitter = SentenceSplitter(self._config.max_sentence_chars)
+            splitter = SentenceSplitter(self._config.max_sentence_chars, self._config.first_clause_words)
             pending = 0
             try:
                 async for request in requests:

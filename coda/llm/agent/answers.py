@@ -123,12 +123,29 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+_SPOKEN_OPERATORS = [("**0.5", " square root"), ("**", " to the power of "), ("*", " times "), ("/", " divided by "),
+                     ("+", " plus "), ("%", " modulo ")]  # fmt: skip
+
+
+def spoken_expression(expression: str) -> str:
+    """An arithmetic expression as words a voice reads right ("12*7" -> "12 times 7"; "*" is markup)."""
+    text = expression.replace(" ", "")
+    text = re.sub(r"\(([\d.]+)/100\*([\d.]+)\)", r"\1 percent of \2", text)
+    text = re.sub(r"\(([\d.]+)\*\*0\.5\)", r"the square root of \1", text)
+    for symbol, words in _SPOKEN_OPERATORS:
+        text = text.replace(symbol, words)
+    text = re.sub(r"(?<=[\d)])-", " minus ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def _calculate(result: Any, arguments: Mapping[str, Any]) -> str | None:
     value = _pick(result, "result", "value", "answer") if isinstance(result, dict) else result
     if value is None:
         return None
     expression = _pick(result, "expression") or arguments.get("expression", "")
-    return f"{expression} is {_number(value)}." if expression else f"The answer is {_number(value)}."
+    if not expression:
+        return f"The answer is {_number(value)}."
+    return f"{spoken_expression(str(expression))} is {_number(value)}."
 
 
 def _remember(result: Any, arguments: Mapping[str, Any]) -> str:
