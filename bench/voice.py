@@ -17,6 +17,7 @@ The default engine (Whisper tiny.en + Silero VAD) is compared with pocketsphinx 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -207,6 +208,8 @@ async def run_engine(engine: str, clips: list[Clip], paced: list[Clip]) -> dict[
                 "CODA_GRPC__ADDRESS": "127.0.0.1:0",
                 "CODA_METRICS__ADDRESS": "",
                 "CODA_BUS__PATH": str(Path(tmp) / "bus"),
+                # Voice settings from the environment apply (e.g. CODA_VOICE__WHISPER_BEAM_SIZE=1).
+                **{k: v for k, v in os.environ.items() if k.startswith("CODA_VOICE__")},
                 "CODA_VOICE__STT_ENGINE": engine,
             },
         )

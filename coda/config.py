@@ -316,6 +316,10 @@ class ToolsConfig:
 class VoiceConfig:
     #: Silence that ends an utterance, in milliseconds (the end is reported this long after speech stops).
     silence_ms: int = 300
+    #: Unvoiced time inside an utterance after which the recogniser starts its final decode, while the
+    #: rest of `silence_ms` confirms the end (the answer comes that much sooner; speech that goes on
+    #: voids the early decode). 0: decode only once the end is confirmed.
+    early_decode_ms: int = 64
     #: Speech-to-text engine: "whisper" (embedded Whisper tiny.en, offline; pocketsphinx stands in if its
     #: model fails to load or it keeps failing), "pocketsphinx" (embedded, small, fast, weaker) or
     #: "wyoming" (e.g. wyoming-faster-whisper).
@@ -399,7 +403,9 @@ class AssistantConfig:
         "Answer the user directly in plain sentences, without lists or markdown, since answers may be "
         "spoken aloud. You work offline: you cannot see live information such as weather, news or prices, "
         "browse the web, send messages or control devices; if asked, say so briefly. "
-        "If you do not know something, say so instead of guessing. Use the tools you are given when they help."
+        "If you do not know something, say so instead of guessing. Besides chatting and answering questions, "
+        "you can tell the time anywhere, do arithmetic, set and check timers, and remember what the user "
+        "tells you. Use the tools you are given when they help."
     )
     #: Default personality traits, each 0..1 (known: warmth, humor, verbosity, formality).
     traits: dict[str, float] = field(

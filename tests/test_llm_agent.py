@@ -8,7 +8,7 @@ import re
 import pytest
 
 from coda.llm.agent import IntentAgent
-from coda.llm.agent.intents import match_intent
+from coda.llm.agent.intents import Intent, match_intent
 from coda.llm.agent.numbers import arithmetic_expression, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.providers.embedded import AGENT_MODEL, CANNED_MODEL, EmbeddedProvider, pieces
@@ -56,6 +56,9 @@ ALL_TOOLS = frozenset(
         ("how much time is left on the pasta timer", "list_timers", {"label": "pasta"}),
         ("cancel the tea timer", "cancel_timer", {"label": "tea"}),
         ("stop my timers", "cancel_timer", {}),
+        ("hey, how late is it over in Paris?", "get_time", {"timezone": "Europe/Paris"}),
+        ("What's today's date?", "get_time", {}),
+        ("Hi, I'm Priya.", "remember", {"text": "my name is Priya", "kind": "fact"}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -66,7 +69,8 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
 
 
 @pytest.mark.parametrize(
-    "utterance", ["tell me a joke", "what is the capital of France", "what is 5", "I'm feeling tired today", ""]
+    "utterance",
+    ["tell me a joke", "what is the capital of France", "what is 5", "I'm feeling tired today", "I'm tired", ""],
 )
 def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance: str) -> None:
     assert match_intent(utterance) is None
@@ -132,6 +136,11 @@ def test_only_offered_tools_are_called() -> None:
     assert "get_time tool is not available" in reply.text
 
 
+def test_help_is_asked_in_many_ways() -> None:
+    for text in ("What kind of things can you help me with?", "how can you help me", "what are you able to do"):
+        assert match_intent(text) == Intent("help"), text
+
+
 def test_help_lists_offered_capabilities_only() -> None:
     reply = IntentAgent().reply([Message("user", "what can you do?")], frozenset({"calculate", "set_timer"}))
     assert "arithmetic" in reply.text and "timers" in reply.text
@@ -176,7 +185,7 @@ def test_answers_phrased_from_tool_results() -> None:
     assert _after_tool(
         "recall", {"query": "my favourite colour"}, {"memories": [{"text": "my favourite colour is green"}]}
     ) == ("You told me that your favourite colour is green.")
-    assert _after_tool("recall", {"query": "my car"}, {"memories": []}) == "I don't remember anything about my car."
+    assert _after_tool("recall", {"query": "my car"}, {"memories": []}) == "I don't remember anything about your car."
     assert _after_tool(
         "set_timer", {"seconds": 330, "label": "tea"}, {"timer_id": "t1", "seconds": 330, "label": "tea"}
     ) == ("Timer called tea set for 5 minutes and 30 seconds.")

@@ -4,6 +4,7 @@ domain language model's corpus and files; and the segmenter with the real VADs o
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ from coda.voice.segmenter import (
     SegmenterSettings,
     SpeechAudio,
     SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
 )
 from coda.voice.sentences import SentenceSplitter
@@ -171,6 +174,28 @@ def test_short_pause_does_not_end_and_continuous_finds_several() -> None:
     assert sum(isinstance(a, SpeechEnded) for a in actions) == 2
     single = run(Segmenter(energy_vad, SegmenterSettings(silence_ms=600)), audio)
     assert sum(isinstance(a, SpeechEnded) for a in single) == 1
+
+
+def test_pauses_are_reported_before_the_end_and_resumed_when_speech_goes_on() -> None:
+    gap = np.zeros(int(0.3 * 16000))
+    audio = pcm(np.concatenate([np.zeros(16000), tone(0.6), gap, tone(0.6), np.zeros(16000)]))
+    settings = SegmenterSettings(silence_ms=600, pause_ms=90)
+    actions = [a for a in run(Segmenter(energy_vad, settings), audio) if not isinstance(a, SpeechAudio)]
+    assert [type(a) for a in actions] == [SpeechStarted, SpeechPaused, SpeechResumed, SpeechPaused, SpeechEnded]
+    first_pause, resumed, last_pause, ended = actions[1:]
+    assert first_pause.offset_ms == pytest.approx(1600 + 90, abs=30)
+    assert resumed.offset_ms == pytest.approx(1900, abs=30)
+    # The last pause comes silence_ms - pause_ms before the end is confirmed: time to decode early.
+    assert last_pause.offset_ms == pytest.approx(2500 + 90, abs=30)
+    assert ended.offset_ms == pytest.approx(2500, abs=30)
+    # The audio up to a pause is handed on before it is reported (a draft decode sees all of it).
+    actions = run(Segmenter(energy_vad, settings), audio)
+    for before, action in itertools.pairwise(actions):
+        if isinstance(action, SpeechPaused):
+            assert isinstance(before, SpeechAudio)
+    assert [type(a) for a in run(Segmenter(energy_vad, SegmenterSettings(silence_ms=600)), audio)].count(
+        SpeechPaused
+    ) == 0
 
 
 def test_silence_only_produces_nothing() -> None:

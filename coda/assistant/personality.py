@@ -103,7 +103,9 @@ def is_refusal(answer: str) -> bool:
     return bool(_REFUSAL.match(answer))
 
 
-def system_prompt(base: str, persona: str, traits: Mapping[str, float], language: str = "") -> str:
+def system_prompt(
+    base: str, persona: str, traits: Mapping[str, float], language: str = "", today: str = ""
+) -> str:
     """The system message of a turn: who the assistant is and how it talks.
 
     It changes only with the session's settings, so a local model finds it (and the conversation
@@ -118,6 +120,9 @@ def system_prompt(base: str, persona: str, traits: Mapping[str, float], language
         parts.append("Style: " + " ".join(style))
     if language:
         parts.append(f"Answer in the language with code {language!r}.")
+    if today:
+        # The date, not the time: it changes once a day, so the prompt stays cacheable.
+        parts.append(f"Today is {today}.")
     return "\n\n".join(parts)
 
 

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -259,8 +260,13 @@ class Turn:
         if self._stop.is_set():
             return
         tools = await self._tools.get()
+        now = datetime.now().astimezone()
         system = system_prompt(
-            self._config.persona, self.settings.persona, dict(self.settings.traits), self.settings.language
+            self._config.persona,
+            self.settings.persona,
+            dict(self.settings.traits),
+            self.settings.language,
+            today=f"{now:%A}, {now.day} {now:%B %Y}",
         )
         recent = list(recalled.recent_turns) if recalled.recent_turns else list(self.session.recent)
         messages = conversation_messages(

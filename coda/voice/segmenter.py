@@ -37,6 +37,10 @@ class SegmenterSettings:
     vad_lag_ms: int = 0
     #: An utterance longer than this is ended (force-finalized) so buffers stay bounded.
     max_utterance_ms: int = 30_000
+    #: Unvoiced time inside an utterance that reports a pause (SpeechPaused), the moment the speech
+    #: may have ended: a recogniser can start its final decode then, while the end is still being
+    #: confirmed, instead of after it (0: no pauses reported).
+    pause_ms: int = 0
     #: Keep listening after an utterance ends.
     continuous: bool = False
 
@@ -64,7 +68,21 @@ class SpeechEnded:
     reason: str
 
 
-Action = SpeechStarted | SpeechAudio | SpeechEnded
+@dataclass(frozen=True)
+class SpeechPaused:
+    """`pause_ms` of silence inside an utterance: it may be its end (all audio so far was handed on)."""
+
+    offset_ms: float
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech again after a SpeechPaused: that pause was not the end."""
+
+    offset_ms: float
+
+
+Action = SpeechStarted | SpeechAudio | SpeechEnded | SpeechPaused | SpeechResumed
 
 
 @dataclass
@@ -73,6 +91,9 @@ class _Utterance:
     frames: int = 0
     last_voiced_end_ms: float = 0.0
     tail: collections.deque[bool] = field(default_factory=collections.deque)
+    #: Unvoiced frames in a row, and whether this run was reported as a pause.
+    unvoiced_run: int = 0
+    paused: bool = False
 
 
 class Segmenter:
@@ -84,6 +105,7 @@ class Segmenter:
         frame_ms = settings.frame_ms
         self._start_frames = max(1, round(settings.start_window_ms / frame_ms))
         self._end_frames = max(1, round(max(0, settings.silence_ms - settings.vad_lag_ms) / frame_ms))
+        self._pause_frames = round(settings.pause_ms / frame_ms) if settings.pause_ms else 0
         self._recent: collections.deque[tuple[bytes, bool]] = collections.deque(
             maxlen=max(self._start_frames, round(settings.pre_roll_ms / frame_ms))
         )
@@ -154,7 +176,16 @@ class Segmenter:
         utterance.tail.append(voiced)
         if voiced:
             utterance.last_voiced_end_ms = max(utterance.start_ms, now_ms - self.settings.vad_lag_ms)
+            utterance.unvoiced_run = 0
+            if utterance.paused:
+                utterance.paused = False
+                actions.append(SpeechResumed(now_ms - frame_ms))
+        else:
+            utterance.unvoiced_run += 1
         actions.append(SpeechAudio(frame))
+        if self._pause_frames and not utterance.paused and utterance.unvoiced_run >= self._pause_frames:
+            utterance.paused = True
+            actions.append(SpeechPaused(now_ms))
         tail = utterance.tail
         if len(tail) == self._end_frames and sum(not v for v in tail) >= self.settings.end_ratio * self._end_frames:
             self._end(END_SILENCE, utterance.last_voiced_end_ms, actions)

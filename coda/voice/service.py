@@ -37,7 +37,15 @@ from coda.voice.audio import (
 from coda.voice.engines.base import EngineError, EngineUnavailable, SttStream
 from coda.voice.engines.espeak_tts import VoiceNotFound
 from coda.voice.engines.factory import Engines
-from coda.voice.segmenter import Segmenter, SegmenterSettings, SpeechAudio, SpeechEnded, SpeechStarted
+from coda.voice.segmenter import (
+    Segmenter,
+    SegmenterSettings,
+    SpeechAudio,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+)
 from coda.voice.sentences import SentenceSplitter, speakable
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
             start_window_ms=engines.vad.start_window_ms,
             vad_lag_ms=engines.vad.end_lag_ms,
             max_utterance_ms=int(self._config.max_utterance_seconds * 1000),
+            pause_ms=self._config.early_decode_ms,
             continuous=setup.continuous,
         )
         decoder = PcmDecoder(fmt, rate)
@@ -159,6 +168,10 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                                 partial = events_pb2.VoiceSttPartial(text=text)
                                 self._publish(partial, ids)
                                 yield voice_pb2.TranscribeResponse(partial=partial)
+                    elif isinstance(action, SpeechPaused) and stream is not None:
+                        await stream.pause()
+                    elif isinstance(action, SpeechResumed) and stream is not None:
+                        await stream.resume()
                     elif isinstance(action, SpeechEnded) and stream is not None:
                         ended = events_pb2.VoiceVadSpeechEnded(
                             offset_ms=action.offset_ms, speech_duration_ms=action.duration_ms

@@ -170,9 +170,9 @@ def _memory_texts(result: Any) -> list[str]:
 
 def _recall(result: Any, arguments: Mapping[str, Any]) -> str:
     texts = _memory_texts(result)
-    query = str(arguments.get("query") or "that")
+    query = re.sub(r"\s+(?:is|are|was|were)$", "", str(arguments.get("query") or "that").strip())
     if not texts:
-        return f"I don't remember anything about {query}."
+        return f"I don't remember anything about {_second_person(query)}."
     if len(texts) == 1:
         return f"You told me that {_second_person(texts[0])}."
     return "Here's what I remember: " + "; ".join(_second_person(t) for t in texts[:5]) + "."

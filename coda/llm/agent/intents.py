@@ -43,7 +43,7 @@ def normalise(text: str) -> str:
     text = re.sub(r"\s+", " ", text)
     for short, long in _CONTRACTIONS.items():
         text = re.sub(rf"(?<![\w']){re.escape(short)}(?![\w'])", long, text, flags=re.IGNORECASE)
-    text = re.sub(r"^(?:hey |ok |okay |so |um |uh |coda,? )+", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"^(?:(?:hey|ok|okay|so|um|uh|coda),? )+", "", text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:please |can you |could you |would you |will you )+", "", text, flags=re.IGNORECASE)
     return text.strip(" ?!.,")
 
@@ -95,6 +95,9 @@ def _goodbye(_: re.Match[str]) -> Intent:
 @_template(
     r"help(?: me)?",
     r"what (?:can|do) you do",
+    r"what (?:kind of |sort of )?(?:things|stuff) (?:can|could) you (?:help(?: me)?(?: with)?|do)(?: for me)?",
+    r"how (?:can|could) you help(?: me)?",
+    r"what are you (?:able to(?: do)?|capable of(?: doing)?|good at(?: doing)?)",
     r"what are your (?:capabilities|skills|features)",
     r"what (?:can i|should i) (?:ask|say)(?: you)?",
     r"how (?:do i|can i) use you",
@@ -113,16 +116,18 @@ def _status(_: re.Match[str]) -> Intent:
     return Intent("system_status", {})
 
 
-_PLACE = r"(?: right)?(?: now)?(?: (?:in|at|for) (?P<place>[\w .,'/-]+?))?(?: right now| now)?"
+_PLACE = r"(?: right)?(?: now)?(?: (?:over |out )?(?:in|at|for) (?P<place>[\w .,'/-]+?))?(?: right now| now)?"
 
 
 @_template(
     rf"what (?:time is it|is the time|is the current time|time is it now){_PLACE}",
     rf"(?:tell me )?the (?:current )?time{_PLACE}",
     rf"(?:current )?time{_PLACE}",
-    r"what time is it (?:in|at) (?P<place2>[\w .,'/-]+)",
+    r"what time is it (?:over |out )?(?:in|at) (?P<place2>[\w .,'/-]+)",
+    rf"how late is it{_PLACE}",
     r"(?:what is|tell me) the (?:date|day)(?: today)?" + _PLACE,
-    r"what (?:day|date) is it(?: today)?" + _PLACE,
+    r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
+    r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
 )
 def _time(match: re.Match[str]) -> Intent:
     groups = match.groupdict()
@@ -201,9 +206,12 @@ def _memory_kind(text: str) -> str:
     r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",
     r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
     r"(?P<text>(?:you can )?call me .+)",
+    # "I'm Priya", "hi, I am Sam": a name, told by its capital (a transcript writes "I'm tired" lower).
+    r"(?:(?:hi|hello|hey)(?: there)?(?: coda)?,? )?(?:I am|this is) (?P<name>(?-i:[A-Z])[\w'-]+)",
 )
 def _fact(match: re.Match[str]) -> Intent:
-    text = _clean_slot(match.group("text"))
+    name = match.groupdict().get("name")
+    text = f"my name is {name}" if name else _clean_slot(match.group("text"))
     return Intent("remember", {"text": text, "kind": _memory_kind(text)})
 
 

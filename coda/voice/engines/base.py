@@ -44,6 +44,16 @@ class SttStream(Protocol):
 
     async def finish(self) -> Transcript: ...
 
+    async def pause(self) -> None:
+        """The speaker paused: the utterance may be over. An engine may start its final decode now, on
+        what was fed so far, and `finish` returns that decode unless `resume` came in between (what is
+        fed after a pause is silence). Engines without such a decode do nothing."""
+        ...
+
+    async def resume(self) -> None:
+        """Speech goes on after a `pause`: a decode started then is void."""
+        ...
+
     async def close(self) -> None:
         """Abandon the utterance and release resources; safe to call more than once."""
         ...

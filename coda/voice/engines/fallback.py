@@ -9,6 +9,7 @@ changes are published as `component.breaker` events and kept in a metric.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -164,6 +165,15 @@ class _FallbackSttStream:
                 self._owner.breaker.record_success()
                 return result
         return await self._stream.finish()
+
+    async def pause(self) -> None:
+        # A failure here shows again in finish(), which switches to the fallback engine.
+        with contextlib.suppress(*ENGINE_FAILURES):
+            await self._stream.pause()
+
+    async def resume(self) -> None:
+        with contextlib.suppress(*ENGINE_FAILURES):
+            await self._stream.resume()
 
     async def close(self) -> None:
         await self._stream.close()

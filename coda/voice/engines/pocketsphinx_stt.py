@@ -123,6 +123,12 @@ class _PocketsphinxStream:
         hyp = await self._run(decoder.hyp)
         return hyp.hypstr if hyp is not None else ""
 
+    async def pause(self) -> None:
+        """Decodes as it goes: nothing to start early."""
+
+    async def resume(self) -> None:
+        """Nothing was started at the pause."""
+
     async def finish(self) -> Transcript:
         decoder = self._require()
 

@@ -186,6 +186,8 @@ class _WhisperStream:
         #: The partial decode in flight (at most one per stream) and the last finished hypothesis.
         self._running: asyncio.Future[tuple[str, float, str]] | None = None
         self._partial = ""
+        #: The final decode started at a pause (it covers the audio up to the pause).
+        self._draft: asyncio.Future[tuple[str, float, str]] | None = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, fn)
@@ -202,6 +204,8 @@ class _WhisperStream:
 
     async def partial(self) -> str:
         self._require()
+        if self._draft is not None:
+            return self._partial  # the draft is the better hypothesis; no second decode beside it
         running = self._running
         if running is not None:
             if not running.done():
@@ -216,9 +220,42 @@ class _WhisperStream:
             self._running = asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, snapshot, options))
         return self._partial
 
+    async def pause(self) -> None:
+        """Start the final decode of what was fed so far; the wait for the end of speech hides it.
+
+        The text is then the decode of the audio up to the pause, whatever follows it: the same
+        audio gives the same text however the decodes were timed."""
+        self._require()
+        if self._draft is not None or len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
+            return
+        running, self._running = self._running, None
+        snapshot, options, model = bytes(self._audio), self._options(self._engine.beam_size), self._model
+
+        async def decode() -> tuple[str, float, str]:
+            if running is not None:  # a partial cannot be stopped: run after it, not beside it
+                await asyncio.wait([running])
+                running.exception()
+            return await self._run(lambda: _decode(model, snapshot, options))
+
+        self._draft = asyncio.ensure_future(decode())
+
+    async def resume(self) -> None:
+        draft, self._draft = self._draft, None
+        if draft is not None:
+            # Not awaited: the decode runs to its end in its thread; its outcome is only retrieved.
+            draft.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     async def finish(self) -> Transcript:
         self._require()
         self._open = False
+        draft, self._draft = self._draft, None
+        if draft is not None:
+            self._audio = bytearray()
+            try:
+                text, confidence, language = await draft
+            except Exception as exc:
+                raise EngineError(f"whisper: decoding failed: {exc}") from exc
+            return Transcript(text=text, confidence=confidence, language=language, engine=self._engine.name)
         await self._settle()
         if len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
             return Transcript(text="", confidence=0.0, language="en", engine=self._engine.name)
@@ -241,6 +278,7 @@ class _WhisperStream:
     async def close(self) -> None:
         self._open = False
         self._audio = bytearray()
+        await self.resume()  # drops a draft the same way
         running, self._running = self._running, None
         if running is not None:
             # Not awaited (a vanished client must not wait); its outcome is retrieved when it ends.

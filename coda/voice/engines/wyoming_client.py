@@ -74,6 +74,12 @@ class _WyomingSttStream:
         """Wyoming servers send transcript chunks only at the end; there are no live partials."""
         return ""
 
+    async def pause(self) -> None:
+        """Decodes as it goes: nothing to start early."""
+
+    async def resume(self) -> None:
+        """Nothing was started at the pause."""
+
     async def finish(self) -> Transcript:
         try:
             await self._connection.send(AudioStop())
