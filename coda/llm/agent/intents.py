@@ -164,7 +164,7 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
 
 
 @_template(
-    rf"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|of) (?P<duration>[\w .-]+?){_LABEL}",
+    rf"(?:set|start|create|make) (?:a |an |me a |the |it |one )?timer (?:for|of) (?P<duration>[\w .-]+?){_LABEL}",
     rf"(?:set|start|create|make) (?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
