@@ -212,7 +212,7 @@ SECRET = "s3cret-for-tests-only-32-bytes-long!"
 
 
 def _token(**claims: object) -> str:
-    return jwt.encode({"exp": int(time.time()) + 60, "aud": "coda-bridge", **claims}, SECRET, algorithm="HS256")
+    return jwt.encode({"exp": int(time.time()) + 3600, "aud": "coda-bridge", **claims}, SECRET, algorithm="HS256")
 
 
 def test_bearer_token_from_header_or_query() -> None:
@@ -239,11 +239,11 @@ def test_jwt_claims_give_user_and_session() -> None:
         (None, "missing_token"),
         ("not-a-jwt", "invalid_token"),
         (jwt.encode({"exp": int(time.time()) - 10, "aud": "coda-bridge"}, SECRET, algorithm="HS256"), "expired_token"),
-        (jwt.encode({"exp": int(time.time()) + 60, "aud": "other"}, SECRET, algorithm="HS256"), "invalid_token"),
+        (jwt.encode({"exp": int(time.time()) + 3600, "aud": "other"}, SECRET, algorithm="HS256"), "invalid_token"),
         (jwt.encode({"aud": "coda-bridge"}, SECRET, algorithm="HS256"), "invalid_token"),
         (
             jwt.encode(
-                {"exp": int(time.time()) + 60, "aud": "coda-bridge"},
+                {"exp": int(time.time()) + 3600, "aud": "coda-bridge"},
                 "wrong-secret-32-bytes-long-xxxxx",
                 algorithm="HS256",
             ),
