@@ -286,9 +286,11 @@ class Sink:
         return [event_type(e) for e in self.shown]
 
 
-def make_turn(engines: Engines, sink: Sink, **config: object) -> Turn:
+def make_turn(engines: Engines, sink: Sink, traits: dict[str, float] | None = None, **config: object) -> Turn:
     store = SessionStore("")
-    session = store.create("s-test", "ann", default_settings(AssistantConfig()))
+    settings = default_settings(AssistantConfig())
+    settings.traits.update(traits or {})
+    session = store.create("s-test", "ann", settings)
     return Turn(
         turn_id="t-1",
         session=session,
@@ -396,3 +398,17 @@ async def test_stock_phrases_and_refusals_never_become_episodes(answer: str, mod
 
 def test_verbosity_bounds_the_answer_length() -> None:
     assert answer_token_limit({"verbosity": 0.1}) < answer_token_limit({}) < answer_token_limit({"verbosity": 0.9})
+
+
+@pytest.mark.parametrize(("verbosity", "said"), [(0.1, 2), (0.5, 4), (0.9, 6)])
+async def test_verbosity_ends_the_answer_after_whole_sentences(verbosity: float, said: int) -> None:
+    text = "One is first. Two follows it. Three, then. Four is here. Five now. Six ends it."
+    engines = Engines(FakeLlm([[*tokens(*pieces(text)), finished()]]))
+    sink = Sink()
+    await make_turn(engines, sink, traits={"verbosity": verbosity}).run(text="tell me about numbers please")
+    answer = sink.shown[-1].conversation_turn.assistant_text
+    assert answer == " ".join(s + "." for s in text.removesuffix(".").split(". ")[:said])
+    shown = "".join(e.llm_token.text for e in sink.shown if e.HasField("llm_token"))
+    assert shown.strip() == answer, "what is cut is not shown either"
+    assert engines.llm.generations[0].cancelled.is_set() == (said < 6)
+    assert not sink.shown[-1].conversation_turn.interrupted

@@ -29,7 +29,14 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from coda.assistant import metrics
-from coda.assistant.personality import answer_token_limit, is_refusal, memory_note, system_prompt
+from coda.assistant.personality import (
+    SentenceCap,
+    answer_sentence_limit,
+    answer_token_limit,
+    is_refusal,
+    memory_note,
+    system_prompt,
+)
 from coda.assistant.ports import EngineError, Engines, GenerationCall, SynthesisCall
 from coda.assistant.prompt import (
     assistant_tool_calls,
@@ -126,6 +133,8 @@ class _Round:
     text: str = ""
     tool_calls: list[events_pb2.LlmToolCallRequested] = field(default_factory=list)
     finished: events_pb2.LlmFinished | None = None
+    #: The answer reached the session's sentence limit and the model was told to stop.
+    capped: bool = False
 
 
 class Turn:
@@ -382,6 +391,7 @@ class Turn:
         began = self.clock.now()
         answer = _Round()
         parts: list[str] = []
+        sentences = SentenceCap(answer_sentence_limit(dict(self.settings.traits)))
         try:
             self._generation = await self._engines.llm.generate(start)
             if self._stop.is_set():
@@ -394,11 +404,23 @@ class Turn:
                 if kind is None:
                     continue
                 payload = getattr(response, kind)
-                self._show("llm", payload)
                 if kind == "token":
-                    parts.append(payload.text)
-                    await self._on_token(payload.text)
-                elif kind == "tool_call":
+                    if answer.capped:
+                        continue  # in flight when the model was told to stop
+                    said = sentences.add(payload.text)
+                    if said:
+                        if said != payload.text:
+                            payload = events_pb2.LlmToken(text=said, index=payload.index)
+                        self._show("llm", payload)
+                        parts.append(said)
+                        await self._on_token(said)
+                    if sentences.reached and self._generation is not None:
+                        # Enough said for this verbosity: the model stops, and its `finished` ends the round.
+                        answer.capped = True
+                        await self._generation.cancel()
+                    continue
+                self._show("llm", payload)
+                if kind == "tool_call":
                     answer.tool_calls.append(payload)
                 elif kind == "started":
                     self.provider = payload.provider or self.provider
