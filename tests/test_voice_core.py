@@ -27,7 +27,6 @@ from coda.voice.audio import (
     Resampler,
     validate_format,
 )
-from coda.voice.denoise import suppress_noise
 from coda.voice.domain_language import (
     arpa_model,
     build_domain_model,
@@ -439,52 +438,3 @@ def test_read_pronunciations_keeps_alternates() -> None:
 def test_unknown_language_model_is_refused() -> None:
     with pytest.raises(ValueError, match="stt_language_model"):
         PocketsphinxStt("klingon")
-
-
-# --- noise suppression ---------------------------------------------------------------------------
-
-
-def syllables(seconds: float, rate: int = 16_000) -> np.ndarray:
-    """Speech-like float audio: a 150 Hz voice with harmonics, in 4 Hz syllables, between 0.3 s of
-    silence before and after (the pre-roll and trailing silence the service hands the recogniser)."""
-    t = np.arange(int(seconds * rate)) / rate
-    voice = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None)
-    speech = 0.1 * voice * envelope
-    gap = np.zeros(int(0.3 * rate))
-    return np.concatenate([gap, speech, gap]).astype(np.float32)
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((estimate - reference) ** 2)))
-
-
-@pytest.mark.parametrize("snr", [0.0, 10.0])
-def test_noise_suppression_raises_the_snr_of_noisy_speech(snr: float) -> None:
-    clean = syllables(2.0)
-    power = np.mean(clean[clean != 0] ** 2)
-    noise = np.random.default_rng(1).normal(0, np.sqrt(power / 10 ** (snr / 10)), len(clean)).astype(np.float32)
-    cleaned = suppress_noise(clean + noise)
-    assert cleaned.shape == clean.shape and cleaned.dtype == np.float32
-    assert snr_db(clean, cleaned) > snr_db(clean, clean + noise) + 5
-    # Deterministic: the recogniser's text is a function of the audio.
-    assert np.array_equal(cleaned, suppress_noise(clean + noise))
-
-
-def test_noise_suppression_keeps_silence_silent() -> None:
-    assert not suppress_noise(np.zeros(16_000, dtype=np.float32)).any()
-    hiss = np.random.default_rng(2).normal(0, 1e-3, 16_000).astype(np.float32)
-    assert np.sqrt(np.mean(suppress_noise(hiss) ** 2)) < 0.5 * np.sqrt(np.mean(hiss**2))
-
-
-def test_clean_speech_passes_nearly_unchanged() -> None:
-    clean = syllables(2.0)
-    assert np.array_equal(suppress_noise(clean), clean)  # digital silence: no noise to remove
-    # A quiet microphone's floor (-80 dBFS) is lowered, the speech above it is left alone.
-    floor = np.random.default_rng(3).normal(0, 1e-4, len(clean)).astype(np.float32)
-    assert snr_db(clean + floor, suppress_noise(clean + floor)) > 30
-
-
-def test_audio_too_short_for_a_noise_estimate_is_returned_as_is() -> None:
-    short = np.random.default_rng(4).normal(0, 0.1, 2000).astype(np.float32)
-    assert np.array_equal(suppress_noise(short), short)
