@@ -19,6 +19,14 @@ from coda.runtime.host import Host
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Hosts and processes of the tests run the intent agent without the local language model: loading
+#: 0.5 GB of weights into each of hundreds of hosts would cost minutes and say nothing about what
+#: those tests check. The tests of the model itself, and of the assistant answering with it, turn
+#: it on (`WITH_LOCAL_MODEL`).
+NO_LOCAL_MODEL = {"CODA_LLM__EMBEDDED_MODEL": ""}
+WITH_LOCAL_MODEL = {"CODA_LLM__EMBEDDED_MODEL": "qwen2.5-coder-0.5b-instruct"}
+os.environ.update(NO_LOCAL_MODEL)
+
 
 def make_config(tmp_path: Path, **env: str) -> Config:
     """A config for tests: ephemeral loopback ports, files under tmp_path, CODA_* overrides in env."""
@@ -30,6 +38,7 @@ def make_config(tmp_path: Path, **env: str) -> Config:
         "CODA_ASSISTANT__SESSIONS_PATH": str(tmp_path / "sessions.db"),
         "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
         "CODA_BRIDGE__PORT": "0",
+        **NO_LOCAL_MODEL,
     }
     return config_module.load(None, env={**base, **env})
 

@@ -402,12 +402,15 @@ def test_verbosity_bounds_the_answer_length() -> None:
 
 @pytest.mark.parametrize(("verbosity", "said"), [(0.1, 2), (0.5, 4), (0.9, 6)])
 async def test_verbosity_ends_the_answer_after_whole_sentences(verbosity: float, said: int) -> None:
-    text = "One is first. Two follows it. Three, then. Four is here. Five now. Six ends it."
+    text = "One is first. Two follows it. Three comes then. Sure. Four is here. Five is now. Six ends it."
     engines = Engines(FakeLlm([[*tokens(*pieces(text)), finished()]]))
     sink = Sink()
     await make_turn(engines, sink, traits={"verbosity": verbosity}).run(text="tell me about numbers please")
     answer = sink.shown[-1].conversation_turn.assistant_text
-    assert answer == " ".join(s + "." for s in text.removesuffix(".").split(". ")[:said])
+    # "Sure." is too short to count as one of the sentences.
+    sentences = text.removesuffix(".").split(". ")
+    kept = sentences[: said + (said > 3)]
+    assert answer == " ".join(s + "." for s in kept)
     shown = "".join(e.llm_token.text for e in sink.shown if e.HasField("llm_token"))
     assert shown.strip() == answer, "what is cut is not shown either"
     assert engines.llm.generations[0].cancelled.is_set() == (said < 6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from assistant_helpers import (
     text_request,
     types_of,
 )
-from conftest import make_config, running_host
+from conftest import WITH_LOCAL_MODEL, make_config, running_host
 
 from coda.bus.client import subscribe
 from coda.config import Config
@@ -370,3 +371,50 @@ async def test_a_hanging_tool_times_out_and_the_turn_completes(tmp_path: Path) -
             assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_slow"
             assert json.loads(tool_message["content"])["code"] == "timeout"
             await chat.close()
+
+
+# -- the embedded defaults: intent agent first, the bundled local model for the rest ---------------
+
+SETUP_ADVICE = re.compile(r"coda\.toml|ollama|configure|\[llm|api key", re.IGNORECASE)
+
+
+def answered_by(events: list[events_pb2.Event]) -> str:
+    return [e.llm_finished.model for e in events if e.HasField("llm_finished")][-1]
+
+
+async def test_the_local_model_answers_what_the_agent_defers_and_traits_shape_it(tmp_path: Path) -> None:
+    async with (
+        running_host(assistant_config(tmp_path, **WITH_LOCAL_MODEL)) as host,
+        grpc.aio.insecure_channel(host.address) as channel,
+    ):
+        chat = converser(channel)
+        await chat.open(open_request(user_id="nia"))
+        # Chit-chat and general knowledge: the model, never setup advice.
+        events = await chat.turn("hello there, how are you?", timeout=180)
+        answer = final_turn(events).assistant_text
+        assert answered_by(events) == "qwen2.5-coder-0.5b-instruct" and answer
+        assert not SETUP_ADVICE.search(answer), answer
+        events = await chat.turn("what is the capital of France?", timeout=120)
+        assert "paris" in final_turn(events).assistant_text.lower()
+        # Exact things stay with the agent and its tools, follow-ups included.
+        events = await chat.turn("what is 12 times 7?", timeout=60)
+        assert "84" in final_turn(events).assistant_text and answered_by(events) == "intent-agent"
+        events = await chat.turn("now divide that by 4", timeout=60)
+        assert "21" in final_turn(events).assistant_text
+        # What Coda cannot do gets an honest no, not a made-up forecast.
+        events = await chat.turn("will it rain tomorrow?", timeout=60)
+        assert final_turn(events).assistant_text.startswith("Sorry, I can't check the weather")
+        await chat.close()
+
+        # Verbosity: a terse session hears at most two sentences, a chatty one more.
+        lengths = {}
+        for verbosity in (0.0, 1.0):
+            chat = converser(channel)
+            await chat.open(open_request(user_id="nia", traits={"verbosity": verbosity}))
+            events = await chat.turn("do you have any tips for sleeping better?", timeout=240)
+            answer = final_turn(events).assistant_text
+            lengths[verbosity] = len(answer)
+            if verbosity == 0.0:
+                assert sum(len(s.split()) >= 3 for s in re.split(r"(?<=[.!?])\s+|\n+", answer)) <= 2, answer
+            await chat.close()
+        assert lengths[1.0] > 1.5 * lengths[0.0], lengths

@@ -15,10 +15,12 @@ from coda.voice.sentences import SentenceSplitter
 
 #: trait -> (low, middle, high) guidance sentence.
 TRAIT_GUIDANCE: dict[str, tuple[str, str, str]] = {
+    # Concrete words and habits rather than adjectives: a small local model follows "no exclamation
+    # marks" or "use contractions", and reads "be warm" as nothing in particular.
     "warmth": (
-        "Be matter-of-fact and neutral in tone.",
+        "Be neutral and matter-of-fact: no pleasantries, no exclamation marks.",
         "Be friendly.",
-        "Be warm, kind and encouraging.",
+        "Be warm and caring: show that you care how the user feels, and say you are glad to help!",
     ),
     "humor": (
         "Do not joke.",
@@ -31,9 +33,9 @@ TRAIT_GUIDANCE: dict[str, tuple[str, str, str]] = {
         "Give thorough answers with explanation and detail.",
     ),
     "formality": (
-        "Use casual, everyday language.",
+        "Talk casually, like a friend: use contractions and everyday words such as 'hey', 'yeah' and 'cool'.",
         "Use a natural, polite register.",
-        "Use formal, precise language.",
+        "Use formal, precise language: write out every contraction (do not, I am, it is) and avoid slang.",
     ),
 }
 KNOWN_TRAITS: tuple[str, ...] = tuple(TRAIT_GUIDANCE)
@@ -118,7 +120,8 @@ class SentenceCap:
             return ""
         if not self.limit:
             return text
-        self._count += len(self._splitter.feed(text))
+        # A list's "1." or a lone "Sure!" is not one of the sentences a listener counts.
+        self._count += sum(len(sentence.split()) >= 3 for sentence in self._splitter.feed(text))
         if self._count < self.limit:
             return text
         self.reached = True

@@ -294,8 +294,11 @@ class MemoryStore:
         for key in lexical.keys() | cosine.keys():
             item = self._items[key]
             cos = cosine.get(key) if use_vectors else None
-            related = relevance(self.weights, cos, lexical.get(key, 0.0))
-            if cos is not None and related < min_relevance:
+            words = lexical.get(key, 0.0)
+            related = relevance(self.weights, cos, words)
+            # A strong match of the query's words keeps an item whose text the embedder reads poorly
+            # (markup, codes, names it has never seen): "my note" finds "my note is <b>x</b>".
+            if cos is not None and max(related, words) < min_relevance:
                 continue
             score = boosted(self.weights, related, item.importance, now - item.accessed_at)
             if score > 0.0 and score >= min_score:

@@ -160,9 +160,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                         await stream.feed(action.audio)
                         audio_seconds += len(action.audio) / (2 * rate)
                         since_partial += len(action.audio)
-                        # No partial as the speech trails off: its decode would hold up the final one
-                        # (one decode at a time per utterance), which is about to start at the pause.
-                        if setup.partials and since_partial >= partial_bytes and segmenter.speaking:
+                        if setup.partials and since_partial >= partial_bytes:
                             since_partial = 0
                             text = await stream.partial()
                             if text and text != last_partial:

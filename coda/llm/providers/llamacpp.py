@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: Low temperature and a fixed seed: a small model rambles when hot, and answers stay reproducible.
 DEFAULT_TEMPERATURE = 0.2
 SEED = 42
+#: Penalty on tokens repeated within the last 128: 1.1 stops the loops and leaves answers natural.
+REPEAT_PENALTY = 1.1
 #: Cap of an answer when the request sets none, so a model that never says stop cannot run away.
 DEFAULT_MAX_TOKENS = 1024
 #: Budget of a tool call: the request's max_tokens is meant for spoken text, and a call cut short
@@ -266,6 +268,9 @@ class LlamaCppProvider:
             "max_tokens": max(limit, TOOL_CALL_TOKENS) if request.tools else limit,
             "temperature": DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
             "seed": SEED,
+            # A small model at low temperature falls into loops ("1 cup of paprika, 1 cup of paprika...").
+            "repeat_penalty": REPEAT_PENALTY,
+            "repeat_last_n": 128,
             "cache_prompt": True,
             # Progress chunks arrive while the prompt is evaluated: a cancel is noticed then too.
             "return_progress": True,
