@@ -107,7 +107,9 @@ async def test_real_time_sentence_is_segmented_and_transcribed(voice) -> None:  
     kinds = [k for k, _ in responses]
     assert kinds[0] == "started" and kinds[-1] == "final"
     assert kinds.count("speech_started") == kinds.count("speech_ended") == 1
-    assert "partial" in kinds
+    # Partials of a 2 s sentence depend on how fast the machine decodes (one decode at a time, and
+    # none beside the early final decode at a pause); test_whisper_partials_arrive_while_the_user_speaks
+    # checks them on a sentence long enough to be sure.
     started = next(p for k, p in responses if k == "speech_started")
     ended = next(p for k, p in responses if k == "speech_ended")
     speech_ms = len(spoken) / 2 / RATE * 1000
@@ -120,7 +122,7 @@ async def test_real_time_sentence_is_segmented_and_transcribed(voice) -> None:  
     assert 0 < final.confidence <= 1
     events = await bus_events(address, "s-rt", {"voice_stt_final", "voice_vad_speech_ended"})
     types = [e.WhichOneof("payload") for e in events]
-    assert {"voice_stt_started", "voice_vad_speech_started", "voice_stt_partial", "voice_stt_final"} <= set(types)
+    assert {"voice_stt_started", "voice_vad_speech_started", "voice_stt_final"} <= set(types)
     assert all(e.correlation_id == "turn-1" and e.source == "voice" for e in events)
 
 

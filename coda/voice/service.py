@@ -169,7 +169,8 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                                 self._publish(partial, ids)
                                 yield voice_pb2.TranscribeResponse(partial=partial)
                     elif isinstance(action, SpeechPaused) and stream is not None:
-                        await stream.pause()
+                        # The rest of silence_ms is what the end of speech would have fed.
+                        await stream.pause(max(0, settings.silence_ms - settings.pause_ms))
                     elif isinstance(action, SpeechResumed) and stream is not None:
                         await stream.resume()
                     elif isinstance(action, SpeechEnded) and stream is not None:

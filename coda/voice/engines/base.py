@@ -44,10 +44,11 @@ class SttStream(Protocol):
 
     async def finish(self) -> Transcript: ...
 
-    async def pause(self) -> None:
+    async def pause(self, trailing_ms: int) -> None:
         """The speaker paused: the utterance may be over. An engine may start its final decode now, on
-        what was fed so far, and `finish` returns that decode unless `resume` came in between (what is
-        fed after a pause is silence). Engines without such a decode do nothing."""
+        what was fed so far and `trailing_ms` of silence (what the end of speech will have fed by the
+        time it is confirmed), and `finish` returns that decode unless `resume` came in between (what
+        is fed after a pause is silence). Engines without such a decode do nothing."""
         ...
 
     async def resume(self) -> None:

@@ -166,10 +166,10 @@ class _FallbackSttStream:
                 return result
         return await self._stream.finish()
 
-    async def pause(self) -> None:
+    async def pause(self, trailing_ms: int) -> None:
         # A failure here shows again in finish(), which switches to the fallback engine.
         with contextlib.suppress(*ENGINE_FAILURES):
-            await self._stream.pause()
+            await self._stream.pause(trailing_ms)
 
     async def resume(self) -> None:
         with contextlib.suppress(*ENGINE_FAILURES):

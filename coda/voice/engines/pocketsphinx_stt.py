@@ -123,7 +123,7 @@ class _PocketsphinxStream:
         hyp = await self._run(decoder.hyp)
         return hyp.hypstr if hyp is not None else ""
 
-    async def pause(self) -> None:
+    async def pause(self, trailing_ms: int) -> None:
         """Decodes as it goes: nothing to start early."""
 
     async def resume(self) -> None:

@@ -220,21 +220,24 @@ class _WhisperStream:
             self._running = asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, snapshot, options))
         return self._partial
 
-    async def pause(self) -> None:
+    async def pause(self, trailing_ms: int) -> None:
         """Start the final decode of what was fed so far; the wait for the end of speech hides it.
 
-        The text is then the decode of the audio up to the pause, whatever follows it: the same
-        audio gives the same text however the decodes were timed."""
+        The text is then the decode of the audio up to the pause and `trailing_ms` of digital silence
+        (Whisper hears a word cut short without it), whatever follows: the same audio gives the same
+        text however the decodes were timed."""
         self._require()
         if self._draft is not None or len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
             return
         running, self._running = self._running, None
-        snapshot, options, model = bytes(self._audio), self._options(self._engine.beam_size), self._model
+        padding = bytes(2 * (SAMPLE_RATE * max(0, trailing_ms) // 1000))
+        snapshot, options, model = bytes(self._audio) + padding, self._options(self._engine.beam_size), self._model
 
         async def decode() -> tuple[str, float, str]:
             if running is not None:  # a partial cannot be stopped: run after it, not beside it
                 await asyncio.wait([running])
-                running.exception()
+                if not running.cancelled() and running.exception() is None:
+                    self._partial = running.result()[0]  # still the latest partial to report
             return await self._run(lambda: _decode(model, snapshot, options))
 
         self._draft = asyncio.ensure_future(decode())

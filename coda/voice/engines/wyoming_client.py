@@ -74,7 +74,7 @@ class _WyomingSttStream:
         """Wyoming servers send transcript chunks only at the end; there are no live partials."""
         return ""
 
-    async def pause(self) -> None:
+    async def pause(self, trailing_ms: int) -> None:
         """Decodes as it goes: nothing to start early."""
 
     async def resume(self) -> None:
