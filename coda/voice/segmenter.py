@@ -122,6 +122,11 @@ class Segmenter:
         return self._utterance is not None
 
     @property
+    def speaking(self) -> bool:
+        """In an utterance, and its last frame was voiced (not trailing off into a pause)."""
+        return self._utterance is not None and self._utterance.unvoiced_run == 0
+
+    @property
     def position_ms(self) -> float:
         return self._frames_seen * self.settings.frame_ms
 

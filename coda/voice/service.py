@@ -160,7 +160,9 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                         await stream.feed(action.audio)
                         audio_seconds += len(action.audio) / (2 * rate)
                         since_partial += len(action.audio)
-                        if setup.partials and since_partial >= partial_bytes:
+                        # None as the speech trails off: a partial decode then would hold up the final
+                        # one (one decode at a time), which starts at the pause.
+                        if setup.partials and since_partial >= partial_bytes and segmenter.speaking:
                             since_partial = 0
                             text = await stream.partial()
                             if text and text != last_partial:

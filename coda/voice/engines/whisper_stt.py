@@ -32,7 +32,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -41,7 +40,6 @@ from coda.voice.engines.base import EngineError, EngineUnavailable, Transcript
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 SAMPLE_RATE = 16_000
 #: The bundled model's package (and the command that restores its files).
@@ -175,7 +173,13 @@ def default_cpu_threads() -> int:
     return max(1, min(4, cores))
 
 
+_Decoded = tuple[str, float, str]
+
+
 class _WhisperStream:
+    """One utterance. Its decodes (partials, the early final at a pause, the final) run one at a time,
+    in order, on one lane: on 2 cores, a second decode beside the first only slows both."""
+
     def __init__(self, engine: WhisperStt, model: object, language: str | None) -> None:
         self._engine = engine
         self._model = model
@@ -183,17 +187,40 @@ class _WhisperStream:
         self._audio = bytearray()
         self._carry = b""
         self._open = True
-        #: The partial decode in flight (at most one per stream) and the last finished hypothesis.
-        self._running: asyncio.Future[tuple[str, float, str]] | None = None
+        #: The last decode put on the lane (it may still be running), and the last partial's text.
+        self._lane: asyncio.Future[_Decoded | None] | None = None
+        self._lane_is_partial = False
         self._partial = ""
-        #: The final decode started at a pause (it covers the audio up to the pause).
-        self._draft: asyncio.Future[tuple[str, float, str]] | None = None
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(None, fn)
+        #: The final decode started at a pause (it covers the audio up to the pause), and whether a
+        #: resume voided it: a void decode that has not started yet is skipped.
+        self._draft: asyncio.Future[_Decoded | None] | None = None
+        self._draft_void = False
 
     def _options(self, beam_size: int) -> DecodeOptions:
         return DecodeOptions(beam_size=beam_size, language=self._language)
+
+    def _enqueue(
+        self, pcm: bytes, beam_size: int, skip: Callable[[], bool] = lambda: False
+    ) -> asyncio.Future[_Decoded | None]:
+        """A decode of `pcm` after everything already on the lane (None when `skip()` says so then)."""
+        before, before_is_partial = self._lane, self._lane_is_partial
+        options, model = self._options(beam_size), self._model
+
+        async def decode() -> _Decoded | None:
+            if before is not None:
+                await asyncio.wait([before])
+                if before_is_partial and not before.cancelled() and before.exception() is None:
+                    result = before.result()
+                    if result is not None:
+                        self._partial = result[0]
+            if skip():
+                return None
+            return await asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, pcm, options))
+
+        job = asyncio.ensure_future(decode())
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: reported where awaited
+        self._lane = job
+        return job
 
     async def feed(self, pcm: bytes) -> None:
         self._require()
@@ -204,20 +231,19 @@ class _WhisperStream:
 
     async def partial(self) -> str:
         self._require()
-        if self._draft is not None:
-            return self._partial  # the draft is the better hypothesis; no second decode beside it
-        running = self._running
-        if running is not None:
-            if not running.done():
-                return self._partial  # one decode at a time: skip this one
-            self._running = None
+        lane = self._lane
+        if lane is not None and not lane.done():
+            return self._partial  # one decode at a time: skip this one
+        if lane is not None and self._lane_is_partial:
             try:
-                self._partial = running.result()[0]
+                result = lane.result()
             except Exception as exc:
                 raise EngineError(f"whisper: decoding failed: {exc}") from exc
-        if len(self._audio) >= _MIN_SECONDS * SAMPLE_RATE * 2:
-            snapshot, options, model = bytes(self._audio), self._options(1), self._model
-            self._running = asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, snapshot, options))
+            if result is not None:
+                self._partial = result[0]
+        if self._draft is None and len(self._audio) >= _MIN_SECONDS * SAMPLE_RATE * 2:
+            self._enqueue(bytes(self._audio), 1)
+            self._lane_is_partial = True
         return self._partial
 
     async def pause(self, trailing_ms: int) -> None:
@@ -229,63 +255,36 @@ class _WhisperStream:
         self._require()
         if self._draft is not None or len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
             return
-        running, self._running = self._running, None
         padding = bytes(2 * (SAMPLE_RATE * max(0, trailing_ms) // 1000))
-        snapshot, options, model = bytes(self._audio) + padding, self._options(self._engine.beam_size), self._model
-
-        async def decode() -> tuple[str, float, str]:
-            if running is not None:  # a partial cannot be stopped: run after it, not beside it
-                await asyncio.wait([running])
-                if not running.cancelled() and running.exception() is None:
-                    self._partial = running.result()[0]  # still the latest partial to report
-            return await self._run(lambda: _decode(model, snapshot, options))
-
-        self._draft = asyncio.ensure_future(decode())
+        self._draft_void = False
+        self._draft = self._enqueue(bytes(self._audio) + padding, self._engine.beam_size, lambda: self._draft_void)
+        self._lane_is_partial = False
 
     async def resume(self) -> None:
-        draft, self._draft = self._draft, None
-        if draft is not None:
-            # Not awaited: the decode runs to its end in its thread; its outcome is only retrieved.
-            draft.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self._draft is not None:
+            self._draft, self._draft_void = None, True
 
     async def finish(self) -> Transcript:
         self._require()
         self._open = False
         draft, self._draft = self._draft, None
-        if draft is not None:
-            self._audio = bytearray()
-            try:
-                text, confidence, language = await draft
-            except Exception as exc:
-                raise EngineError(f"whisper: decoding failed: {exc}") from exc
-            return Transcript(text=text, confidence=confidence, language=language, engine=self._engine.name)
-        await self._settle()
-        if len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
+        if draft is None and len(self._audio) >= _MIN_SECONDS * SAMPLE_RATE * 2:
+            draft = self._enqueue(bytes(self._audio), self._engine.beam_size)
+        self._audio = bytearray()
+        if draft is None:
             return Transcript(text="", confidence=0.0, language="en", engine=self._engine.name)
-        audio, self._audio = bytes(self._audio), bytearray()
-        options, model = self._options(self._engine.beam_size), self._model
         try:
-            text, confidence, language = await self._run(lambda: _decode(model, audio, options))
+            decoded = await draft
         except Exception as exc:
             raise EngineError(f"whisper: decoding failed: {exc}") from exc
+        text, confidence, language = decoded or ("", 0.0, "en")
         return Transcript(text=text, confidence=confidence, language=language, engine=self._engine.name)
 
-    async def _settle(self) -> None:
-        """Wait out a partial decode in flight: it cannot be stopped, and running the final beside
-        it would only make both slower on the same cores."""
-        running, self._running = self._running, None
-        if running is not None:
-            await asyncio.wait([running])
-            running.exception()  # retrieved: a failed partial does not matter once the final runs
-
     async def close(self) -> None:
+        # Nothing is awaited (a vanished client must not wait): decodes on the lane end by themselves.
         self._open = False
         self._audio = bytearray()
-        await self.resume()  # drops a draft the same way
-        running, self._running = self._running, None
-        if running is not None:
-            # Not awaited (a vanished client must not wait); its outcome is retrieved when it ends.
-            running.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._draft, self._draft_void = None, True
 
     def _require(self) -> None:
         if not self._open:
