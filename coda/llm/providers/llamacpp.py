@@ -268,13 +268,16 @@ class LlamaCppProvider:
             "max_tokens": max(limit, TOOL_CALL_TOKENS) if request.tools else limit,
             "temperature": DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
             "seed": SEED,
-            # A small model at low temperature falls into loops ("1 cup of paprika, 1 cup of paprika...").
-            "repeat_penalty": REPEAT_PENALTY,
-            "repeat_last_n": 128,
             "cache_prompt": True,
             # Progress chunks arrive while the prompt is evaluated: a cancel is noticed then too.
             "return_progress": True,
         }
+        if not request.tools:
+            # A small model at low temperature falls into loops ("1 cup of paprika, 1 cup of paprika...").
+            # Not with tools: JSON repeats its quotes and braces by nature, and the penalty turned
+            # tool calls into text.
+            body["repeat_penalty"] = REPEAT_PENALTY
+            body["repeat_last_n"] = 128
         if may_call_tools(request):
             body["grammar"] = tools_grammar(request.tools)
         elif request.tools:
