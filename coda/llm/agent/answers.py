@@ -34,10 +34,11 @@ def _listing(items: list[str]) -> str:
 
 
 def help_text(available: frozenset[str]) -> str:
-    skills = [text for name, text in CAPABILITIES.items() if name in available]
+    # Short enough to be heard: the examples in CAPABILITIES are for the page, not the voice.
+    skills = [text.split(" (")[0] for name, text in CAPABILITIES.items() if name in available]
     if not skills:
         return "I can chat and answer general questions."
-    return f"I can {'; '.join(skills)}. You can also just chat with me or ask a general question."
+    return f"I can {_listing(skills)}. You can also just chat with me or ask a general question."
 
 
 def unsupported(what: str) -> str:
