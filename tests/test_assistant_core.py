@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coda.assistant.personality import (
+    FormalRegister,
     TraitError,
     answer_token_limit,
     guidance,
@@ -415,3 +416,37 @@ async def test_verbosity_ends_the_answer_after_whole_sentences(verbosity: float,
     assert shown.strip() == answer, "what is cut is not shown either"
     assert engines.llm.generations[0].cancelled.is_set() == (said < 6)
     assert not sink.shown[-1].conversation_turn.interrupted
+
+
+def test_a_formal_register_writes_out_contractions_across_tokens() -> None:
+    register = FormalRegister()
+    tokens_in = [
+        "I",
+        "'m",
+        " sure",
+        " you",
+        "\u2019re",
+        " right",
+        ";",
+        " don",
+        "'t",
+        " worry",
+        ", it",
+        "'s",
+        " Sam",
+        "'s",
+    ]
+    said = "".join(register.feed(t) for t in tokens_in) + register.flush()
+    assert said == "I am sure you are right; do not worry, it is Sam's"
+    assert FormalRegister().flush() == ""
+
+
+@pytest.mark.parametrize(
+    ("formality", "answer"), [(0.9, "I am glad you cannot wait."), (0.1, "I'm glad you can't wait.")]
+)
+async def test_formality_shapes_what_is_said(formality: float, answer: str) -> None:
+    engines = Engines(FakeLlm([[*tokens("I", "'m", " glad", " you", " can", "'t", " wait."), finished()]]))
+    sink = Sink()
+    await make_turn(engines, sink, traits={"formality": formality}).run(text="guess what is coming")
+    assert sink.shown[-1].conversation_turn.assistant_text == answer
+    assert "".join(e.llm_token.text for e in sink.shown if e.HasField("llm_token")) == answer

@@ -418,3 +418,10 @@ async def test_the_local_model_answers_what_the_agent_defers_and_traits_shape_it
                 assert sum(len(s.split()) >= 3 for s in re.split(r"(?<=[.!?])\s+|\n+", answer)) <= 2, answer
             await chat.close()
         assert lengths[1.0] > 1.5 * lengths[0.0], lengths
+
+        # Formality: a formal session hears no contractions, whatever the model wrote.
+        chat = converser(channel)
+        await chat.open(open_request(user_id="nia", traits={"formality": 1.0}))
+        events = await chat.turn("hi! how are you doing today?", timeout=180)
+        assert not re.search(r"\b\w+['\u2019](m|re|ve|ll|t)\b", final_turn(events).assistant_text, re.IGNORECASE)
+        await chat.close()

@@ -130,6 +130,52 @@ class SentenceCap:
         return text[: len(text) - len(rest)] if rest and text.endswith(rest) else text
 
 
+_NOT = {"can": "cannot", "won": "will not", "shan": "shall not", "ain": "is not"}
+_PRONOUN_ENDINGS = {"m": "am", "re": "are", "ve": "have", "ll": "will", "d": "would"}
+_S_PRONOUNS = frozenset({"it", "that", "there", "what", "here", "he", "she", "who", "where", "how", "let"})
+_CONTRACTION = re.compile(r"\b([A-Za-z]+)['\u2019](t|m|re|ve|ll|d|s)\b")
+
+
+def _expand(match: re.Match[str]) -> str:
+    word, ending = match.group(1), match.group(2).lower()
+    lower = word.lower()
+    if ending == "t" and lower.endswith("n"):
+        full = _NOT.get(lower, f"{word[:-1]} not")  # "don't" -> "do not", "can't" -> "cannot"
+        return full[0].upper() + full[1:] if word[0].isupper() else full
+    if ending == "s" and lower in _S_PRONOUNS:
+        return f"{word} {'us' if lower == 'let' else 'is'}"
+    if ending in _PRONOUN_ENDINGS and ending != "s":
+        return f"{word} {_PRONOUN_ENDINGS[ending]}"
+    return match.group(0)  # a possessive ("Sam's") or a word the rule does not know
+
+
+class FormalRegister:
+    """Writes out contractions in a streamed answer ("don't" -> "do not", "I'm" -> "I am").
+
+    The high third of `formality` asks for this, and a small local model does not do it when told:
+    the answer is rewritten word by word instead. Text is held back to the last space, so a word
+    split across tokens ("don" + "'t") is whole before it is rewritten."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, text: str) -> str:
+        self._pending += text
+        cut = max(self._pending.rfind(" "), self._pending.rfind("\n"))
+        if cut <= 0:
+            return ""
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
+        return _CONTRACTION.sub(_expand, ready)
+
+    def flush(self) -> str:
+        rest, self._pending = self._pending, ""
+        return _CONTRACTION.sub(_expand, rest)
+
+
+def register_for(traits: Mapping[str, float]) -> FormalRegister | None:
+    return FormalRegister() if traits.get("formality", 0.5) >= 2 / 3 else None
+
+
 _REFUSAL = re.compile(
     r"^\W*(?:(?:i'?m |i am )?sorry\b|i (?:can(?:'|no)?t|cannot|am (?:not able|unable)|don'?t (?:have|know))\b|"
     r"unfortunately\b|as an ai\b)",

@@ -35,6 +35,7 @@ from coda.assistant.personality import (
     answer_token_limit,
     is_refusal,
     memory_note,
+    register_for,
     system_prompt,
 )
 from coda.assistant.ports import EngineError, Engines, GenerationCall, SynthesisCall
@@ -391,7 +392,9 @@ class Turn:
         began = self.clock.now()
         answer = _Round()
         parts: list[str] = []
-        sentences = SentenceCap(answer_sentence_limit(dict(self.settings.traits)))
+        traits = dict(self.settings.traits)
+        sentences = SentenceCap(answer_sentence_limit(traits))
+        register = register_for(traits)
         try:
             self._generation = await self._engines.llm.generate(start)
             if self._stop.is_set():
@@ -405,20 +408,11 @@ class Turn:
                     continue
                 payload = getattr(response, kind)
                 if kind == "token":
-                    if answer.capped:
-                        continue  # in flight when the model was told to stop
-                    said = sentences.add(payload.text)
-                    if said:
-                        if said != payload.text:
-                            payload = events_pb2.LlmToken(text=said, index=payload.index)
-                        self._show("llm", payload)
-                        parts.append(said)
-                        await self._on_token(said)
-                    if sentences.reached and self._generation is not None:
-                        # Enough said for this verbosity: the model stops, and its `finished` ends the round.
-                        answer.capped = True
-                        await self._generation.cancel()
+                    text = register.feed(payload.text) if register is not None else payload.text
+                    await self._say_token(text, payload.index, answer, sentences, parts)
                     continue
+                if kind == "finished" and register is not None:
+                    await self._say_token(register.flush(), 0, answer, sentences, parts)
                 self._show("llm", payload)
                 if kind == "tool_call":
                     answer.tool_calls.append(payload)
@@ -458,6 +452,20 @@ class Turn:
             )
         )
         return answer
+
+    async def _say_token(self, text: str, index: int, answer: _Round, sentences: SentenceCap, parts: list[str]) -> None:
+        """Pass on what of a token the session's style lets through; stop the model at the sentence cap."""
+        if answer.capped:
+            return  # in flight when the model was told to stop
+        said = sentences.add(text)
+        if said:
+            self._show("llm", events_pb2.LlmToken(text=said, index=index))
+            parts.append(said)
+            await self._on_token(said)
+        if sentences.reached and self._generation is not None:
+            # Enough said for this verbosity: the model stops, and its `finished` ends the round.
+            answer.capped = True
+            await self._generation.cancel()
 
     async def _on_token(self, text: str) -> None:
         self._answer.append(text)
