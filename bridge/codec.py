@@ -7,6 +7,7 @@ pieces, so a batch sent to many groups of clients never re-serializes an event.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -53,6 +54,17 @@ def check_size(size: int, max_bytes: int) -> None:
         )
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _encodable(data: object) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
+
+
 def decode_text(text: str, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
     """A ClientFrame from canonical protobuf JSON; unknown fields are errors, not ignored."""
     if max_bytes and len(text) * 4 > max_bytes:  # a char is at most 4 bytes: short texts skip the encode
@@ -61,6 +73,12 @@ def decode_text(text: str, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, "not a frame: JSON nested too deeply") from None
+    # A WebSocket text frame is valid UTF-8, but a JSON escape can still spell a lone surrogate
+    # ("\ud800"), which no reply can encode (not even an error frame echoing the id): refuse it here.
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(data):
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, "not a frame: a string holds a lone UTF-16 surrogate")
     if not isinstance(data, dict):
         raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"a frame is a JSON object, got {type(data).__name__}")
     frame_id = data.get("id") if isinstance(data.get("id"), str) else ""
@@ -76,6 +94,8 @@ def decode_text(text: str, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
         json_format.ParseDict(data, frame, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"invalid frame: {exc}", frame_id) from None
+    except RecursionError:
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, "invalid frame: nested too deeply", frame_id) from None
     return _require_kind(frame)
 
 

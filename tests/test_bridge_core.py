@@ -45,6 +45,10 @@ def test_decode_text_accepts_canonical_json() -> None:
         ('{"teleport":{}}', ErrorCode.ERROR_CODE_UNKNOWN_FRAME_TYPE),
         ("{}", ErrorCode.ERROR_CODE_UNKNOWN_FRAME_TYPE),
         ('{"id":"only-an-id"}', ErrorCode.ERROR_CODE_UNKNOWN_FRAME_TYPE),
+        ("[" * 10_000 + "]" * 10_000, ErrorCode.ERROR_CODE_MALFORMED_FRAME),
+        ('{"converse":' + '{"a":' * 5_000 + "1" + "}" * 5_001, ErrorCode.ERROR_CODE_MALFORMED_FRAME),
+        ('{"id":"\\ud800","ping":{}}', ErrorCode.ERROR_CODE_MALFORMED_FRAME),
+        ('{"converse":{"text":{"text":"\\udfff"}}}', ErrorCode.ERROR_CODE_MALFORMED_FRAME),
     ],
 )
 def test_decode_text_errors_have_precise_codes(text: str, code: int) -> None:
@@ -52,6 +56,10 @@ def test_decode_text_errors_have_precise_codes(text: str, code: int) -> None:
         codec.decode_text(text)
     assert caught.value.code == code
     assert caught.value.message
+
+
+def test_a_surrogate_pair_escape_is_a_character_not_an_error() -> None:
+    assert codec.decode_text('{"id":"\\ud83d\\ude00","ping":{}}').id == "\U0001f600"
 
 
 def test_decode_text_error_names_the_frame_id() -> None:

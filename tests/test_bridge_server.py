@@ -284,6 +284,19 @@ async def test_bad_frames_get_error_frames_and_nobody_is_hurt(tmp_path: Path) ->
         assert 'coda_bridge_refusals_total{reason="frame_too_large"} 2.0' in metrics
 
 
+async def test_deep_nesting_and_lone_surrogates_are_malformed_and_the_connection_stays(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus") as host, running_bridge(config, host.address) as bridge:
+        ws = await open_client(bridge.url)
+        for data in ("[" * 10_000 + "]" * 10_000, '{"id":"\\ud800","ping":{}}'):
+            await ws.send(data)
+            error = (await recv(ws)).error
+            assert error.code == ErrorCode.ERROR_CODE_MALFORMED_FRAME and error.message, error
+            assert error.client_frame_id == ""  # an id no reply can encode is not echoed
+        await ws.send('{"id":"still-here","ping":{"nonce":"3"}}')
+        assert (await recv(ws)).pong.nonce == 3
+
+
 async def test_rate_limits_refuse_with_error_frames(tmp_path: Path) -> None:
     config = make_config(
         tmp_path,
