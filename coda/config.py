@@ -583,8 +583,28 @@ def to_dict(config: Config) -> dict[str, Any]:
     return data
 
 
+#: Keys whose values are secrets: `coda config` shows that they are set, never what they are.
+SECRET_KEYS = frozenset({"api_key", "jwt_secret"})
+#: Tables whose keys are secrets (static bearer tokens -> the session each is bound to).
+SECRET_KEYED_TABLES = frozenset({"static_tokens"})
+REDACTED = "<redacted>"
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """`value` (a config dict, list or scalar) with every secret replaced by REDACTED."""
+    if key in SECRET_KEYS and value:
+        return REDACTED
+    if key in SECRET_KEYED_TABLES and isinstance(value, dict):
+        return {f"redacted_{n}": bound for n, bound in enumerate(value.values(), 1)}
+    if isinstance(value, dict):
+        return {k: redacted(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
 def render(config: Config) -> str:
-    """The effective configuration as TOML text (what `coda config` prints)."""
+    """The effective configuration as TOML text (what `coda config` prints), secrets redacted."""
     lines: list[str] = []
 
     def emit(table: dict[str, Any], name: str) -> None:
@@ -597,7 +617,7 @@ def render(config: Config) -> str:
         for key, value in tables.items():
             emit(value, f"{name}.{key}" if name else key)
 
-    emit(to_dict(config), "")
+    emit(redacted(to_dict(config)), "")
     return "\n".join(lines).lstrip() + "\n"
 
 

@@ -1,4 +1,5 @@
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,22 @@ def test_every_key_is_documented_and_the_reference_is_fresh() -> None:
     assert not undocumented, f"config keys without a `#:` comment: {undocumented}"
     reference = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert reference.read_text() == text, "docs/configuration.md is stale: run `coda config --reference`"
+
+
+def test_coda_config_shows_that_secrets_are_set_but_never_what_they_are() -> None:
+    config = config_module.load(
+        None,
+        env={
+            "CODA_BRIDGE__JWT_SECRET": "jwt-very-secret",
+            "CODA_BRIDGE__STATIC_TOKENS": '{"tok-live-123": "s-kitchen"}',
+            "CODA_LLM__PROVIDERS": '[{"name": "cloud", "api_key": "sk-live-456"}]',
+        },
+    )
+    text = config_module.render(config)
+    for secret in ("jwt-very-secret", "tok-live-123", "sk-live-456"):
+        assert secret not in text
+    assert 'jwt_secret = "<redacted>"' in text and 'api_key = "<redacted>"' in text
+    assert 'redacted_1 = "s-kitchen"' in text  # which session a token is bound to is not secret
+    assert tomllib.loads(text)["bridge"]["static_tokens"] == {"redacted_1": "s-kitchen"}
+    # Unset secrets stay visibly empty.
+    assert 'jwt_secret = ""' in config_module.render(config_module.load(None, env={}))
