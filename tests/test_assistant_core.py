@@ -227,12 +227,16 @@ class FakeTools:
 @dataclass
 class FakeMemory:
     down: bool = False
+    #: Refuse recall as the memory service refuses a text over its limit.
+    refuse_long: bool = False
     turns: list[memory_pb2.AddTurnRequest] = field(default_factory=list)
     stored: list[memory_pb2.StoreRequest] = field(default_factory=list)
 
     async def recall(self, request: memory_pb2.RecallRequest) -> memory_pb2.RecallResponse:
         if self.down:
             raise EngineError("memory", "UNAVAILABLE", "connection refused")
+        if self.refuse_long and len(request.text) > 8000:
+            raise EngineError("memory", "INVALID_ARGUMENT", f"text is {len(request.text)} characters; at most 8000")
         return memory_pb2.RecallResponse()
 
     async def add_turn(self, request: memory_pb2.AddTurnRequest) -> None:
@@ -450,3 +454,13 @@ async def test_formality_shapes_what_is_said(formality: float, answer: str) -> N
     await make_turn(engines, sink, traits={"formality": formality}).run(text="guess what is coming")
     assert sink.shown[-1].conversation_turn.assistant_text == answer
     assert "".join(e.llm_token.text for e in sink.shown if e.HasField("llm_token")) == answer
+
+
+async def test_a_text_memory_refuses_is_not_reported_as_memory_down() -> None:
+    engines = Engines(FakeLlm([[*tokens("Long", " read."), finished()]]), memory=FakeMemory(refuse_long=True))
+    sink = Sink()
+    await make_turn(engines, sink).run(text="word " * 2000)
+    warnings = [e.system_error.message for e in sink.shown if e.HasField("system_error")]
+    assert any("did not search for this text" in w and "at most 8000" in w for w in warnings), warnings
+    assert not any("unavailable" in w for w in warnings)
+    assert sink.shown[-1].conversation_turn.assistant_text == "Long read."

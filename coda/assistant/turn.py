@@ -57,6 +57,8 @@ from coda.v1 import events_pb2, llm_pb2, memory_pb2, tools_pb2, voice_pb2
 log = logging.getLogger(__name__)
 
 SOURCE = "assistant"
+#: Status codes of a memory call that mean the component is down, not that it refused this request.
+_MEMORY_DOWN = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN", "INTERNAL"})
 
 
 def new_turn_id() -> str:
@@ -359,8 +361,10 @@ class Turn:
         try:
             recalled = await self._engines.memory.recall(request)
         except EngineError as exc:
+            # Say what happened: a text memory refuses (too long, say) is not memory being down.
+            problem = "is unavailable" if exc.code in _MEMORY_DOWN else "did not search for this text"
             self._announce_error(
-                f"memory is unavailable, answering without it: {exc.message}", level=events_pb2.ERROR_LEVEL_WARNING
+                f"memory {problem}, answering without it: {exc.message}", level=events_pb2.ERROR_LEVEL_WARNING
             )
             recalled = memory_pb2.RecallResponse()
         ended = self.clock.now()
