@@ -10,8 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf import json_format, unknown_fields
+from google.protobuf.message import DecodeError, Message
 
 from coda.schema import event_type
 from coda.v1 import bridge_pb2, events_pb2
@@ -107,7 +107,32 @@ def decode_binary(data: bytes, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
         frame.ParseFromString(data)
     except DecodeError as exc:
         raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"not a serialized ClientFrame: {exc}") from None
-    return _require_kind(frame)
+    _require_kind(frame)  # no known kind: a frame type from a newer schema, reported as such
+    # As on coda.v1.json: a field this bridge does not know is an error, not silently dropped.
+    unknown = _unknown_field(frame)
+    if unknown:
+        raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"unknown field {unknown} in the frame", frame.id)
+    return frame
+
+
+def _unknown_field(message: Message, path: str = "ClientFrame") -> str:
+    """The first field number the schema does not know, as "Message.field_path #N" ("" if none)."""
+    for field in unknown_fields.UnknownFieldSet(message):
+        return f"{path} #{field.field_number}"
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        if descriptor.message_type.GetOptions().map_entry:
+            values = [v for v in value.values() if isinstance(v, Message)]
+        elif descriptor.is_repeated:
+            values = list(value)
+        else:
+            values = [value]
+        for item in values:
+            found = _unknown_field(item, f"{path}.{descriptor.name}")
+            if found:
+                return found
+    return ""
 
 
 def _require_kind(frame: bridge_pb2.ClientFrame) -> bridge_pb2.ClientFrame:

@@ -58,6 +58,20 @@ def test_decode_text_errors_have_precise_codes(text: str, code: int) -> None:
     assert caught.value.message
 
 
+def test_decode_binary_refuses_unknown_fields_at_any_depth() -> None:
+    frame = bridge_pb2.ClientFrame(id="p1", ping=bridge_pb2.PingFrame(nonce=3)).SerializeToString()
+    assert codec.decode_binary(frame).ping.nonce == 3
+    unknown = b"\xf8\x07\x01"  # field 127, varint 1: from a newer schema, or garbage
+    with pytest.raises(FrameError) as caught:
+        codec.decode_binary(frame + unknown)
+    assert caught.value.code == ErrorCode.ERROR_CODE_MALFORMED_FRAME and "#127" in caught.value.message
+    ping = bridge_pb2.PingFrame(nonce=3).SerializeToString() + unknown
+    nested = bridge_pb2.ClientFrame(id="p2").SerializeToString() + b"\x2a" + bytes([len(ping)]) + ping
+    with pytest.raises(FrameError) as caught:
+        codec.decode_binary(nested)
+    assert "ClientFrame.ping #127" in caught.value.message
+
+
 def test_a_surrogate_pair_escape_is_a_character_not_an_error() -> None:
     assert codec.decode_text('{"id":"\\ud83d\\ude00","ping":{}}').id == "\U0001f600"
 

@@ -295,6 +295,15 @@ async def test_deep_nesting_and_lone_surrogates_are_malformed_and_the_connection
             assert error.client_frame_id == ""  # an id no reply can encode is not echoed
         await ws.send('{"id":"still-here","ping":{"nonce":"3"}}')
         assert (await recv(ws)).pong.nonce == 3
+        # On coda.v1.proto too, a field the schema does not know is an error, not silently dropped.
+        proto = await open_client(bridge.url, PROTO_PROTOCOL)
+        ping = bridge_pb2.ClientFrame(id="p-unknown", ping=bridge_pb2.PingFrame(nonce=4))
+        await proto.send(ping.SerializeToString() + b"\xf8\x07\x01")
+        error = (await recv(proto)).error
+        assert (error.code, error.client_frame_id) == (ErrorCode.ERROR_CODE_MALFORMED_FRAME, "p-unknown")
+        assert "#127" in error.message
+        await send(proto, ping)
+        assert (await recv(proto)).pong.nonce == 4
 
 
 async def test_rate_limits_refuse_with_error_frames(tmp_path: Path) -> None:
