@@ -6,6 +6,7 @@ a dot, so `llm_token` is `llm.token` and `voice_stt_partial` is `voice.stt_parti
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -67,3 +68,20 @@ def new_event(
     event.time.FromNanoseconds(time.time_ns() if time_ns is None else time_ns)
     getattr(event, field).CopyFrom(payload)
     return event
+
+
+MAX_SESSION_ID_CHARS = 128
+#: Session ids travel in URLs, logs, file keys and NATS subjects: a safe, printable alphabet. The one
+#: rule for them everywhere: the bus refuses events, and the assistant sessions, that break it.
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def session_id_problem(session_id: str) -> str | None:
+    """Why `session_id` is not acceptable, or None ("" is: no session)."""
+    if not session_id:
+        return None
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        return f"session_id is {len(session_id)} characters; at most {MAX_SESSION_ID_CHARS} allowed"
+    if not SESSION_ID_PATTERN.fullmatch(session_id):
+        return f"session_id {session_id[:40]!r} has characters outside [A-Za-z0-9._:-]"
+    return None

@@ -34,7 +34,7 @@ from coda.assistant.speech import speakable
 from coda.assistant.turn import ToolCatalog, Turn
 from coda.config import AssistantConfig
 from coda.llm.providers.embedded import CANNED_MODEL, pieces
-from coda.schema import event_type
+from coda.schema import event_type, session_id_problem
 from coda.v1 import events_pb2, llm_pb2, memory_pb2, tools_pb2, voice_pb2
 
 # -- personality and settings -----------------------------------------------------------------
@@ -120,10 +120,12 @@ def test_session_store_persists_and_lists_most_recent_first(tmp_path: Path) -> N
     assert reopened.get("nope") is None
 
 
-@pytest.mark.parametrize("bad", ["x" * 200, "bad\nid", " padded"])
-def test_session_ids_must_be_short_and_printable(bad: str) -> None:
+@pytest.mark.parametrize("bad", ["x" * 200, "bad\nid", " padded", "../../etc/passwd", "a'; DROP TABLE sessions;--"])
+def test_session_ids_follow_the_buss_rule(bad: str) -> None:
+    assert session_id_problem(bad), "the bus refuses it"
     with pytest.raises(ValueError, match="invalid session id"):
         check_session_id(bad)
+    check_session_id("s-kitchen.2026:ok_1")
 
 
 def test_messages_put_recent_turns_oldest_first() -> None:

@@ -198,6 +198,15 @@ async def test_invalid_messages_get_clear_errors(channel: grpc.aio.Channel) -> N
         await bad_open.call.read()
     assert bad_traits.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "humor" in bad_traits.value.details()
 
+    # A session id the bus would refuse every event of is refused at open, with the rule.
+    for bad_id in ("../../etc/passwd", "a'; DROP TABLE sessions;--"):
+        bad_session = converser(channel)
+        await bad_session.send(open_request(session_id=bad_id))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await bad_session.call.read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "A-Za-z0-9._:-" in (refused.value.details() or "")
+
     chat = converser(channel)
     await chat.open()
     errors = []

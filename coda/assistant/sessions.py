@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coda.schema import session_id_problem
 from coda.v1 import events_pb2, memory_pb2
 
-SESSION_ID_MAX = 128
 RECENT_TURNS_CACHED = 20
 
 
@@ -26,9 +26,11 @@ def new_session_id() -> str:
 
 
 def check_session_id(session_id: str) -> None:
-    """A client-chosen id must be printable and short, since it travels in events and file keys."""
-    if len(session_id) > SESSION_ID_MAX or not session_id.isprintable() or session_id.strip() != session_id:
-        raise ValueError(f"invalid session id {session_id[:40]!r}: at most {SESSION_ID_MAX} printable characters")
+    """A client-chosen id follows the one rule for session ids (the bus's), so no event of the session
+    is refused later."""
+    problem = session_id_problem(session_id)
+    if problem:
+        raise ValueError(f"invalid session id: {problem}")
 
 
 @dataclass

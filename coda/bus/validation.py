@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from coda.bus.log import Headers
+from coda.schema import session_id_problem
 from coda.v1 import events_pb2
 
-MAX_SESSION_ID_CHARS = 128
 MAX_EVENT_ID_CHARS = 128
-#: Session ids travel in URLs, logs and NATS subjects: keep them to a safe, printable alphabet.
-SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-def session_id_problem(session_id: str) -> str | None:
-    if not session_id:
-        return None
-    if len(session_id) > MAX_SESSION_ID_CHARS:
-        return f"session_id is {len(session_id)} characters; at most {MAX_SESSION_ID_CHARS} allowed"
-    if not SESSION_ID_PATTERN.fullmatch(session_id):
-        return f"session_id {session_id[:40]!r} has characters outside [A-Za-z0-9._:-]"
-    return None
 
 
 def event_problem(event: events_pb2.Event, max_event_bytes: int) -> str | None:
