@@ -112,6 +112,25 @@ class EngineBreaker:
             self._publisher.publish(new_event(self._component, payload))
 
 
+async def load_primary(
+    primary: SttEngine | TtsEngine, fallback: SttEngine | TtsEngine | None, breaker: EngineBreaker, kind: str
+) -> bool:
+    """Load the primary engine; False when it failed and the fallback stands in (not fatal: the service
+    starts, the open circuit says why). Without a fallback the failure is raised."""
+    try:
+        await primary.load()
+    except ENGINE_FAILURES as exc:
+        if fallback is None:
+            raise
+        log.error(
+            f"{kind} engine failed to load; the fallback engine stands in",
+            extra={"engine": primary.name, "fallback": fallback.name, "error": str(exc)},
+        )
+        breaker.trip(exc)
+        return False
+    return True
+
+
 class _FallbackSttStream:
     """Feeds the external engine and keeps the utterance (bounded) so that a failure part-way
     can be replayed into the fallback engine without losing what the user said."""
@@ -205,20 +224,8 @@ class FallbackStt:
         self.preload_fallback = preload_fallback
 
     async def load(self) -> None:
-        try:
-            await self.primary.load()
-        except ENGINE_FAILURES as exc:
-            if self.fallback is None:
-                raise
-            # Not fatal: the service starts and the fallback listens; the open circuit says why.
-            log.error(
-                "stt engine failed to load; the fallback engine listens instead",
-                extra={"engine": self.primary.name, "fallback": self.fallback.name, "error": str(exc)},
-            )
-            self.breaker.trip(exc)
-            await self.fallback.load()
-            return
-        if self.fallback is not None and self.preload_fallback:
+        loaded = await load_primary(self.primary, self.fallback, self.breaker, "stt")
+        if self.fallback is not None and (not loaded or self.preload_fallback):
             await self.fallback.load()
 
     def supports(self, language: str) -> bool:
@@ -253,17 +260,7 @@ class FallbackTts:
         self.default_voice = primary.default_voice
 
     async def load(self) -> None:
-        try:
-            await self.primary.load()
-        except ENGINE_FAILURES as exc:
-            if self.fallback is None:
-                raise
-            # Not fatal: the service starts and the fallback speaks; the open circuit says why.
-            log.error(
-                "tts engine failed to load; the fallback engine speaks instead",
-                extra={"engine": self.primary.name, "fallback": self.fallback.name, "error": str(exc)},
-            )
-            self.breaker.trip(exc)
+        await load_primary(self.primary, self.fallback, self.breaker, "tts")
         self.sample_rate = self.primary.sample_rate
         if self.fallback is not None:
             await self.fallback.load()
