@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-import grpc
-
-from coda import config as config_module
-from coda.runtime.host import Host
+from bench.voice import voice_stub
 from coda.v1 import voice_pb2, voice_pb2_grpc
 
 ANSWERS = {
@@ -51,31 +46,15 @@ async def synthesize(stub: voice_pb2_grpc.VoiceStub, text: str) -> tuple[float, 
 async def run_engine(engine: str, rounds: int) -> dict[str, tuple[float, float]]:
     """Answer name -> (median first audio seconds, median real-time factor) for one engine."""
     results: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_module.load(
-            None,
-            env={
-                "CODA_GRPC__ADDRESS": "127.0.0.1:0",
-                "CODA_METRICS__ADDRESS": "",
-                "CODA_BUS__PATH": str(Path(tmp) / "bus"),
-                "CODA_VOICE__TTS_ENGINE": engine,
-            },
-        )
-        host = Host(config, "bus,voice")
-        await host.start()
-        try:
-            async with grpc.aio.insecure_channel(host.address) as channel:
-                stub = voice_pb2_grpc.VoiceStub(channel)
-                await synthesize(stub, "Warming up.")
-                for name, text in ANSWERS.items():
-                    firsts, factors = [], []
-                    for _ in range(rounds):
-                        first, wall, seconds = await synthesize(stub, text)
-                        firsts.append(first)
-                        factors.append(wall / seconds)
-                    results[name] = (statistics.median(firsts), statistics.median(factors))
-        finally:
-            await host.stop()
+    async with voice_stub(CODA_VOICE__TTS_ENGINE=engine) as stub:
+        await synthesize(stub, "Warming up.")
+        for name, text in ANSWERS.items():
+            firsts, factors = [], []
+            for _ in range(rounds):
+                first, wall, seconds = await synthesize(stub, text)
+                firsts.append(first)
+                factors.append(wall / seconds)
+            results[name] = (statistics.median(firsts), statistics.median(factors))
     return results
 
 

@@ -17,11 +17,13 @@ The default engine (Whisper tiny.en + Silero VAD) is compared with pocketsphinx 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,36 +199,34 @@ async def transcribe(
     return heard
 
 
+@contextlib.asynccontextmanager
+async def voice_stub(**env: str) -> AsyncIterator[voice_pb2_grpc.VoiceStub]:
+    """A Voice client of a real bus+voice host on a free loopback port; `env` holds CODA_* overrides."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = {"CODA_GRPC__ADDRESS": "127.0.0.1:0", "CODA_METRICS__ADDRESS": "", "CODA_BUS__PATH": str(Path(tmp))}
+        host = Host(config_module.load(None, env={**base, **env}), "bus,voice")
+        await host.start()
+        try:
+            async with grpc.aio.insecure_channel(host.address) as channel:
+                yield voice_pb2_grpc.VoiceStub(channel)
+        finally:
+            await host.stop()
+
+
 async def run_engine(engine: str, clips: list[Clip], paced: list[Clip]) -> dict[str, object]:
     """Every clip through one host running `engine` at full speed, and `paced` in real time with
     partials (as the assistant asks for them)."""
     figures: dict[str, object] = {"heard": [], "paced_finish": [], "engine_used": set()}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_module.load(
-            None,
-            env={
-                "CODA_GRPC__ADDRESS": "127.0.0.1:0",
-                "CODA_METRICS__ADDRESS": "",
-                "CODA_BUS__PATH": str(Path(tmp) / "bus"),
-                # Voice settings from the environment apply (e.g. CODA_VOICE__WHISPER_BEAM_SIZE=1).
-                **{k: v for k, v in os.environ.items() if k.startswith("CODA_VOICE__")},
-                "CODA_VOICE__STT_ENGINE": engine,
-            },
-        )
-        host = Host(config, "bus,voice")
-        await host.start()
-        try:
-            async with grpc.aio.insecure_channel(host.address) as channel:
-                stub = voice_pb2_grpc.VoiceStub(channel)
-                for clip in clips:
-                    heard = await transcribe(stub, clip.audio)
-                    figures["heard"].append((clip, heard))  # type: ignore[attr-defined]
-                    figures["engine_used"].add(heard.engine)  # type: ignore[attr-defined]
-                for clip in paced:
-                    heard = await transcribe(stub, clip.audio, partials=True, pace=True)
-                    figures["paced_finish"].append(heard.finish_s)  # type: ignore[attr-defined]
-        finally:
-            await host.stop()
+    # Voice settings from the environment apply (e.g. CODA_VOICE__WHISPER_BEAM_SIZE=1).
+    overrides = {k: v for k, v in os.environ.items() if k.startswith("CODA_VOICE__")}
+    async with voice_stub(**{**overrides, "CODA_VOICE__STT_ENGINE": engine}) as stub:
+        for clip in clips:
+            heard = await transcribe(stub, clip.audio)
+            figures["heard"].append((clip, heard))  # type: ignore[attr-defined]
+            figures["engine_used"].add(heard.engine)  # type: ignore[attr-defined]
+        for clip in paced:
+            heard = await transcribe(stub, clip.audio, partials=True, pace=True)
+            figures["paced_finish"].append(heard.finish_s)  # type: ignore[attr-defined]
     return figures
 
 
@@ -259,35 +259,24 @@ def end_pointing(clips: list[Clip]) -> dict[str, list[float]]:
 async def tts_first_audio(sentences: list[str]) -> tuple[str, list[float], list[float]]:
     """(engine, seconds to first audio, real-time factors) of the default TTS through the service."""
     firsts, rtfs, engine = [], [], ""
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_module.load(
-            None,
-            env={"CODA_GRPC__ADDRESS": "127.0.0.1:0", "CODA_METRICS__ADDRESS": "", "CODA_BUS__PATH": str(Path(tmp))},
-        )
-        host = Host(config, "bus,voice")
-        await host.start()
-        try:
-            async with grpc.aio.insecure_channel(host.address) as channel:
-                stub = voice_pb2_grpc.VoiceStub(channel)
-                for text in sentences:
+    async with voice_stub() as stub:
+        for text in sentences:
 
-                    async def requests(text: str = text):  # type: ignore[no-untyped-def]
-                        yield voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(sample_rate=RATE))
-                        yield voice_pb2.SynthesizeRequest(text=voice_pb2.SynthesizeText(text=text + ".", flush=True))
+            async def requests(text: str = text):  # type: ignore[no-untyped-def]
+                yield voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(sample_rate=RATE))
+                yield voice_pb2.SynthesizeRequest(text=voice_pb2.SynthesizeText(text=text + ".", flush=True))
 
-                    began = time.perf_counter()
-                    first, samples = 0.0, 0
-                    async for response in stub.Synthesize(requests()):
-                        kind = response.WhichOneof("response")
-                        if kind == "started":
-                            engine = response.started.engine
-                        elif kind == "audio":
-                            first = first or time.perf_counter() - began
-                            samples += response.audio.samples
-                    firsts.append(first)
-                    rtfs.append((time.perf_counter() - began) / max(samples / RATE, 1e-3))
-        finally:
-            await host.stop()
+            began = time.perf_counter()
+            first, samples = 0.0, 0
+            async for response in stub.Synthesize(requests()):
+                kind = response.WhichOneof("response")
+                if kind == "started":
+                    engine = response.started.engine
+                elif kind == "audio":
+                    first = first or time.perf_counter() - began
+                    samples += response.audio.samples
+            firsts.append(first)
+            rtfs.append((time.perf_counter() - began) / max(samples / RATE, 1e-3))
     return engine, firsts, rtfs
 
 
