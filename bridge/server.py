@@ -29,6 +29,7 @@ from websockets.protocol import State
 
 from coda import __version__
 from coda.config import Config
+from coda.runtime.gc_tuning import ChurnCollector
 from coda.runtime.ratelimit import TokenBucket
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, bus_pb2, events_pb2
 
@@ -89,6 +90,9 @@ class Bridge:
             settings.batch_window_ms / 1000, settings.batch_max_events, settings.batch_max_window_ms / 1000
         )
         self._flush_timer: asyncio.TimerHandle | None = None
+        #: Closed connections are cycles that only a full collection frees (see ChurnCollector).
+        self.churn = ChurnCollector()
+        self._churn_timer: asyncio.TimerHandle | None = None
         self._channel: grpc.aio.Channel | None = None
         self._assistant_channel: grpc.aio.Channel | None = None
         self.upstream: UpstreamLink | None = None
@@ -172,6 +176,8 @@ class Bridge:
             self._server = None
         if self._flush_timer is not None:
             self._flush_timer.cancel()
+        if self._churn_timer is not None:
+            self._churn_timer.cancel()
         if self._upstream_task is not None:
             self._upstream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -302,6 +308,19 @@ class Bridge:
             self.connections.pop(connection.id, None)
             self.admission.release(ip)
             self.metrics.connections.set(len(self.connections))
+            self._connection_released()
+
+    def _connection_released(self) -> None:
+        if self.churn.released():
+            self._churn_timer = asyncio.get_running_loop().call_later(self.churn.max_delay, self._collect_churn)
+        elif self.churn.due(len(self.connections)):
+            self._collect_churn()
+
+    def _collect_churn(self) -> None:
+        if self._churn_timer is not None:
+            self._churn_timer.cancel()
+            self._churn_timer = None
+        self.churn.collect()
 
 
 def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,12 @@ def processes() -> Iterator[Processes]:
         yield procs
     finally:
         procs.cleanup()
+
+
+async def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `condition` (state another task changes) until it holds; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

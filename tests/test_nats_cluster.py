@@ -12,7 +12,7 @@ import grpc
 import nats
 import pytest
 from bus_backends import nats_env
-from conftest import make_config, running_host
+from conftest import make_config, running_host, wait_until
 from nats_cluster import NatsCluster, nats_server_binary
 
 from coda.bus.client import GrpcPublisher, ResumingSubscription
@@ -33,14 +33,6 @@ async def follow(address: str, sink: list[events_pb2.Event], types: list[str] | 
             sink.extend(response.batch.events)
     finally:
         await channel.close()
-
-
-async def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def stream_leader(urls: list[str], stream: str) -> str:
