@@ -51,7 +51,7 @@ async def start(
     link = CodaLink(coda_address, assistant_address, user_id)
     server = AsyncServer.from_uri(uri)
     await server.start(partial(WyomingHandler, link))
-    if isinstance(server, AsyncTcpServer) and server._server is not None:
+    if isinstance(server, AsyncTcpServer) and isinstance(server._server, asyncio.Server):
         host, port = server._server.sockets[0].getsockname()[:2]
         uri = f"tcp://{host}:{port}"
     metrics_server = None
