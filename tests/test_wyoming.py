@@ -295,7 +295,9 @@ async def test_bad_input_gets_an_error_and_the_same_connection_goes_on(wyoming: 
         assert re.search(r"\bgarage door\b", text.lower()), text
 
 
-async def test_handle_while_coda_is_down_is_an_error_and_the_connection_stays(processes: Processes) -> None:
+async def test_handle_while_coda_is_down_is_an_error_and_the_connection_stays(
+    tmp_path: Path, processes: Processes
+) -> None:
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
@@ -310,6 +312,22 @@ async def test_handle_while_coda_is_down_is_an_error_and_the_connection_stays(pr
         assert "not reachable" in await read_error(client, events.CODA_UNAVAILABLE)
         await client.write_event(Ping(text="still there?").event())
         assert Pong.from_event(await read(client)).text == "still there?"
+
+        # Coda comes up at that address: the same connection gets answers within seconds.
+        config = make_config(tmp_path, CODA_GRPC__ADDRESS=dead)
+        async with running_host(config, only="bus,memory,tools,llm,assistant"):
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                await client.write_event(
+                    Transcript(text="what is 12 times 7", context={"conversation_id": "c1"}).event()
+                )
+                event = await read(client)
+                if Handled.is_type(event.type):
+                    break
+                assert Error.from_event(event).code == events.CODA_UNAVAILABLE
+                assert asyncio.get_running_loop().time() < deadline, "Coda was not found again within 30 s"
+                await asyncio.sleep(0.5)
+            assert "84" in (Handled.from_event(event).text or "")
 
 
 async def test_coda_up_starts_the_wyoming_server(tmp_path: Path, processes: Processes) -> None:

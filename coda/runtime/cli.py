@@ -53,7 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    """Start `coda serve` and `coda bridge` as two processes; stop both on Ctrl-C or SIGTERM."""
+    """Start `coda serve`, `coda bridge` and `coda wyoming` (unless wyoming.uri is empty); stop all on Ctrl-C or SIGTERM."""
     base = [sys.executable, "-m", "coda"]
     if args.config:
         base += ["--config", args.config]

@@ -38,6 +38,9 @@ from coda.wyoming.audio import AudioConverter, AudioRefused, WyomingFormat
 log = logging.getLogger(__name__)
 
 DESCRIBE_TIMEOUT_SECONDS = 5.0
+#: gRPC's reconnect backoff grows to 2 minutes while Coda is down; Home Assistant should find Coda
+#: again within seconds of it coming back.
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 3000)]
 _Parsed = TypeVar("_Parsed")
 
 
@@ -60,9 +63,9 @@ class CodaLink:
         self.address = address
         self.user_id = user_id
         self.turn_timeout_seconds = turn_timeout_seconds
-        self._channels = {address: grpc.aio.insecure_channel(address)}
+        self._channels = {address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)}
         if assistant_address and assistant_address != address:
-            self._channels[assistant_address] = grpc.aio.insecure_channel(assistant_address)
+            self._channels[assistant_address] = grpc.aio.insecure_channel(assistant_address, options=CHANNEL_OPTIONS)
         self.voice = voice_pb2_grpc.VoiceStub(self._channels[address])
         self.assistant = assistant_pb2_grpc.AssistantStub(self._channels[assistant_address or address])
 
