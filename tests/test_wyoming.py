@@ -103,10 +103,10 @@ def test_info_lists_asr_tts_with_its_voices_default_first_and_handle() -> None:
     )
     again = Info.from_event(info.event())  # what a client reads off the wire
     assert again.asr[0].models[0].name == "whisper" and again.asr[0].models[0].languages == ["en"]
-    assert [(v.name, v.languages) for v in again.tts[0].voices] == [
-        ("en_US-joe-medium", ["en"]),
-        ("de", ["de"]),
-        ("en-us", ["en"]),
+    assert [(v.name, v.description, v.languages) for v in again.tts[0].voices] == [
+        ("en_US-joe-medium", "en_US-joe-medium", ["en"]),
+        ("de", "de", ["de"]),
+        ("en-us", "en-us", ["en"]),
     ]
     assert again.handle[0].name == "coda" and again.handle[0].models[0].languages == ["en"]
     assert all(program.installed for program in (*again.asr, *again.tts, *again.handle))

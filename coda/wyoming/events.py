@@ -70,10 +70,8 @@ def describe(voice: voice_pb2.DescribeVoiceResponse) -> Info:
             TtsProgram(
                 **artifact("coda", f"Coda speech synthesis ({voice.tts_engine})"),
                 # Exactly the voices installed (the default first), so a client never picks a missing one.
-                voices=[
-                    TtsVoice(**artifact(name, f"Coda {voice.tts_engine} voice"), languages=[voice_language(name)])
-                    for name in voice.voices
-                ],
+                # Home Assistant shows a voice's description as its name: the name it is.
+                voices=[TtsVoice(**artifact(name, name), languages=[voice_language(name)]) for name in voice.voices],
             )
         ],
         handle=[
