@@ -34,5 +34,9 @@ def run_wyoming(args: argparse.Namespace) -> int:
     assistant = args.address or config.endpoint("assistant")
     metrics = config.wyoming.metrics_address if args.metrics_address is None else args.metrics_address
     user = config.wyoming.user_id
-    asyncio.run(serve(uri, voice, metrics, user, assistant))
+    try:
+        asyncio.run(serve(uri, voice, metrics, user, assistant))
+    except OSError as exc:  # the port is taken, the socket path is not writable, ...
+        print(f"coda wyoming: cannot listen on {uri} (metrics {metrics or 'off'}): {exc}", file=sys.stderr)
+        return 1
     return 0
