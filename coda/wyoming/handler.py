@@ -154,6 +154,13 @@ class WyomingHandler(AsyncEventHandler):
                 "wyoming request refused", extra={"event": event.type, "code": refusal.code, "reason": refusal.text}
             )
             await self.write_event(Error(text=refusal.text, code=refusal.code).event())
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client is gone or the server stops
+        except Exception as exc:  # a bug here must not cost the client its connection
+            log.exception("wyoming request failed", extra={"event": event.type})
+            await self._stop_listening(dropping=kind == "asr")
+            metrics.REQUESTS.labels(kind, events.CODA_ERROR).inc()
+            await self.write_event(Error(text=f"{event.type} failed: {exc}", code=events.CODA_ERROR).event())
         else:
             if answered:
                 metrics.REQUESTS.labels(kind, "ok").inc()
