@@ -443,6 +443,18 @@ class AssistantConfig:
 
 
 @dataclass
+class WyomingConfig:
+    """`coda wyoming`: Coda as Home Assistant's speech-to-text, text-to-speech and conversation agent."""
+
+    #: Where the Wyoming server listens (tcp://HOST:PORT or unix://PATH); empty: `coda up` does not start it.
+    uri: str = "tcp://127.0.0.1:10700"
+    #: Prometheus HTTP endpoint of `coda wyoming` (host:port); empty disables it.
+    metrics_address: str = "127.0.0.1:9465"
+    #: User id of the sessions Home Assistant's conversations open; empty: `assistant.default_user_id`.
+    user_id: str = ""
+
+
+@dataclass
 class Config:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
@@ -455,6 +467,7 @@ class Config:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     assistant: AssistantConfig = field(default_factory=AssistantConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     #: Where the file came from ("" when none was read).
     source: str = ""
 

@@ -349,6 +349,19 @@ async def test_unknown_voice_is_invalid_argument(voice) -> None:  # type: ignore
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "klingon-9" in (caught.value.details() or "")
 
 
+async def test_describe_names_the_engines_and_every_voice_synthesize_takes(voice) -> None:  # type: ignore[no-untyped-def]
+    stub, _ = voice
+    described = await stub.Describe(voice_pb2.DescribeVoiceRequest())
+    assert (described.stt_engine, described.tts_engine) == ("whisper", "piper")
+    assert described.voices[0] == described.default_voice == "en_US-joe-medium" and "en-us" in described.voices
+    for name in (described.voices[0], "en-us"):
+        requests = Requests(voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(voice=name)))
+        requests.text("Yes.", flush=True)
+        requests.close()
+        responses = await collect(stub.Synthesize(requests.__aiter__()))
+        assert any(kind == "audio" for kind, _ in responses), name
+
+
 # --- Wyoming engines -------------------------------------------------------------------------
 
 

@@ -53,7 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    """Start `coda serve` and `coda bridge` as two processes; stop both on Ctrl-C or SIGTERM."""
+    """Start `coda serve`, `coda bridge` and `coda wyoming` (unless wyoming.uri is empty); stop all on Ctrl-C or SIGTERM."""
     base = [sys.executable, "-m", "coda"]
     if args.config:
         base += ["--config", args.config]
@@ -71,6 +71,9 @@ def run_up(args: argparse.Namespace) -> int:
     env = {**os.environ, "CODA_BRIDGE__CODA_ADDRESS": address}
     bridge = subprocess.Popen([*base, "bridge"], env=env)
     children = [bridge, serve]
+    wyoming = _start_wyoming(args, base, address)
+    if wyoming is not None:
+        children.append(wyoming)
 
     stopping = False
 
@@ -96,6 +99,23 @@ def run_up(args: argparse.Namespace) -> int:
     # A child ended by the SIGTERM we forwarded on Ctrl-C or SIGTERM has stopped as asked.
     asked = {0, -signal.SIGTERM, -signal.SIGINT} if stopping else {0}
     return max((abs(child.returncode) for child in children if child.returncode not in asked), default=0)
+
+
+def _start_wyoming(args: argparse.Namespace, base: list[str], address: str) -> subprocess.Popen[str] | None:
+    """`coda wyoming` for Home Assistant, unless `wyoming.uri` is empty; None when it is off or did not start."""
+    from coda.cli import load_config
+
+    if not load_config(args).wyoming.uri:
+        return None
+    wyoming = subprocess.Popen([*base, "wyoming", "--address", address], stdout=subprocess.PIPE, text=True)
+    assert wyoming.stdout is not None
+    banner = wyoming.stdout.readline().strip()
+    if not banner.startswith("coda wyoming serving"):
+        wyoming.wait()
+        print("coda up: coda wyoming did not start; going on without it", file=sys.stderr)
+        return None
+    print(banner, flush=True)
+    return wyoming
 
 
 def run_config(args: argparse.Namespace) -> int:

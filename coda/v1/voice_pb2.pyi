@@ -4,8 +4,10 @@ isort:skip_file
 """
 
 from coda.v1 import events_pb2 as _events_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -339,3 +341,56 @@ class SynthesizeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
 Global___SynthesizeResponse: _TypeAlias = SynthesizeResponse  # noqa: Y015
+
+@_typing.final
+class DescribeVoiceRequest(_message.Message):
+    """DescribeVoiceRequest asks for the engines and voices of the service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeVoiceRequest: _TypeAlias = DescribeVoiceRequest  # noqa: Y015
+
+@_typing.final
+class DescribeVoiceResponse(_message.Message):
+    """DescribeVoiceResponse: what a client may ask Transcribe and Synthesize for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STT_ENGINE_FIELD_NUMBER: _builtins.int
+    TTS_ENGINE_FIELD_NUMBER: _builtins.int
+    VOICES_FIELD_NUMBER: _builtins.int
+    DEFAULT_VOICE_FIELD_NUMBER: _builtins.int
+    stt_engine: _builtins.str
+    """The configured speech recogniser (e.g. "whisper"; a fallback may stand in for a request)."""
+    tts_engine: _builtins.str
+    """The configured speech synthesiser (e.g. "piper")."""
+    default_voice: _builtins.str
+    """The voice spoken when a request names none."""
+    @_builtins.property
+    def voices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Installed voices, exactly the names SynthesizeConfig.voice may take; the default first."""
+
+    def __init__(
+        self,
+        *,
+        stt_engine: _builtins.str = ...,
+        tts_engine: _builtins.str = ...,
+        voices: _abc.Iterable[_builtins.str] | None = ...,
+        default_voice: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_voice", b"default_voice", "stt_engine", b"stt_engine", "tts_engine", b"tts_engine", "voices", b"voices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeVoiceResponse: _TypeAlias = DescribeVoiceResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class VoiceStub:
                 request_serializer=coda_dot_v1_dot_voice__pb2.SynthesizeRequest.SerializeToString,
                 response_deserializer=coda_dot_v1_dot_voice__pb2.SynthesizeResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/coda.v1.Voice/Describe',
+                request_serializer=coda_dot_v1_dot_voice__pb2.DescribeVoiceRequest.SerializeToString,
+                response_deserializer=coda_dot_v1_dot_voice__pb2.DescribeVoiceResponse.FromString,
+                _registered_method=True)
 
 
 class VoiceServicer:
@@ -63,6 +68,13 @@ class VoiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VoiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_VoiceServicer_to_server(servicer, server):
                     servicer.Synthesize,
                     request_deserializer=coda_dot_v1_dot_voice__pb2.SynthesizeRequest.FromString,
                     response_serializer=coda_dot_v1_dot_voice__pb2.SynthesizeResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=coda_dot_v1_dot_voice__pb2.DescribeVoiceRequest.FromString,
+                    response_serializer=coda_dot_v1_dot_voice__pb2.DescribeVoiceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class Voice:
             '/coda.v1.Voice/Synthesize',
             coda_dot_v1_dot_voice__pb2.SynthesizeRequest.SerializeToString,
             coda_dot_v1_dot_voice__pb2.SynthesizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coda.v1.Voice/Describe',
+            coda_dot_v1_dot_voice__pb2.DescribeVoiceRequest.SerializeToString,
+            coda_dot_v1_dot_voice__pb2.DescribeVoiceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,8 @@ class VoiceStub:
     def __new__(cls, channel: _aio.Channel) -> VoiceAsyncStub: ...
     Transcribe: _grpc.StreamStreamMultiCallable[_voice_pb2.TranscribeRequest, _voice_pb2.TranscribeResponse]
     Synthesize: _grpc.StreamStreamMultiCallable[_voice_pb2.SynthesizeRequest, _voice_pb2.SynthesizeResponse]
+    Describe: _grpc.UnaryUnaryMultiCallable[_voice_pb2.DescribeVoiceRequest, _voice_pb2.DescribeVoiceResponse]
+    """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info)."""
 
 @_typing.type_check_only
 class VoiceAsyncStub(VoiceStub):
@@ -43,6 +45,8 @@ class VoiceAsyncStub(VoiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Transcribe: _aio.StreamStreamMultiCallable[_voice_pb2.TranscribeRequest, _voice_pb2.TranscribeResponse]  # type: ignore[assignment]
     Synthesize: _aio.StreamStreamMultiCallable[_voice_pb2.SynthesizeRequest, _voice_pb2.SynthesizeResponse]  # type: ignore[assignment]
+    Describe: _aio.UnaryUnaryMultiCallable[_voice_pb2.DescribeVoiceRequest, _voice_pb2.DescribeVoiceResponse]  # type: ignore[assignment]
+    """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info)."""
 
 class VoiceServicer(metaclass=_abc_1.ABCMeta):
     """Voice turns audio into text (Transcribe) and text into audio (Synthesize)."""
@@ -60,5 +64,13 @@ class VoiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_voice_pb2.SynthesizeRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_voice_pb2.SynthesizeResponse], _abc.AsyncIterator[_voice_pb2.SynthesizeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Describe(
+        self,
+        request: _voice_pb2.DescribeVoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_voice_pb2.DescribeVoiceResponse, _abc.Awaitable[_voice_pb2.DescribeVoiceResponse]]:
+        """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info)."""
 
 def add_VoiceServicer_to_server(servicer: VoiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

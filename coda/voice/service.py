@@ -86,6 +86,16 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
             new_event(SOURCE, payload, session_id=ids.session_id, correlation_id=ids.correlation_id)
         )
 
+    async def Describe(
+        self, request: voice_pb2.DescribeVoiceRequest, context: grpc.aio.ServicerContext
+    ) -> voice_pb2.DescribeVoiceResponse:
+        engines = await self._wait_engines(context)
+        default = self._config.tts_voice or engines.tts.default_voice
+        voices = sorted(engines.tts.voices(), key=lambda name: name != default)
+        return voice_pb2.DescribeVoiceResponse(
+            stt_engine=engines.stt.name, tts_engine=engines.tts.name, voices=voices, default_voice=default
+        )
+
     # --- Transcribe ------------------------------------------------------------------------
 
     async def Transcribe(
