@@ -29,7 +29,7 @@ TYPE_BY_FIELD: dict[str, str] = {f.name: type_name_of_field(f.name) for f in _PA
 #: dotted type name -> payload field name.
 FIELD_BY_TYPE: dict[str, str] = {t: f for f, t in TYPE_BY_FIELD.items()}
 #: payload message full name (e.g. "coda.v1.LlmToken") -> payload field name.
-FIELD_BY_MESSAGE: dict[str, str] = {f.message_type.full_name: f.name for f in _PAYLOAD.fields}
+FIELD_BY_MESSAGE: dict[str, str] = {f.message_type.full_name: f.name for f in _PAYLOAD.fields if f.message_type}
 #: every dotted type name.
 EVENT_TYPES: tuple[str, ...] = tuple(TYPE_BY_FIELD.values())
 #: every family ("llm", "voice", ...).

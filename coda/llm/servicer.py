@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -24,7 +25,9 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
         self._chain = chain
         self._publisher = publisher
 
-    async def Generate(
+    # grpc.aio lets a streaming method write with context.write and return None; the generated base
+    # class only knows the iterator form.
+    async def Generate(  # type: ignore[override]
         self, request_iterator: AsyncIterator[llm_pb2.GenerateRequest], context: grpc.aio.ServicerContext
     ) -> None:
         try:
@@ -73,7 +76,8 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
         producer = asyncio.create_task(produce())
         watcher = asyncio.create_task(watch())
         try:
-            await asyncio.wait([producer, control], return_when=asyncio.FIRST_COMPLETED)
+            first: list[asyncio.Future[Any]] = [producer, control]
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if not producer.done():
                 producer.cancel()  # closes the upstream stream within the chunk being read
                 with contextlib.suppress(asyncio.CancelledError):

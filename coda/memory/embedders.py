@@ -22,7 +22,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -135,7 +135,8 @@ class MiniLMEmbedder:
         self._position = w["embeddings.position_embeddings.weight"]
         self._token_type = w["embeddings.token_type_embeddings.weight"][0]
         self._embedding_norm = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self._layers = []
+        #: per layer: weight matrices, and (weight, bias) pairs for the layer norms
+        self._layers: list[dict[str, Any]] = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
             qkv = [w[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")]
@@ -170,9 +171,11 @@ class MiniLMEmbedder:
             np.exp(scores, out=scores)
             scores /= scores.sum(-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * length, hidden)
-            x = _layer_norm(x + context @ layer["out"] + layer["out_bias"], *layer["norm1"], self._eps)
+            norm_weight, norm_bias = layer["norm1"]
+            x = _layer_norm(x + context @ layer["out"] + layer["out_bias"], norm_weight, norm_bias, self._eps)
             h = _gelu(x @ layer["up"] + layer["up_bias"])
-            x = _layer_norm(x + h @ layer["down"] + layer["down_bias"], *layer["norm2"], self._eps)
+            norm_weight, norm_bias = layer["norm2"]
+            x = _layer_norm(x + h @ layer["down"] + layer["down_bias"], norm_weight, norm_bias, self._eps)
         x = x.reshape(batch, length, hidden)
         weights = mask[..., None].astype(np.float32)
         return (x * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from coda import config as config_module
 from coda.runtime.gc_tuning import tune_for_service
@@ -70,7 +71,7 @@ def run_up(args: argparse.Namespace) -> int:
     address = banner.split(" on ", 1)[1].split()[0]
     env = {**os.environ, "CODA_BRIDGE__CODA_ADDRESS": address}
     bridge = subprocess.Popen([*base, "bridge"], env=env)
-    children = [bridge, serve]
+    children: list[subprocess.Popen[Any]] = [bridge, serve]
     wyoming = _start_wyoming(args, base, address)
     if wyoming is not None:
         children.append(wyoming)

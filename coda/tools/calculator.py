@@ -119,10 +119,10 @@ def _eval(node: ast.expr) -> Number:
             raise CalculationError(f"operator {type(node.op).__name__} is not allowed")
         return _checked(function(left, right))
     if isinstance(node, ast.UnaryOp):
-        function = _UNARY.get(type(node.op))
-        if function is None:
+        unary = _UNARY.get(type(node.op))
+        if unary is None:
             raise CalculationError(f"operator {type(node.op).__name__} is not allowed")
-        return function(_eval(node.operand))
+        return unary(_eval(node.operand))
     if isinstance(node, ast.Name):
         if node.id not in CONSTANTS:
             raise CalculationError(f"unknown name {node.id!r}; constants: {', '.join(CONSTANTS)}")

@@ -65,7 +65,11 @@ def _offending_field(error: ValidationError) -> str:
     path = list(error.absolute_path)
     instance = error.instance
     if error.validator == "required" and isinstance(instance, dict):
-        missing = [name for name in error.validator_value if name not in instance]
+        missing = (
+            [name for name in error.schema.get("required", []) if name not in instance]
+            if isinstance(error.schema, dict)
+            else []
+        )
         if missing:
             path.append(missing[0])
     elif error.validator == "additionalProperties" and isinstance(instance, dict):

@@ -149,7 +149,7 @@ async def start_server(uri: str, voice: str = "en-us", language_model: str = "do
     await tts.load()
     server = AsyncServer.from_uri(uri)
     await server.start(partial(EngineHandler, stt, tts, voice))
-    if isinstance(server, AsyncTcpServer) and server._server is not None:
+    if isinstance(server, AsyncTcpServer) and isinstance(server._server, asyncio.Server):
         host, port = server._server.sockets[0].getsockname()[:2]
         uri = f"tcp://{host}:{port}"
     return server, uri

@@ -256,7 +256,7 @@ def _status(result: Any, arguments: Mapping[str, Any]) -> str:
             f"{name} is {str(state).lower().replace('_', ' ')}" for name, state in sorted(troubled.items())
         )
         return f"Not everything is well: {problems}." + (f" Serving: {', '.join(serving)}." if serving else "")
-    facts = []
+    facts: list[str] = []
     if isinstance(result, dict):
         for key, value in result.items():
             if isinstance(value, bool | int | float | str) and len(facts) < 5:

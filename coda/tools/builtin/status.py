@@ -28,7 +28,9 @@ async def _check(ctx: ToolContext, component: str) -> str:
     worst = "SERVING"
     for service in service_names(component):
         try:
-            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=CHECK_TIMEOUT_SECONDS)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            check = stub.Check  # type: ignore[attr-defined]
+            response = await check(health_pb2.HealthCheckRequest(service=service), timeout=CHECK_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return "NOT_HOSTED"

@@ -6,7 +6,7 @@ executor, network engines (Wyoming) are natively async. None of them may block t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,7 +99,7 @@ class TtsEngine(Protocol):
         synthesis fail with VoiceNotFound)."""
         ...
 
-    def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+    def synthesize(self, text: str, voice: str) -> AsyncGenerator[AudioPiece, None]:
         """Speak one sentence ("" voice: the default); closing the iterator early stops synthesis."""
         ...
 

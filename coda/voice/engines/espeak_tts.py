@@ -12,7 +12,7 @@ import asyncio
 import ctypes
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -174,13 +174,15 @@ class EspeakTts:
         base, plus, variant = voice.lower().partition("+")
         return base in self._library.voices and (not plus or variant in self._library.variants)
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+    async def synthesize(self, text: str, voice: str) -> AsyncGenerator[AudioPiece, None]:
         library = self._library
         if library is None:
             raise EngineError("espeak-ng: not loaded")
-        chunks = stream_from_thread(
-            lambda sink: library.synthesize(text, voice or self.default_voice, self.rate_wpm, sink)
-        )
+
+        def produce(sink: Callable[[bytes], bool]) -> None:
+            library.synthesize(text, voice or self.default_voice, self.rate_wpm, sink)
+
+        chunks = stream_from_thread(produce)
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield AudioPiece(chunk, library.sample_rate)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -274,7 +274,7 @@ class FallbackTts:
     def has_voice(self, voice: str) -> bool:
         return self.primary.has_voice(voice) or (self.fallback is not None and self.fallback.has_voice(voice))
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+    async def synthesize(self, text: str, voice: str) -> AsyncGenerator[AudioPiece, None]:
         if voice and not self.primary.has_voice(voice):
             if self.fallback is None or not self.fallback.has_voice(voice):
                 raise VoiceNotFound(f"voice {voice!r} is not installed; installed voices: {', '.join(self.voices())}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +157,7 @@ class PiperTts:
     def has_voice(self, voice: str) -> bool:
         return not voice or voice.lower() == self.default_voice.lower()
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+    async def synthesize(self, text: str, voice: str) -> AsyncGenerator[AudioPiece, None]:
         if not self.has_voice(voice):
             raise VoiceNotFound(f"piper has no voice {voice!r}; installed: {self.default_voice}")
         loaded = self._loaded

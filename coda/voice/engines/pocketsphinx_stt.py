@@ -25,6 +25,7 @@ import math
 import tempfile
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -116,7 +117,7 @@ class _PocketsphinxStream:
     async def _decode(self, decoder: pocketsphinx.Decoder, data: bytes) -> None:
         for start in range(0, len(data), _FEED_PIECE_BYTES):
             piece = data[start : start + _FEED_PIECE_BYTES]
-            await self._run(lambda piece=piece: decoder.process_raw(piece, False, False))
+            await self._run(partial(decoder.process_raw, piece, False, False))
 
     async def partial(self) -> str:
         decoder = self._require()
@@ -192,19 +193,20 @@ class PocketsphinxStt:
 
     async def open(self, language: str) -> _PocketsphinxStream:
         loop = asyncio.get_running_loop()
-        decoder = self._idle.pop() if self._idle else None
+        decoder: pocketsphinx.Decoder | None = self._idle.pop() if self._idle else None
         if decoder is None:
             with logs.progress(log, "loading another pocketsphinx decoder", engine=self.name):
                 decoder = await loop.run_in_executor(None, self._new_decoder)
         cmn = self._cmn
+        ready: pocketsphinx.Decoder = decoder
 
         def start() -> None:
             if cmn is not None:
-                decoder.set_cmn(cmn)
-            decoder.start_utt()
+                ready.set_cmn(cmn)
+            ready.start_utt()
 
         await loop.run_in_executor(None, start)
-        return _PocketsphinxStream(self, decoder, second_pass=cmn is None)
+        return _PocketsphinxStream(self, ready, second_pass=cmn is None)
 
     def _release(self, decoder: pocketsphinx.Decoder, cmn: str) -> None:
         self._cmn = cmn

@@ -5,7 +5,7 @@ CPU-heavy synthesis in the executor while the event loop receives each chunk as 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -14,7 +14,7 @@ T = TypeVar("T")
 Sink = Callable[[T], bool]
 
 
-async def stream_from_thread(produce: Callable[[Sink[T]], None]) -> AsyncIterator[T]:
+async def stream_from_thread(produce: Callable[[Sink[T]], None]) -> AsyncGenerator[T, None]:
     """Run `produce(sink)` in the default executor and yield each item it passes to `sink`, as it comes.
 
     `produce` must stop at its next item once `sink` returns True (the iterator was closed or the

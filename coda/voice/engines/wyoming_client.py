@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import TypeVar
 
 from wyoming.asr import Transcribe, TranscriptChunk
@@ -157,7 +157,7 @@ class WyomingTts:
     def has_voice(self, voice: str) -> bool:
         return True  # the server is the judge of its voice names
 
-    async def synthesize(self, text: str, voice: str) -> AsyncIterator[AudioPiece]:
+    async def synthesize(self, text: str, voice: str) -> AsyncGenerator[AudioPiece, None]:
         connection = _Connection(self.host, self.port, self.timeout)
         # Mono 16-bit whatever the server sends; the rate is converted by the service.
         converter = AudioChunkConverter(rate=None, width=2, channels=1)
