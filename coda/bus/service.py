@@ -26,6 +26,7 @@ from coda.bus.filters import EventFilter, FilterError
 from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, gap_between
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
+from coda.runtime.malformed import MalformedRequest
 from coda.v1 import bus_pb2, events_pb2
 from coda.wire import frame_field1
 
@@ -223,6 +224,11 @@ class BusService:
                     written.clear()
                     await written.wait()
             await answer_all()
+        except MalformedRequest:
+            # What came before the bad message is acked before the call is refused, and the
+            # refusal never races a write still in progress (see coda.runtime.malformed).
+            await answer_all()
+            raise
         finally:
             writer.cancel()
 
