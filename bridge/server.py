@@ -38,7 +38,7 @@ from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Prin
 from .batching import Coalescer
 from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
 from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
-from .limits import ConnectionAdmission
+from .limits import ConnectionAdmission, DropNotices
 from .metrics import BREAKER_STATES, BridgeMetrics
 from .upstream import RETRYABLE, Backoff, UpstreamLink
 
@@ -359,6 +359,12 @@ class Connection:
         self.shutting_down = False
         self.frames = TokenBucket(settings.frames_per_second, settings.frames_burst)
         self.audio = TokenBucket(settings.audio_bytes_per_second, settings.audio_bytes_per_second)
+        #: Rate-limit errors are coalesced, one per second per code (see DropNotices).
+        self.drop_notices = {
+            ErrorCode.ERROR_CODE_RATE_LIMITED: DropNotices(),
+            ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED: DropNotices(),
+        }
+        self._drop_timers: dict[int, asyncio.TimerHandle] = {}
         self.max_frame_bytes = settings.max_frame_bytes
         self.idle_timeout = settings.idle_timeout_seconds
         self.last_activity = time.monotonic()
@@ -438,6 +444,38 @@ class Connection:
 
     def error(self, code: int, message: str, client_frame_id: str = "") -> None:
         self.send(codec.error_frame(code, message, client_frame_id))
+
+    def dropped(self, code: int, frame_id: str = "") -> None:
+        """A frame was dropped by a rate limit: report it now, or count it into the next report."""
+        count = self.drop_notices[code].drop(asyncio.get_running_loop().time())
+        if count:
+            self._report_drops(code, count, frame_id)
+        else:
+            self._arm_drop_timer(code)
+
+    def _arm_drop_timer(self, code: int) -> None:
+        due = self.drop_notices[code].due
+        if due is not None and code not in self._drop_timers and not self.closing:
+            self._drop_timers[code] = asyncio.get_running_loop().call_at(due, self._drop_timer_fired, code)
+
+    def _drop_timer_fired(self, code: int) -> None:
+        self._drop_timers.pop(code, None)
+        count = self.drop_notices[code].flush(asyncio.get_running_loop().time())
+        if count:
+            self._report_drops(code, count)
+        self._arm_drop_timer(code)
+
+    def _report_drops(self, code: int, count: int, frame_id: str = "") -> None:
+        if code == ErrorCode.ERROR_CODE_RATE_LIMITED:
+            message = (
+                f"more than {self.frames.rate:g} frames per second; {count} frame(s) dropped, "
+                f"retry in {self.frames.retry_after():.2f}s"
+            )
+        else:
+            message = f"audio above {self.audio.rate:g} bytes per second; {count} chunk(s) dropped"
+        frame = codec.error_frame(code, message, frame_id)
+        frame.error.dropped_frames = count
+        self.send(frame)
 
     def cut_off(self) -> None:
         """Too slow: stop feeding it, say where to resume, close without waiting on the broadcast path."""
@@ -524,6 +562,8 @@ class Connection:
             for task in (writer, idle, self._ahead_check):
                 if task is not None:
                     task.cancel()
+            for timer in self._drop_timers.values():
+                timer.cancel()
             await self.converse.close()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
@@ -543,11 +583,7 @@ class Connection:
         self.metrics.bytes_in.inc(len(message))
         if not self.frames.try_take():
             self.metrics.refusals.labels("rate_limited").inc()
-            self.error(
-                ErrorCode.ERROR_CODE_RATE_LIMITED,
-                f"more than {self.frames.rate:g} frames per second; frame dropped, "
-                f"retry in {self.frames.retry_after():.2f}s",
-            )
+            self.dropped(ErrorCode.ERROR_CODE_RATE_LIMITED)
             return
         try:
             if isinstance(message, bytes):
@@ -707,11 +743,7 @@ class Connection:
             return
         if kind == "audio_chunk" and not self.audio.try_take(len(request.audio_chunk.audio)):
             self.metrics.refusals.labels("audio_rate_limited").inc()
-            self.error(
-                ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED,
-                f"audio above {self.audio.rate:g} bytes per second; chunk dropped",
-                frame_id,
-            )
+            self.dropped(ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED, frame_id)
             return
         bound = self.principal
         if kind == "open" and (bound.session_id or bound.user_id):
