@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -209,7 +210,7 @@ def test_drop_notices_counts_add_up_and_reports_are_a_window_apart(steps: list[f
     if final:
         reports.append((now + 1.0, final))
     assert sum(count for _, count in reports) + notices.pending == len(steps)
-    assert all(b[0] - a[0] >= 1.0 for a, b in zip(reports, reports[1:], strict=False))
+    assert all(b[0] - a[0] >= 1.0 for a, b in itertools.pairwise(reports))
 
 
 # --- coalescer
