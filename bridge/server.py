@@ -124,6 +124,7 @@ class Bridge:
             on_gap=self._on_upstream_gap,
             on_state=self._on_upstream_state,
             backoff=Backoff(settings.reconnect_initial_seconds, settings.reconnect_max_seconds),
+            on_reset=self._on_upstream_reset,
         )
         self._upstream_task = asyncio.create_task(self.upstream.run(), name="bridge-upstream")
         hard_limit = settings.max_frame_bytes * max(1, settings.hard_frame_factor) if settings.max_frame_bytes else None
@@ -203,12 +204,21 @@ class Bridge:
             self.metrics.upstream_reconnects.inc()
 
     def _on_events(self, events: list[events_pb2.Event]) -> None:
-        encoded = [EncodedEvent.of(e) for e in events]
+        encoded = [EncodedEvent.of(e) for e in events if not self._unencodable(e)]
         loop = asyncio.get_running_loop()
         if self._coalescer.add(encoded, loop.time()):
             self._flush()
         elif self._flush_timer is None and self._coalescer.deadline is not None:
             self._flush_timer = loop.call_at(self._coalescer.deadline, self._flush)
+
+    def _unencodable(self, event: events_pb2.Event) -> bool:
+        """True (logged, counted) for an event no frame can carry: skipped, never failing a batch."""
+        problem = codec.encoding_problem(event)
+        if problem is None:
+            return False
+        self.metrics.skipped_events.inc()
+        log.warning("bus event skipped: it cannot be sent to clients", extra={"seq": event.seq, "reason": problem})
+        return True
 
     def _flush(self) -> None:
         if self._flush_timer is not None:
@@ -220,7 +230,12 @@ class Bridge:
         if not events:
             return
         self.dispatched_seq = events[-1].seq
-        self.fanout.dispatch(events)
+        try:
+            self.fanout.dispatch(events)
+        except Exception:
+            # A bug here must not stop delivery for good: this batch is lost (logged), the next goes.
+            self.metrics.skipped_events.inc(len(events))
+            log.exception("dispatching a batch of bus events failed", extra={"last_seq": events[-1].seq})
         self._coalescer.flushed(loop.time() - started)
 
     def _on_upstream_gap(self, gap: events_pb2.Gap) -> None:
@@ -231,6 +246,21 @@ class Bridge:
         for connection in list(self.connections.values()):
             if connection.key is not None:
                 connection.enqueue(encoded[connection.protocol])
+
+    def _on_upstream_reset(self, reset: bus_pb2.LogReset) -> None:
+        # The bus log was replaced (seqs start over): what is held of the old one goes out first,
+        # then every connection is told, and the new log follows from its start (the link
+        # replays it), live for everyone.
+        self._flush()
+        self.dispatched_seq = self.link_start_seq = 0
+        frame = bridge_pb2.ServerFrame(reset=bus_pb2.LogReset(epoch=reset.epoch, previous_epoch=reset.previous_epoch))
+        encoded = {p: codec.encode(frame, p) for p in PROTOCOLS}
+        for connection in list(self.connections.values()):
+            connection.log_reset(encoded[connection.protocol])
+
+    def epoch(self) -> str:
+        """The bus log epoch the bridge follows ("" before the link first came up)."""
+        return (self.upstream.epoch if self.upstream is not None else None) or ""
 
     def head_seq(self) -> int:
         cursor = self.upstream.cursor if self.upstream is not None else None
@@ -259,6 +289,10 @@ class Bridge:
             self._principals[id(connection)] = principal
             return None
         if path == "/healthz":
+            task = self._upstream_task
+            if task is not None and task.done():
+                reason = "cancelled" if task.cancelled() else repr(task.exception())
+                return _text(503, "Service Unavailable", f"not ready: the bus link task has stopped: {reason}")
             up = self.upstream is not None and self.upstream.up
             if up:
                 return _text(200, "OK", f"ok: linked to coda at {self.coda_address}")
@@ -477,6 +511,17 @@ class Connection:
         frame.error.dropped_frames = count
         self.send(frame)
 
+    def log_reset(self, frame: str | bytes) -> None:
+        """The bus log was replaced: a replay or resume position in the old one is dropped (what
+        the replay held goes first), then the reset frame."""
+        self.seq_floor = 0
+        replay = self.replay
+        if replay is not None:
+            self._cancel_replay()
+            for held in replay.held:
+                self.enqueue(*held)
+        self.enqueue(frame)
+
     def cut_off(self) -> None:
         """Too slow: stop feeding it, say where to resume, close without waiting on the broadcast path."""
         if self.closing:
@@ -532,9 +577,12 @@ class Connection:
 
     async def run(self) -> None:
         head = self.bridge.head_seq()
+        epoch = self.bridge.epoch()
         with contextlib.suppress(grpc.aio.AioRpcError, AttributeError):
             assert self.bridge.upstream is not None
-            head = (await self.bridge.upstream.describe(timeout=1.0)).head_seq
+            described = await self.bridge.upstream.describe(timeout=1.0)
+            head = described.head_seq
+            epoch = epoch or described.epoch
         self.send(
             bridge_pb2.ServerFrame(
                 hello=bridge_pb2.HelloFrame(
@@ -545,6 +593,7 @@ class Connection:
                     limits=self.limits(),
                     session_id=self.principal.session_id,
                     user_id=self.principal.user_id,
+                    epoch=epoch,
                 )
             )
         )
@@ -649,17 +698,25 @@ class Connection:
         # Unknown until the upstream link has been up once; the replay then waits for it.
         live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
         resuming = request.HasField("after_seq")
-        self.seq_floor = (
-            request.after_seq if resuming and (live_start is None or request.after_seq >= live_start) else 0
-        )
+        after_seq = request.after_seq
+        epoch = self.bridge.epoch()
+        if resuming and request.epoch and epoch and request.epoch != epoch:
+            # The position is in a log the bus has since replaced: say so, replay this one whole.
+            self.send(
+                bridge_pb2.ServerFrame(
+                    reset=bus_pb2.LogReset(epoch=epoch, previous_epoch=request.epoch, requested_after_seq=after_seq)
+                )
+            )
+            after_seq = 0
+        self.seq_floor = after_seq if resuming and (live_start is None or after_seq >= live_start) else 0
         if self.seq_floor and live_start is not None:
             self._ahead_check = asyncio.create_task(
-                self._check_resume_position(request.after_seq, frame_id), name=f"ws-ahead-{self.id}"
+                self._check_resume_position(after_seq, frame_id), name=f"ws-ahead-{self.id}"
             )
-        if resuming and (live_start is None or request.after_seq < live_start):
+        if resuming and (live_start is None or after_seq < live_start):
             self.replay = _Replay(live_start)
             self.replay.task = asyncio.create_task(
-                self._replay(key, request.after_seq, self.replay), name=f"ws-replay-{self.id}"
+                self._replay(key, after_seq, self.replay), name=f"ws-replay-{self.id}"
             )
         self.bridge.fanout.join(self, key)
 

@@ -61,6 +61,12 @@ def encode_gap(gap: GapInfo) -> bytes:
     ).SerializeToString()
 
 
+def encode_reset(epoch: str, previous_epoch: str, requested_after_seq: int) -> bytes:
+    return bus_pb2.SubscribeResponse(
+        reset=bus_pb2.LogReset(epoch=epoch, previous_epoch=previous_epoch, requested_after_seq=requested_after_seq)
+    ).SerializeToString()
+
+
 class BusService:
     """Publish, Subscribe and Describe over one backend and one fan-out."""
 
@@ -152,6 +158,7 @@ class BusService:
             max_bytes=stats.max_bytes,
             subscribers=len(self.fanout.subscriptions),
             backend=self.backend.name,
+            epoch=self.backend.epoch,
         )
 
     async def close_streams(self, timeout: float) -> None:
@@ -250,6 +257,11 @@ class BusService:
         except BackendUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
+        epoch = self.backend.epoch
+        # A position in another log (one this bus's log replaced) names nothing here: say so and
+        # replay this log from its start. Without the check, a new head past the old position
+        # would skip every new event up to it, and one below it would make a seq name two events.
+        reset = bool(request.epoch and epoch and request.epoch != epoch)
         batch_max = self.batch_max_events
         subscription = Subscription(event_filter, self.config.subscriber_queue_events, batch_max, self.fanout.pacer)
         # No await between these two lines: events after `live_from` reach the queue, the
@@ -258,8 +270,15 @@ class BusService:
         live_from = self.backend.head_seq
         subscription.last_sent_seq = live_from
         try:
+            if reset:
+                log.info(
+                    "subscriber from another log epoch: reset",
+                    extra={"epoch": request.epoch, "after_seq": request.after_seq, "peer": context.peer()},
+                )
+                metrics.RESETS.inc()
+                yield encode_reset(epoch, request.epoch, request.after_seq)
             if request.HasField("after_seq"):
-                after = request.after_seq
+                after = 0 if reset else request.after_seq
                 if after > live_from:
                     await context.abort(
                         grpc.StatusCode.OUT_OF_RANGE,
