@@ -394,7 +394,7 @@ class Connection:
         self.frames = TokenBucket(settings.frames_per_second, settings.frames_burst)
         self.audio = TokenBucket(settings.audio_bytes_per_second, settings.audio_bytes_per_second)
         #: Rate-limit errors are coalesced, one per second per code (see DropNotices).
-        self.drop_notices = {
+        self.drop_notices: dict[int, DropNotices] = {
             ErrorCode.ERROR_CODE_RATE_LIMITED: DropNotices(),
             ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED: DropNotices(),
         }
