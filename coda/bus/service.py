@@ -252,16 +252,21 @@ class BusService:
         if self.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping")
 
+        # A position in another log (one this bus's log replaced) names nothing here: say so and
+        # replay this log from its start. Without the check, a new head past the old position
+        # would skip every new event up to it, and one below it would make a seq name two events.
+        def other_epoch() -> bool:
+            return bool(request.epoch and self.backend.epoch and request.epoch != self.backend.epoch)
+
         try:
-            await self.backend.prepare_subscribe(request.after_seq if request.HasField("after_seq") else None)
+            # Not waiting for a seq of another log to appear in this one.
+            after_seq = request.after_seq if request.HasField("after_seq") and not other_epoch() else None
+            await self.backend.prepare_subscribe(after_seq)
         except BackendUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         epoch = self.backend.epoch
-        # A position in another log (one this bus's log replaced) names nothing here: say so and
-        # replay this log from its start. Without the check, a new head past the old position
-        # would skip every new event up to it, and one below it would make a seq name two events.
-        reset = bool(request.epoch and epoch and request.epoch != epoch)
+        reset = other_epoch()
         batch_max = self.batch_max_events
         subscription = Subscription(event_filter, self.config.subscriber_queue_events, batch_max, self.fanout.pacer)
         # No await between these two lines: events after `live_from` reach the queue, the
