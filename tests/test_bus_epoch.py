@@ -18,6 +18,7 @@ from coda.bus.client import Backoff, ResumingSubscription, subscribe
 from coda.runtime.host import Host
 from coda.schema import new_event
 from coda.v1 import bus_pb2, bus_pb2_grpc, events_pb2
+from tests.bus_backends import BACKENDS, backend_settings, nats_server  # noqa: F401 - nats_server is a fixture
 
 
 def free_address() -> str:
@@ -157,22 +158,27 @@ async def test_a_subscribe_from_another_epoch_is_reset_and_one_from_this_epoch_i
         assert [e.llm_token.text for e in legacy[0].batch.events] == ["t2"]
 
 
-@pytest.mark.parametrize("backend", ["memory", "file"])
+@pytest.fixture(params=BACKENDS)
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return backend_settings(request)
+
+
 async def test_a_durable_log_keeps_its_epoch_across_restarts_a_memory_log_does_not(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend_env: dict[str, str]
 ) -> None:
     address = free_address()
+    backend = backend_env["CODA_BUS__BACKEND"]
     epochs = []
     for _ in range(2):
-        async with bus_at(tmp_path, address, CODA_BUS__BACKEND=backend):
+        async with bus_at(tmp_path, address, **backend_env):
             described = await describe(address)
             assert described.backend == backend
             epochs.append(described.epoch)
     assert all(epochs)
-    assert (epochs[0] == epochs[1]) == (backend == "file")
+    assert (epochs[0] == epochs[1]) == (backend != "memory")
     if backend == "file":
         # A file log started afresh (its segments gone) is a new log: a new epoch.
         for segment in (tmp_path / "bus").glob("*.seg"):
             segment.unlink()
-        async with bus_at(tmp_path, address, CODA_BUS__BACKEND=backend):
+        async with bus_at(tmp_path, address, **backend_env):
             assert (await describe(address)).epoch not in epochs
