@@ -7,12 +7,14 @@ pieces, so a batch sent to many groups of clients never re-serializes an event.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 
 from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import DecodeError, Message
 
+from coda.bus.validation import time_problem
 from coda.schema import event_type
 from coda.v1 import bridge_pb2, events_pb2
 from coda.wire import encode_varint, frame_field1
@@ -20,6 +22,8 @@ from coda.wire import encode_varint, frame_field1
 JSON_PROTOCOL = "coda.v1.json"
 PROTO_PROTOCOL = "coda.v1.proto"
 PROTOCOLS = (JSON_PROTOCOL, PROTO_PROTOCOL)
+
+log = logging.getLogger(__name__)
 
 ErrorCode = bridge_pb2.ErrorCode
 ClientFrame = bridge_pb2.ClientFrame
@@ -161,6 +165,12 @@ def _compact_json(data: object) -> str:
 _EVENTS_FIELD_TAG = b"\x12"
 
 
+def encoding_problem(event: events_pb2.Event) -> str | None:
+    """Why `event` cannot be sent to clients (None: it can). A bus refuses such events; this is
+    for one that let one through (an older bus): the bridge skips it rather than fail a batch."""
+    return time_problem(event)
+
+
 @dataclass(slots=True)
 class EncodedEvent:
     """One event with its encodings made on first use and shared by every frame that carries it."""
@@ -188,7 +198,13 @@ class EncodedEvent:
 
     def json(self) -> str:
         if self._json is None:
-            self._json = _compact_json(json_format.MessageToDict(self.event))
+            try:
+                self._json = _compact_json(json_format.MessageToDict(self.event))
+            except (json_format.Error, ValueError, RecursionError) as exc:
+                # Not caught by `encoding_problem`: still never fail the frame (and with it the
+                # batch for every client); the event is left out of JSON frames, once logged.
+                log.error("event cannot be encoded as JSON; left out", extra={"seq": self.seq, "reason": str(exc)})
+                self._json = ""
         return self._json
 
 
@@ -230,6 +246,6 @@ def events_after(frame: str | bytes, after_seq: int) -> tuple[str | bytes, int, 
 def events_frame(events: list[EncodedEvent], protocol: str) -> str | bytes:
     """`ServerFrame{events: EventBatch{events}}` from pre-encoded events, equal to encoding it whole."""
     if protocol == JSON_PROTOCOL:
-        return _JSON_EVENTS_PREFIX + ",".join(e.json() for e in events) + _JSON_EVENTS_SUFFIX
+        return _JSON_EVENTS_PREFIX + ",".join([j for e in events if (j := e.json())]) + _JSON_EVENTS_SUFFIX
     body = b"".join(e.binary() for e in events)
     return _EVENTS_FIELD_TAG + encode_varint(len(body)) + body

@@ -39,3 +39,38 @@ class ConnectionAdmission:
 
     def count(self, ip: str) -> int:
         return self._per_ip[ip]
+
+
+class DropNotices:
+    """Coalesces the error frames of one kind of refusal (rate limits): at most one per window.
+
+    A client that bursts far above its rate used to get an error frame per dropped frame, which
+    filled its send queue with errors and got it closed (1013) although it was reading. Now the
+    first drop after a quiet window is reported at once, the drops after it are counted, and the
+    count is reported when the window ends (the shell sets a timer at `due`). The reported counts
+    add up to the frames dropped. Pure: times are passed in.
+    """
+
+    def __init__(self, window: float = 1.0) -> None:
+        self.window = window
+        #: Drops counted and not yet reported.
+        self.pending = 0
+        self._next_report = float("-inf")
+
+    def drop(self, now: float) -> int:
+        """Count one dropped frame; the count to report now, or 0 (it goes out at `due`)."""
+        self.pending += 1
+        return self.flush(now)
+
+    @property
+    def due(self) -> float | None:
+        """When the counted drops are to be reported; None when none wait."""
+        return self._next_report if self.pending else None
+
+    def flush(self, now: float) -> int:
+        """The count to report now (0: nothing, or the window has not ended)."""
+        if not self.pending or now < self._next_report:
+            return 0
+        count, self.pending = self.pending, 0
+        self._next_report = now + self.window
+        return count

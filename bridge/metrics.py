@@ -62,6 +62,9 @@ class BridgeMetrics:
         self.upstream_reconnects = Counter(
             "coda_bridge_upstream_reconnects", "Reconnections of the gRPC link to Coda", registry=r
         )
+        self.skipped_events = Counter(
+            "coda_bridge_skipped_events", "Bus events left out because no frame could carry them", registry=r
+        )
         self.upstream_up = Gauge("coda_bridge_upstream_up", "1 while the bus subscription to Coda is up", registry=r)
         self.breaker_state = Gauge(
             "coda_bridge_assistant_breaker_state", "Assistant circuit: 0 closed, 1 half-open, 2 open", registry=r

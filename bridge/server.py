@@ -39,7 +39,7 @@ from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Prin
 from .batching import Coalescer
 from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
 from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
-from .limits import ConnectionAdmission
+from .limits import ConnectionAdmission, DropNotices
 from .metrics import BREAKER_STATES, BridgeMetrics
 from .upstream import RETRYABLE, Backoff, UpstreamLink
 
@@ -128,6 +128,7 @@ class Bridge:
             on_gap=self._on_upstream_gap,
             on_state=self._on_upstream_state,
             backoff=Backoff(settings.reconnect_initial_seconds, settings.reconnect_max_seconds),
+            on_reset=self._on_upstream_reset,
         )
         self._upstream_task = asyncio.create_task(self.upstream.run(), name="bridge-upstream")
         hard_limit = settings.max_frame_bytes * max(1, settings.hard_frame_factor) if settings.max_frame_bytes else None
@@ -209,12 +210,21 @@ class Bridge:
             self.metrics.upstream_reconnects.inc()
 
     def _on_events(self, events: list[events_pb2.Event]) -> None:
-        encoded = [EncodedEvent.of(e) for e in events]
+        encoded = [EncodedEvent.of(e) for e in events if not self._unencodable(e)]
         loop = asyncio.get_running_loop()
         if self._coalescer.add(encoded, loop.time()):
             self._flush()
         elif self._flush_timer is None and self._coalescer.deadline is not None:
             self._flush_timer = loop.call_at(self._coalescer.deadline, self._flush)
+
+    def _unencodable(self, event: events_pb2.Event) -> bool:
+        """True (logged, counted) for an event no frame can carry: skipped, never failing a batch."""
+        problem = codec.encoding_problem(event)
+        if problem is None:
+            return False
+        self.metrics.skipped_events.inc()
+        log.warning("bus event skipped: it cannot be sent to clients", extra={"seq": event.seq, "reason": problem})
+        return True
 
     def _flush(self) -> None:
         if self._flush_timer is not None:
@@ -226,7 +236,12 @@ class Bridge:
         if not events:
             return
         self.dispatched_seq = events[-1].seq
-        self.fanout.dispatch(events)
+        try:
+            self.fanout.dispatch(events)
+        except Exception:
+            # A bug here must not stop delivery for good: this batch is lost (logged), the next goes.
+            self.metrics.skipped_events.inc(len(events))
+            log.exception("dispatching a batch of bus events failed", extra={"last_seq": events[-1].seq})
         self._coalescer.flushed(loop.time() - started)
 
     def _on_upstream_gap(self, gap: events_pb2.Gap) -> None:
@@ -237,6 +252,21 @@ class Bridge:
         for connection in list(self.connections.values()):
             if connection.key is not None:
                 connection.enqueue(encoded[connection.protocol])
+
+    def _on_upstream_reset(self, reset: bus_pb2.LogReset) -> None:
+        # The bus log was replaced (seqs start over): what is held of the old one goes out first,
+        # then every connection is told, and the new log follows from its start (the link
+        # replays it), live for everyone.
+        self._flush()
+        self.dispatched_seq = self.link_start_seq = 0
+        frame = bridge_pb2.ServerFrame(reset=bus_pb2.LogReset(epoch=reset.epoch, previous_epoch=reset.previous_epoch))
+        encoded = {p: codec.encode(frame, p) for p in PROTOCOLS}
+        for connection in list(self.connections.values()):
+            connection.log_reset(encoded[connection.protocol])
+
+    def epoch(self) -> str:
+        """The bus log epoch the bridge follows ("" before the link first came up)."""
+        return (self.upstream.epoch if self.upstream is not None else None) or ""
 
     def head_seq(self) -> int:
         cursor = self.upstream.cursor if self.upstream is not None else None
@@ -265,6 +295,10 @@ class Bridge:
             self._principals[id(connection)] = principal
             return None
         if path == "/healthz":
+            task = self._upstream_task
+            if task is not None and task.done():
+                reason = "cancelled" if task.cancelled() else repr(task.exception())
+                return _text(503, "Service Unavailable", f"not ready: the bus link task has stopped: {reason}")
             up = self.upstream is not None and self.upstream.up
             if up:
                 return _text(200, "OK", f"ok: linked to coda at {self.coda_address}")
@@ -378,6 +412,12 @@ class Connection:
         self.shutting_down = False
         self.frames = TokenBucket(settings.frames_per_second, settings.frames_burst)
         self.audio = TokenBucket(settings.audio_bytes_per_second, settings.audio_bytes_per_second)
+        #: Rate-limit errors are coalesced, one per second per code (see DropNotices).
+        self.drop_notices: dict[int, DropNotices] = {
+            ErrorCode.ERROR_CODE_RATE_LIMITED: DropNotices(),
+            ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED: DropNotices(),
+        }
+        self._drop_timers: dict[int, asyncio.TimerHandle] = {}
         self.max_frame_bytes = settings.max_frame_bytes
         self.idle_timeout = settings.idle_timeout_seconds
         self.last_activity = time.monotonic()
@@ -458,6 +498,49 @@ class Connection:
     def error(self, code: int, message: str, client_frame_id: str = "") -> None:
         self.send(codec.error_frame(code, message, client_frame_id))
 
+    def dropped(self, code: int, frame_id: str = "") -> None:
+        """A frame was dropped by a rate limit: report it now, or count it into the next report."""
+        count = self.drop_notices[code].drop(asyncio.get_running_loop().time())
+        if count:
+            self._report_drops(code, count, frame_id)
+        else:
+            self._arm_drop_timer(code)
+
+    def _arm_drop_timer(self, code: int) -> None:
+        due = self.drop_notices[code].due
+        if due is not None and code not in self._drop_timers and not self.closing:
+            self._drop_timers[code] = asyncio.get_running_loop().call_at(due, self._drop_timer_fired, code)
+
+    def _drop_timer_fired(self, code: int) -> None:
+        self._drop_timers.pop(code, None)
+        count = self.drop_notices[code].flush(asyncio.get_running_loop().time())
+        if count:
+            self._report_drops(code, count)
+        self._arm_drop_timer(code)
+
+    def _report_drops(self, code: int, count: int, frame_id: str = "") -> None:
+        if code == ErrorCode.ERROR_CODE_RATE_LIMITED:
+            message = (
+                f"more than {self.frames.rate:g} frames per second; {count} frame(s) dropped, "
+                f"retry in {self.frames.retry_after():.2f}s"
+            )
+        else:
+            message = f"audio above {self.audio.rate:g} bytes per second; {count} chunk(s) dropped"
+        frame = codec.error_frame(code, message, frame_id)
+        frame.error.dropped_frames = count
+        self.send(frame)
+
+    def log_reset(self, frame: str | bytes) -> None:
+        """The bus log was replaced: a replay or resume position in the old one is dropped (what
+        the replay held goes first), then the reset frame."""
+        self.seq_floor = 0
+        replay = self.replay
+        if replay is not None:
+            self._cancel_replay()
+            for held in replay.held:
+                self.enqueue(*held)
+        self.enqueue(frame)
+
     def cut_off(self) -> None:
         """Too slow: stop feeding it, say where to resume, close without waiting on the broadcast path."""
         if self.closing:
@@ -513,9 +596,12 @@ class Connection:
 
     async def run(self) -> None:
         head = self.bridge.head_seq()
+        epoch = self.bridge.epoch()
         with contextlib.suppress(grpc.aio.AioRpcError, AttributeError):
             assert self.bridge.upstream is not None
-            head = (await self.bridge.upstream.describe(timeout=1.0)).head_seq
+            described = await self.bridge.upstream.describe(timeout=1.0)
+            head = described.head_seq
+            epoch = epoch or described.epoch
         self.send(
             bridge_pb2.ServerFrame(
                 hello=bridge_pb2.HelloFrame(
@@ -526,6 +612,7 @@ class Connection:
                     limits=self.limits(),
                     session_id=self.principal.session_id,
                     user_id=self.principal.user_id,
+                    epoch=epoch,
                 )
             )
         )
@@ -543,6 +630,8 @@ class Connection:
             for task in (writer, idle, self._ahead_check):
                 if task is not None:
                     task.cancel()
+            for timer in self._drop_timers.values():
+                timer.cancel()
             await self.converse.close()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
@@ -562,11 +651,7 @@ class Connection:
         self.metrics.bytes_in.inc(len(message))
         if not self.frames.try_take():
             self.metrics.refusals.labels("rate_limited").inc()
-            self.error(
-                ErrorCode.ERROR_CODE_RATE_LIMITED,
-                f"more than {self.frames.rate:g} frames per second; frame dropped, "
-                f"retry in {self.frames.retry_after():.2f}s",
-            )
+            self.dropped(ErrorCode.ERROR_CODE_RATE_LIMITED)
             return
         try:
             if isinstance(message, bytes):
@@ -632,17 +717,25 @@ class Connection:
         # Unknown until the upstream link has been up once; the replay then waits for it.
         live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
         resuming = request.HasField("after_seq")
-        self.seq_floor = (
-            request.after_seq if resuming and (live_start is None or request.after_seq >= live_start) else 0
-        )
+        after_seq = request.after_seq
+        epoch = self.bridge.epoch()
+        if resuming and request.epoch and epoch and request.epoch != epoch:
+            # The position is in a log the bus has since replaced: say so, replay this one whole.
+            self.send(
+                bridge_pb2.ServerFrame(
+                    reset=bus_pb2.LogReset(epoch=epoch, previous_epoch=request.epoch, requested_after_seq=after_seq)
+                )
+            )
+            after_seq = 0
+        self.seq_floor = after_seq if resuming and (live_start is None or after_seq >= live_start) else 0
         if self.seq_floor and live_start is not None:
             self._ahead_check = asyncio.create_task(
-                self._check_resume_position(request.after_seq, frame_id), name=f"ws-ahead-{self.id}"
+                self._check_resume_position(after_seq, frame_id), name=f"ws-ahead-{self.id}"
             )
-        if resuming and (live_start is None or request.after_seq < live_start):
+        if resuming and (live_start is None or after_seq < live_start):
             self.replay = _Replay(live_start)
             self.replay.task = asyncio.create_task(
-                self._replay(key, request.after_seq, self.replay), name=f"ws-replay-{self.id}"
+                self._replay(key, after_seq, self.replay), name=f"ws-replay-{self.id}"
             )
         self.bridge.fanout.join(self, key)
 
@@ -726,11 +819,7 @@ class Connection:
             return
         if kind == "audio_chunk" and not self.audio.try_take(len(request.audio_chunk.audio)):
             self.metrics.refusals.labels("audio_rate_limited").inc()
-            self.error(
-                ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED,
-                f"audio above {self.audio.rate:g} bytes per second; chunk dropped",
-                frame_id,
-            )
+            self.dropped(ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED, frame_id)
             return
         bound = self.principal
         if kind == "open" and (bound.session_id or bound.user_id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -16,7 +17,7 @@ from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, bearer_to
 from bridge.batching import COST_SHARE, Coalescer
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode, FrameError
 from bridge.fanout import FanOut, FilterError, compile_filter
-from bridge.limits import ConnectionAdmission
+from bridge.limits import ConnectionAdmission, DropNotices
 from bridge.metrics import BridgeMetrics
 from bridge.upstream import Backoff
 from coda.runtime.ratelimit import TokenBucket
@@ -179,6 +180,37 @@ def test_token_bucket_burst_then_rate() -> None:
 def test_token_bucket_zero_rate_is_unlimited() -> None:
     bucket = TokenBucket(rate=0, burst=0)
     assert all(bucket.try_take(1e9) for _ in range(100))
+
+
+def test_drop_notices_report_the_first_drop_at_once_and_the_rest_once_per_window() -> None:
+    notices = DropNotices(window=1.0)
+    assert notices.due is None
+    assert notices.drop(10.0) == 1  # after a quiet spell: reported at once
+    assert [notices.drop(10.0 + i / 2000) for i in range(1, 1101)] == [0] * 1100
+    assert notices.due == 11.0
+    assert notices.flush(10.99) == 0  # the window is not over
+    assert notices.flush(11.0) == 1100
+    assert notices.due is None and notices.flush(50.0) == 0
+    # Drops in the next window wait for its end; a drop after it is reported with them.
+    assert notices.drop(11.5) == 0
+    assert notices.drop(12.2) == 2
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.3), min_size=1, max_size=300))
+def test_drop_notices_counts_add_up_and_reports_are_a_window_apart(steps: list[float]) -> None:
+    notices = DropNotices(window=1.0)
+    now = 0.0
+    reports: list[tuple[float, int]] = []
+    for step in steps:
+        now += step
+        for count in (notices.flush(now), notices.drop(now)):  # the shell's timer, then a drop
+            if count:
+                reports.append((now, count))
+    final = notices.flush(now + 1.0)
+    if final:
+        reports.append((now + 1.0, final))
+    assert sum(count for _, count in reports) + notices.pending == len(steps)
+    assert all(b[0] - a[0] >= 1.0 for a, b in itertools.pairwise(reports))
 
 
 # --- coalescer

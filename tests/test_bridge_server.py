@@ -521,3 +521,39 @@ async def test_breaker_opens_and_clients_get_unavailable_fast(tmp_path: Path) ->
         assert bridge.gate.state == "open"
         _, _, metrics = await http_get(f"{bridge.http_url}/metrics")
         assert "coda_bridge_assistant_breaker_state 2.0" in metrics
+
+
+async def test_a_burst_far_above_the_rate_gets_few_coalesced_errors_and_the_connection_stays(tmp_path: Path) -> None:
+    """1,200 frames at once from a client that reads: one RATE_LIMITED error per second with the
+    count dropped (the counts add up), not an error per frame that would overflow its send queue."""
+    config = make_config(tmp_path, CODA_BRIDGE__FRAMES_PER_SECOND="50", CODA_BRIDGE__FRAMES_BURST="100")
+    async with running_host(config, only="bus") as host, running_bridge(config, host.address) as bridge:
+        ws = await open_client(bridge.url)
+        burst = 1200
+        frames = [json.dumps({"ping": {"nonce": str(n)}}) for n in range(burst)]
+        pongs = 0
+        errors: list[bridge_pb2.ErrorFrame] = []
+
+        async def read() -> None:
+            nonlocal pongs
+            while pongs + sum(e.dropped_frames for e in errors) < burst:
+                frame = await recv(ws, timeout=15)
+                kind = frame.WhichOneof("frame")
+                if kind == "pong":
+                    pongs += 1
+                elif kind == "error":
+                    assert frame.error.code == ErrorCode.ERROR_CODE_RATE_LIMITED, frame
+                    errors.append(frame.error)
+
+        reader = asyncio.create_task(read())
+        for text in frames:
+            await ws.send(text)
+        await asyncio.wait_for(reader, 30)
+        assert pongs >= 100  # the burst allowance
+        assert pongs + sum(e.dropped_frames for e in errors) == burst
+        assert 1 <= len(errors) <= 5, [e.dropped_frames for e in errors]
+        assert "frame(s) dropped" in errors[-1].message
+        # Still open and served.
+        await asyncio.sleep(1.1)
+        await send(ws, bridge_pb2.ClientFrame(ping=bridge_pb2.PingFrame(nonce=99)))
+        assert (await recv(ws)).pong.nonce == 99

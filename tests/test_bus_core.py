@@ -191,6 +191,21 @@ def test_validation_reasons() -> None:
     for bad in ["has space", "é", "x" * 129, "semi;colon", "new\nline"]:
         event = new_event("t", events_pb2.SystemError(), session_id=bad)
         assert "session_id" in (event_problem(event, 10**6) or ""), bad
+    for seconds, nanos, words in [
+        (253_402_300_800, 0, "outside years 1-9999"),
+        (-62_135_596_801, 0, "outside years 1-9999"),
+        (0, -1, "nanos=-1"),
+        (0, 1_000_000_000, "nanos=1000000000"),
+    ]:
+        event = new_event("t", events_pb2.SystemError())
+        event.time.seconds, event.time.nanos = seconds, nanos
+        assert words in (event_problem(event, 1000) or ""), (seconds, nanos)
+        # The fast path of a whole request finds it too.
+        batch = [new_event("t", events_pb2.SystemError()), event]
+        assert list(BatchValidator(1000).problems(batch, Headers.of(batch), request_bytes=100)) == [1]
+    edge = new_event("t", events_pb2.SystemError())
+    edge.time.seconds, edge.time.nanos = 253_402_300_799, 999_999_999
+    assert event_problem(edge, 1000) is None
 
 
 @settings(max_examples=100, deadline=None)

@@ -65,6 +65,12 @@ async def collect(channel: grpc.aio.Channel, until_seq: int, **kwargs) -> list[e
     return events
 
 
+def _timed(event: events_pb2.Event, seconds: int, nanos: int = 0) -> events_pb2.Event:
+    event.time.seconds = seconds
+    event.time.nanos = nanos
+    return event
+
+
 async def publish_direct(channel: grpc.aio.Channel, events: list[events_pb2.Event]) -> list[bus_pb2.PublishAck]:
     call = bus_pb2_grpc.EventBusStub(channel).Publish()
     await call.write(bus_pb2.PublishRequest(events=events))
@@ -205,13 +211,18 @@ async def test_every_invalid_event_gets_an_error_ack_and_the_stream_stays_open(
             "bytes": new_event("t", events_pb2.SystemError(message="x" * 2000)),
             "session_id": new_event("t", events_pb2.LlmToken(text="x"), session_id="bad session!"),
             "at most 128": new_event("t", events_pb2.LlmToken(text="x"), session_id="s" * 129),
+            # Times no JSON or date can hold: accepted, they stopped the bridge for every client.
+            "outside years 1-9999": _timed(new_event("t", events_pb2.LlmToken(text="x")), 253_402_300_800),
+            "outside years 1-9999 ": _timed(new_event("t", events_pb2.LlmToken(text="x")), -62_135_596_801),
+            "nanos=-1": _timed(new_event("t", events_pb2.LlmToken(text="x")), 0, -1),
+            "nanos=1000000000": _timed(new_event("t", events_pb2.LlmToken(text="x")), 0, 10**9),
         }
         for reason, event in bad.items():
             await call.write(bus_pb2.PublishRequest(events=[token(1), event, token(2)]))
             acks = (await call.read()).acks
             assert [a.index for a in acks] == [0, 1, 2]
             assert acks[0].seq and not acks[0].error and acks[2].seq == acks[0].seq + 1
-            assert acks[1].seq == 0 and reason in acks[1].error, acks[1].error
+            assert acks[1].seq == 0 and reason.strip() in acks[1].error, acks[1].error
         # The stream is still open and other publishers are unaffected.
         await call.write(bus_pb2.PublishRequest(events=[token(3)]))
         assert (await call.read()).acks[0].seq > 0

@@ -4,6 +4,7 @@ is disturbed (a real host, real gRPC on loopback)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -113,3 +114,43 @@ async def test_a_request_over_the_message_limit_gets_resource_exhausted_and_the_
         await call.write(bus_pb2.PublishRequest(events=big[:10]))
         assert [a.seq for a in (await call.read()).acks] == list(range(2, 12))
         await call.done_writing()
+
+
+async def test_a_bad_message_after_a_held_ack_still_gets_that_ack_first(tmp_path: Path) -> None:
+    """A request whose acks the bus holds for merging (`merge_acks`) is answered before the
+    stream is refused: the publisher learns the seq of what was stored."""
+    config = make_config(tmp_path, CODA_BUS__PUBLISH_ACK_MS="2000")
+    async with running_host(config, only="bus") as host, grpc.aio.insecure_channel(host.address) as channel:
+        publish = channel.stream_stream(
+            "/coda.v1.EventBus/Publish", request_serializer=None, response_deserializer=None
+        )
+        call = publish()
+        good = new_event("t", events_pb2.LlmToken(text="held"))
+        await call.write(bus_pb2.PublishRequest(events=[good], merge_acks=True).SerializeToString())
+        await call.write(GARBAGE)
+        response = bus_pb2.PublishResponse.FromString(await asyncio.wait_for(call.read(), 10))
+        assert [a.id for a in response.acks] == [good.id] and response.acks[0].seq > 0
+        with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+            await asyncio.wait_for(call.read(), 10)
+        assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_bad_message_right_behind_a_good_one_never_hangs_the_call(config) -> None:
+    """The ack of the good request may still be being written when the bad one is read: the call
+    ends with INVALID_ARGUMENT after that write, every time (it used to hang now and then)."""
+    async with running_host(config, only="bus") as host, grpc.aio.insecure_channel(host.address) as channel:
+        publish = channel.stream_stream(
+            "/coda.v1.EventBus/Publish", request_serializer=None, response_deserializer=None
+        )
+        for attempt in range(40):
+            call = publish()
+            good = new_event("t", events_pb2.LlmToken(text=f"n{attempt}"))
+            await call.write(bus_pb2.PublishRequest(events=[good]).SerializeToString())
+            await call.write(GARBAGE)
+            answers = []
+            with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+                async with asyncio.timeout(20):
+                    while True:
+                        answers.append(bus_pb2.PublishResponse.FromString(await call.read()))
+            assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (attempt, excinfo.value)
+            assert [a.id for r in answers for a in r.acks] == [good.id], attempt

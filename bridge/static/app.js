@@ -125,6 +125,7 @@ client.addEventListener("event", ({ detail }) => {
   waterfall.onEvent(type, event);
 });
 client.addEventListener("gap", ({ detail }) => monitor.gap(detail));
+client.addEventListener("reset", () => monitor.mark("⚠ the bus log was reset (Coda restarted without a durable log): seqs start over"));
 client.addEventListener("error", ({ detail }) => {
   const message = detail.message || "error";
   if (/audio|frames per second/.test(message)) $("mic-status").textContent = message;

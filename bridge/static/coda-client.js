@@ -17,6 +17,9 @@
  *   hello      the HelloFrame (connection id, head seq, limits)
  *   event      {event, type, receivedAt}  one bus event, in seq order, never twice
  *   gap        {requestedAfterSeq, oldestSeq, missed}  the bus no longer held some events
+ *   reset      {epoch, previousEpoch, requestedAfterSeq}  the bus log was replaced (a bus without a
+ *              durable log restarted): seqs start over, the events that follow are the new log's
+ *              from its start; anything keyed by seq from before is stale
  *   session    SessionInfo after openSession (history included)
  *   turn       {event, type, receivedAt}  one event of this connection's conversation (Converse stream)
  *   error      the ErrorFrame ({code, message, clientFrameId})
@@ -24,8 +27,10 @@
  *
  * Resume: the client remembers the newest seq it delivered; after a dropped socket it reconnects
  * with exponential backoff and subscribes with `afterSeq` = that seq, and drops any event whose seq
- * it has already delivered, so a listener sees every retained event exactly once. The open
- * conversation is reopened (resumed) on the new socket.
+ * it has already delivered, so a listener sees every retained event exactly once. The seq belongs
+ * to one epoch of the bus log (`epoch`, from the hello); the subscribe carries it, and when the log
+ * was replaced the bridge answers with a reset: the client forgets its seq, emits `reset`, and
+ * delivers the new log from its start. The open conversation is reopened (resumed) on the new socket.
  *
  * Binary frames on coda.v1.json are raw PCM16 audio of the current spoken turn (sendAudio).
  */
@@ -126,12 +131,15 @@ export class CodaClient extends EventTarget {
     this.pingIntervalMs = options.pingIntervalMs ?? 25000;
     /** The newest bus seq delivered to listeners; resume point after a reconnect. */
     this.lastSeq = 0;
+    /** The bus log epoch `lastSeq` belongs to ("" until the first hello). */
+    this.epoch = "";
     this.hello = null;
     this.state = "closed";
     /** The open conversation's SessionInfo (after openSession). */
     this.session = null;
     this.ws = null;
     this._subscription = null;
+    this._fromStart = false;
     this._wanted = false;
     this._attempt = 0;
     this._reconnectTimer = null;
@@ -242,6 +250,7 @@ export class CodaClient extends EventTarget {
     if (frame.hello) this._onHello(frame.hello);
     else if (frame.events) this._onEvents(frame.events.events || []);
     else if (frame.gap) this._onGap(frame.gap);
+    else if (frame.reset) this._onReset(frame.reset);
     else if (frame.converse) this._onConverse(frame.converse);
     else if (frame.error) this._emit("error", frame.error);
     else if (frame.pong) this._emit("pong", frame.pong);
@@ -249,6 +258,12 @@ export class CodaClient extends EventTarget {
 
   _onHello(hello) {
     this.hello = hello;
+    const epoch = hello.epoch || "";
+    if (!this.epoch) this.epoch = epoch;
+    else if (epoch && epoch !== this.epoch && !this._subscription) {
+      // Not subscribed, so no subscribe will carry the old epoch: the reset is noticed here.
+      this._onReset({ epoch, previousEpoch: this.epoch, requestedAfterSeq: String(this.lastSeq) });
+    }
     const resumed = this._attempt > 0;
     this._attempt = 0;
     this._setState("open", { resumed });
@@ -277,6 +292,20 @@ export class CodaClient extends EventTarget {
       requestedAfterSeq: Number(gap.requestedAfterSeq ?? 0),
       oldestSeq: oldest,
       missed: Number(gap.missed ?? 0),
+    });
+  }
+
+  _onReset(reset) {
+    // Seqs start over in the new log: the old position means nothing there.
+    const previousEpoch = reset.previousEpoch || this.epoch;
+    this.epoch = reset.epoch || "";
+    this.lastSeq = 0;
+    // A resume before the first event of the new log still starts at its beginning.
+    this._fromStart = true;
+    this._emit("reset", {
+      epoch: this.epoch,
+      previousEpoch,
+      requestedAfterSeq: Number(reset.requestedAfterSeq ?? 0),
     });
   }
 
@@ -325,8 +354,9 @@ export class CodaClient extends EventTarget {
   _sendSubscribe() {
     const sub = this._subscription;
     const frame = { types: sub.types, sessionId: sub.sessionId };
-    if (this.lastSeq > 0) {
+    if (this.lastSeq > 0 || this._fromStart) {
       frame.afterSeq = String(this.lastSeq);
+      if (this.epoch) frame.epoch = this.epoch;
     } else if (sub.history > 0 && this.hello) {
       const head = Number(this.hello.headSeq ?? 0);
       frame.afterSeq = String(Math.max(0, head - sub.history));

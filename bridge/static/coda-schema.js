@@ -145,7 +145,8 @@ export const SERVER_FRAMES = Object.freeze([
   "gap",
   "error",
   "pong",
-  "converse"
+  "converse",
+  "reset"
 ]);
 
 /** Kinds of ConverseRequest.request. */

@@ -7,7 +7,9 @@
   but `flush()` and the in-flight window.
 - `subscribe(channel, types=..., session_id=..., after_seq=...)`: one Subscribe stream.
 - `ResumingSubscription`: a Subscribe that survives cut-offs (RESOURCE_EXHAUSTED), bus restarts
-  (UNAVAILABLE) and graceful stream ends by resubscribing with `after_seq` = the last seq seen.
+  (UNAVAILABLE) and graceful stream ends by resubscribing with `after_seq` = the last seq seen,
+  in the log epoch it was seen in: a bus whose log was replaced answers with a `reset`, which is
+  passed on, and the new log is followed from its start.
 """
 
 from __future__ import annotations
@@ -232,9 +234,11 @@ async def subscribe(
     types: Iterable[str] = ("*",),
     session_id: str = "",
     after_seq: int | None = None,
+    epoch: str = "",
 ) -> AsyncIterator[bus_pb2.SubscribeResponse]:
-    """One Subscribe stream: batches (and gap notices) until it ends; errors raise AioRpcError."""
-    request = bus_pb2.SubscribeRequest(types=list(types), session_id=session_id)
+    """One Subscribe stream: batches (and gap or reset notices) until it ends; errors raise
+    AioRpcError. `epoch`: the log epoch `after_seq` belongs to (see SubscribeRequest.epoch)."""
+    request = bus_pb2.SubscribeRequest(types=list(types), session_id=session_id, epoch=epoch)
     if after_seq is not None:
         request.after_seq = after_seq
     call = bus_pb2_grpc.EventBusStub(channel).Subscribe(request)
@@ -248,9 +252,12 @@ async def subscribe(
 class ResumingSubscription:
     """A subscription that reconnects and resumes after the last seq it yielded.
 
-    Iterate it for `SubscribeResponse`s (batches and gap notices); `last_seq` is the newest seq
-    seen. With `after_seq=None` it first asks Describe for the head, so even a live-only
-    subscription resumes without loss. Ends only when `close()` is called (or the iterator is
+    Iterate it for `SubscribeResponse`s (batches, gap and reset notices); `last_seq` is the newest
+    seq seen and `epoch` the log epoch it belongs to. With `after_seq=None` it first asks Describe
+    for the head, so even a live-only subscription resumes without loss. Pass the `epoch` your
+    `after_seq` was read in to learn of a log reset since (otherwise the bus's epoch at the first
+    subscribe is taken). A `reset` response means the log was replaced: seqs start over, and what
+    follows is the new log from its start. Ends only when `close()` is called (or the iterator is
     dropped); INVALID_ARGUMENT and other non-retryable errors are raised.
     """
 
@@ -261,12 +268,16 @@ class ResumingSubscription:
         session_id: str = "",
         after_seq: int | None = None,
         *,
+        epoch: str | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._channel_factory = channel_factory
         self.types = list(types)
         self.session_id = session_id
         self.last_seq = after_seq
+        #: The log epoch `last_seq` belongs to (None: not known yet, taken from Describe).
+        self.epoch = epoch
+        self.resets = 0
         self.backoff = backoff or Backoff()
         self.reconnects = 0
         self._closed = False
@@ -278,12 +289,24 @@ class ResumingSubscription:
         while not self._closed:
             try:
                 channel = self._channel_factory()
-                if self.last_seq is None:
+                if self.last_seq is None or self.epoch is None:
                     described = await bus_pb2_grpc.EventBusStub(channel).Describe(bus_pb2.DescribeRequest())
-                    self.last_seq = described.head_seq
-                async for response in subscribe(channel, self.types, self.session_id, self.last_seq):
+                    if self.last_seq is None:
+                        self.last_seq = described.head_seq
+                    if self.epoch is None:
+                        self.epoch = described.epoch
+                async for response in subscribe(channel, self.types, self.session_id, self.last_seq, self.epoch):
                     self.backoff.reset()
-                    if response.HasField("batch"):
+                    kind = response.WhichOneof("message")
+                    if kind == "reset":
+                        log.warning(
+                            "bus log replaced; following the new one from its start",
+                            extra={"last_seq": self.last_seq, "epoch": response.reset.epoch},
+                        )
+                        self.epoch = response.reset.epoch
+                        self.last_seq = 0
+                        self.resets += 1
+                    elif kind == "batch":
                         events = response.batch.events
                         if events and events[0].seq <= self.last_seq:
                             kept = [e for e in events if e.seq > self.last_seq]
@@ -293,7 +316,7 @@ class ResumingSubscription:
                             events = response.batch.events
                         if events:
                             self.last_seq = events[-1].seq
-                    elif response.HasField("gap"):
+                    elif kind == "gap":
                         self.last_seq = max(self.last_seq, response.gap.oldest_seq - 1)
                     yield response
                     if self._closed:

@@ -22,6 +22,7 @@ SUBSCRIBERS_CUT_OFF = Counter("coda_bus_subscribers_cut_off", "Subscribers ended
 LOG_EVENTS = Gauge("coda_bus_log_events", "Events retained in the log")
 LOG_BYTES = Gauge("coda_bus_log_bytes", "Bytes of serialized events retained in the log")
 HEAD_SEQ = Gauge("coda_bus_head_seq", "The newest seq assigned")
+RESETS = Counter("coda_bus_subscriber_resets", "Subscribers told their position is in a replaced log (LogReset)")
 
 
 class DeliveryStats:
@@ -66,4 +67,6 @@ def rejection_kind(reason: str) -> str:
         return "too_large"
     if "session_id" in reason:
         return "bad_session_id"
+    if "event time" in reason:
+        return "bad_time"
     return "other"

@@ -26,6 +26,7 @@ from coda.bus.filters import EventFilter, FilterError
 from coda.bus.log import FRAME, SEQ, Appended, GapInfo, Headers, gap_between
 from coda.bus.validation import BatchValidator, session_id_problem
 from coda.config import BusConfig
+from coda.runtime.malformed import MalformedRequest
 from coda.v1 import bus_pb2, events_pb2
 from coda.wire import frame_field1
 
@@ -57,6 +58,12 @@ def ack_messages(
 def encode_gap(gap: GapInfo) -> bytes:
     return bus_pb2.SubscribeResponse(
         gap=events_pb2.Gap(requested_after_seq=gap.requested_after_seq, oldest_seq=gap.oldest_seq, missed=gap.missed)
+    ).SerializeToString()
+
+
+def encode_reset(epoch: str, previous_epoch: str, requested_after_seq: int) -> bytes:
+    return bus_pb2.SubscribeResponse(
+        reset=bus_pb2.LogReset(epoch=epoch, previous_epoch=previous_epoch, requested_after_seq=requested_after_seq)
     ).SerializeToString()
 
 
@@ -151,6 +158,7 @@ class BusService:
             max_bytes=stats.max_bytes,
             subscribers=len(self.fanout.subscriptions),
             backend=self.backend.name,
+            epoch=self.backend.epoch,
         )
 
     async def close_streams(self, timeout: float) -> None:
@@ -223,6 +231,11 @@ class BusService:
                     written.clear()
                     await written.wait()
             await answer_all()
+        except MalformedRequest:
+            # What came before the bad message is acked before the call is refused, and the
+            # refusal never races a write still in progress (see coda.runtime.malformed).
+            await answer_all()
+            raise
         finally:
             writer.cancel()
 
@@ -239,11 +252,21 @@ class BusService:
         if self.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the bus is stopping")
 
+        # A position in another log (one this bus's log replaced) names nothing here: say so and
+        # replay this log from its start. Without the check, a new head past the old position
+        # would skip every new event up to it, and one below it would make a seq name two events.
+        def other_epoch() -> bool:
+            return bool(request.epoch and self.backend.epoch and request.epoch != self.backend.epoch)
+
         try:
-            await self.backend.prepare_subscribe(request.after_seq if request.HasField("after_seq") else None)
+            # Not waiting for a seq of another log to appear in this one.
+            after_seq = request.after_seq if request.HasField("after_seq") and not other_epoch() else None
+            await self.backend.prepare_subscribe(after_seq)
         except BackendUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
+        epoch = self.backend.epoch
+        reset = other_epoch()
         batch_max = self.batch_max_events
         subscription = Subscription(event_filter, self.config.subscriber_queue_events, batch_max, self.fanout.pacer)
         # No await between these two lines: events after `live_from` reach the queue, the
@@ -252,8 +275,15 @@ class BusService:
         live_from = self.backend.head_seq
         subscription.last_sent_seq = live_from
         try:
+            if reset:
+                log.info(
+                    "subscriber from another log epoch: reset",
+                    extra={"epoch": request.epoch, "after_seq": request.after_seq, "peer": context.peer()},
+                )
+                metrics.RESETS.inc()
+                yield encode_reset(epoch, request.epoch, request.after_seq)
             if request.HasField("after_seq"):
-                after = request.after_seq
+                after = 0 if reset else request.after_seq
                 if after > live_from:
                     await context.abort(
                         grpc.StatusCode.OUT_OF_RANGE,

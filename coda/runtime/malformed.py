@@ -7,6 +7,12 @@ hand on an `Undecodable` marker instead of raising, and the method ends the call
 INVALID_ARGUMENT before the servicer sees it: at once for a single request, at that message for a
 stream of them (whatever the stream delivered before it was handled as usual). Other calls, on the
 same connection or not, carry on.
+
+In a stream the refusal never races the servicer's own writes: the request iterator raises
+`MalformedRequest` to the servicer, which unwinds (a servicer that writes from a task of its own
+finishes its pending writes first, see `EventBus.Publish`), and only then is the call ended.
+Aborting from inside the iterator while a response was still being written sent the initial
+metadata twice (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS) and left the call hanging.
 """
 
 from __future__ import annotations
@@ -28,6 +34,24 @@ class Undecodable(NamedTuple):
     reason: str
 
 
+class MalformedRequest(Exception):
+    """Raised to a servicer by its request stream at a message that did not parse; the call is
+    then ended with INVALID_ARGUMENT once the servicer has returned (or raised)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Refusal:
+    """The bad message a stream met, if any (one per call)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self) -> None:
+        self.problem: Undecodable | None = None
+
+
 def _tolerant(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
         try:
@@ -43,19 +67,26 @@ async def _refuse(problem: Undecodable, context: grpc.aio.ServicerContext) -> No
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem.reason)
 
 
-async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+async def _checked(requests: AsyncIterator[Any], refusal: _Refusal) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, Undecodable):
-            await _refuse(request, context)
+            refusal.problem = request
+            raise MalformedRequest(request.reason)
         yield request
+
+
+def _refused(exc: Exception, refusal: _Refusal) -> bool:
+    """True when `exc`, escaping the servicer, is to be answered by the refusal: the servicer met
+    the bad message and did not end the call itself."""
+    return refusal.problem is not None and not isinstance(exc, grpc.aio.AbortError)
 
 
 def _guard(behavior: Callable[..., Any], request_streaming: bool) -> Callable[..., Any]:
     """`behavior` behind a check of what it is given: its request, or each of its requests."""
 
-    async def checked(argument: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def checked(argument: Any, context: grpc.aio.ServicerContext, refusal: _Refusal) -> Any:
         if request_streaming:
-            return _checked(argument, context)
+            return _checked(argument, refusal)
         if isinstance(argument, Undecodable):
             await _refuse(argument, context)
         return argument
@@ -64,14 +95,33 @@ def _guard(behavior: Callable[..., Any], request_streaming: bool) -> Callable[..
         # Wrapped in a generator closed with it: a call cancelled while a response is being
         # written ends the method's own generator (and its `finally`) at once, not when collected.
         async def stream(argument: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with contextlib.aclosing(behavior(await checked(argument, context), context)) as responses:
-                async for response in responses:
-                    yield response
+            refusal = _Refusal()
+            try:
+                async with contextlib.aclosing(
+                    behavior(await checked(argument, context, refusal), context)
+                ) as responses:
+                    async for response in responses:
+                        yield response
+            except Exception as exc:
+                if not _refused(exc, refusal):
+                    raise
+            if refusal.problem is not None:
+                # Every response the servicer yielded has been written: nothing races this.
+                await _refuse(refusal.problem, context)
 
         return stream
 
     async def call(argument: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await behavior(await checked(argument, context), context)
+        refusal = _Refusal()
+        result = None
+        try:
+            result = await behavior(await checked(argument, context, refusal), context)
+        except Exception as exc:
+            if not _refused(exc, refusal):
+                raise
+        if refusal.problem is not None:
+            await _refuse(refusal.problem, context)
+        return result
 
     return call
 

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from coda.v1 import assistant_pb2 as _assistant_pb2
+from coda.v1 import bus_pb2 as _bus_pb2
 from coda.v1 import events_pb2 as _events_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -114,9 +115,14 @@ class SubscribeFrame(_message.Message):
     TYPES_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     after_seq: _builtins.int
     """Resume: every retained event with seq > after_seq, then live ones."""
+    epoch: _builtins.str
+    """The epoch `after_seq` belongs to (from the hello or reset frame). When it is not the bus's
+    epoch, the bridge answers with a reset frame and replays the bus's log from its start.
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -125,10 +131,11 @@ class SubscribeFrame(_message.Message):
         types: _abc.Iterable[_builtins.str] | None = ...,
         session_id: _builtins.str = ...,
         after_seq: _builtins.int | None = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "session_id", b"session_id", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "epoch", b"epoch", "session_id", b"session_id", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
     _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
@@ -220,6 +227,7 @@ class HelloFrame(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     connection_id: _builtins.str
     protocol: _builtins.str
     """The negotiated subprotocol."""
@@ -229,6 +237,10 @@ class HelloFrame(_message.Message):
     session_id: _builtins.str
     """The session the client may use (from its token when auth is on)."""
     user_id: _builtins.str
+    epoch: _builtins.str
+    """The bus log's epoch (DescribeResponse.epoch): seqs are comparable only within one epoch.
+    Send it back with `afterSeq` when resuming.
+    """
     @_builtins.property
     def limits(self) -> Global___ConnectionLimits: ...
     def __init__(
@@ -241,10 +253,11 @@ class HelloFrame(_message.Message):
         limits: Global___ConnectionLimits | None = ...,
         session_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "head_seq", b"head_seq", "limits", b"limits", "protocol", b"protocol", "server_version", b"server_version", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "epoch", b"epoch", "head_seq", b"head_seq", "limits", b"limits", "protocol", b"protocol", "server_version", b"server_version", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,20 +272,27 @@ class ErrorFrame(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     CLIENT_FRAME_ID_FIELD_NUMBER: _builtins.int
+    DROPPED_FRAMES_FIELD_NUMBER: _builtins.int
     code: Global___ErrorCode.ValueType
     message: _builtins.str
     client_frame_id: _builtins.str
     """The id of the client frame this answers, when known."""
+    dropped_frames: _builtins.int
+    """RATE_LIMITED and AUDIO_RATE_LIMITED: how many frames (audio chunks) were dropped since the
+    previous error of that code. Such errors come at most once per second: the first drop is
+    reported at once, later ones together when the second is over.
+    """
     def __init__(
         self,
         *,
         code: Global___ErrorCode.ValueType = ...,
         message: _builtins.str = ...,
         client_frame_id: _builtins.str = ...,
+        dropped_frames: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_frame_id", b"client_frame_id", "code", b"code", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_frame_id", b"client_frame_id", "code", b"code", "dropped_frames", b"dropped_frames", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -315,6 +335,7 @@ class ServerFrame(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
     CONVERSE_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___HelloFrame: ...
     @_builtins.property
@@ -329,6 +350,12 @@ class ServerFrame(_message.Message):
     def converse(self) -> _assistant_pb2.ConverseResponse:
         """The Assistant's streamed output for this connection's conversation."""
 
+    @_builtins.property
+    def reset(self) -> _bus_pb2.LogReset:
+        """The bus log was replaced (its epoch changed): seqs start over. Forget your resume position;
+        the events that follow are the new log's, from its start.
+        """
+
     def __init__(
         self,
         *,
@@ -338,12 +365,13 @@ class ServerFrame(_message.Message):
         error: Global___ErrorFrame | None = ...,
         pong: Global___PongFrame | None = ...,
         converse: _assistant_pb2.ConverseResponse | None = ...,
+        reset: _bus_pb2.LogReset | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["converse", b"converse", "error", b"error", "events", b"events", "frame", b"frame", "gap", b"gap", "hello", b"hello", "pong", b"pong"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["converse", b"converse", "error", b"error", "events", b"events", "frame", b"frame", "gap", b"gap", "hello", b"hello", "pong", b"pong", "reset", b"reset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["converse", b"converse", "error", b"error", "events", b"events", "frame", b"frame", "gap", b"gap", "hello", b"hello", "pong", b"pong"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["converse", b"converse", "error", b"error", "events", b"events", "frame", b"frame", "gap", b"gap", "hello", b"hello", "pong", b"pong", "reset", b"reset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "events", "gap", "error", "pong", "converse"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "events", "gap", "error", "pong", "converse", "reset"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oda/v1/bus.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"Z\n\x0ePublishRequest\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.coda.v1.Event\x12\x12\n\nmerge_acks\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompact_acks\x18\x03 \x01(\x08\"V\n\nPublishAck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\r\"Z\n\x0fPublishResponse\x12!\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x13.coda.v1.PublishAck\x12\x10\n\x08requests\x18\x02 \x01(\r\x12\x12\n\nfirst_seqs\x18\x03 \x03(\x04\"[\n\x10SubscribeRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"a\n\x11SubscribeResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x13.coda.v1.EventBatchH\x00\x12\x1b\n\x03gap\x18\x02 \x01(\x0b\x32\x0c.coda.v1.GapH\x00\x42\t\n\x07message\"\x11\n\x0f\x44\x65scribeRequest\"\xb6\x01\n\x10\x44\x65scribeResponse\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x12\n\noldest_seq\x18\x02 \x01(\x04\x12\x17\n\x0fretained_events\x18\x03 \x01(\x04\x12\x16\n\x0eretained_bytes\x18\x04 \x01(\x04\x12\x12\n\nmax_events\x18\x05 \x01(\x04\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bsubscribers\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t2\xd3\x01\n\x08\x45ventBus\x12@\n\x07Publish\x12\x17.coda.v1.PublishRequest\x1a\x18.coda.v1.PublishResponse(\x01\x30\x01\x12\x44\n\tSubscribe\x12\x19.coda.v1.SubscribeRequest\x1a\x1a.coda.v1.SubscribeResponse0\x01\x12?\n\x08\x44\x65scribe\x12\x18.coda.v1.DescribeRequest\x1a\x19.coda.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oda/v1/bus.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"Z\n\x0ePublishRequest\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.coda.v1.Event\x12\x12\n\nmerge_acks\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ompact_acks\x18\x03 \x01(\x08\"V\n\nPublishAck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\r\n\x05index\x18\x05 \x01(\r\"Z\n\x0fPublishResponse\x12!\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x13.coda.v1.PublishAck\x12\x10\n\x08requests\x18\x02 \x01(\r\x12\x12\n\nfirst_seqs\x18\x03 \x03(\x04\"j\n\x10SubscribeRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05\x65poch\x18\x04 \x01(\tB\x0c\n\n_after_seq\"\x85\x01\n\x11SubscribeResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x13.coda.v1.EventBatchH\x00\x12\x1b\n\x03gap\x18\x02 \x01(\x0b\x32\x0c.coda.v1.GapH\x00\x12\"\n\x05reset\x18\x03 \x01(\x0b\x32\x11.coda.v1.LogResetH\x00\x42\t\n\x07message\"N\n\x08LogReset\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x16\n\x0eprevious_epoch\x18\x02 \x01(\t\x12\x1b\n\x13requested_after_seq\x18\x03 \x01(\x04\"\x11\n\x0f\x44\x65scribeRequest\"\xc5\x01\n\x10\x44\x65scribeResponse\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x12\n\noldest_seq\x18\x02 \x01(\x04\x12\x17\n\x0fretained_events\x18\x03 \x01(\x04\x12\x16\n\x0eretained_bytes\x18\x04 \x01(\x04\x12\x12\n\nmax_events\x18\x05 \x01(\x04\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bsubscribers\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\r\n\x05\x65poch\x18\t \x01(\t2\xd3\x01\n\x08\x45ventBus\x12@\n\x07Publish\x12\x17.coda.v1.PublishRequest\x1a\x18.coda.v1.PublishResponse(\x01\x30\x01\x12\x44\n\tSubscribe\x12\x19.coda.v1.SubscribeRequest\x1a\x1a.coda.v1.SubscribeResponse0\x01\x12?\n\x08\x44\x65scribe\x12\x18.coda.v1.DescribeRequest\x1a\x19.coda.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,13 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHRESPONSE']._serialized_start=232
   _globals['_PUBLISHRESPONSE']._serialized_end=322
   _globals['_SUBSCRIBEREQUEST']._serialized_start=324
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=415
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=417
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=514
-  _globals['_DESCRIBEREQUEST']._serialized_start=516
-  _globals['_DESCRIBEREQUEST']._serialized_end=533
-  _globals['_DESCRIBERESPONSE']._serialized_start=536
-  _globals['_DESCRIBERESPONSE']._serialized_end=718
-  _globals['_EVENTBUS']._serialized_start=721
-  _globals['_EVENTBUS']._serialized_end=932
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=430
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=433
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=566
+  _globals['_LOGRESET']._serialized_start=568
+  _globals['_LOGRESET']._serialized_end=646
+  _globals['_DESCRIBEREQUEST']._serialized_start=648
+  _globals['_DESCRIBEREQUEST']._serialized_end=665
+  _globals['_DESCRIBERESPONSE']._serialized_start=668
+  _globals['_DESCRIBERESPONSE']._serialized_end=865
+  _globals['_EVENTBUS']._serialized_start=868
+  _globals['_EVENTBUS']._serialized_end=1079
 # @@protoc_insertion_point(module_scope)

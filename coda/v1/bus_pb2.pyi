@@ -144,10 +144,18 @@ class SubscribeRequest(_message.Message):
     TYPES_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Only events of this session (empty: all sessions)."""
     after_seq: _builtins.int
     """Replay every retained event with seq > after_seq, then follow. Unset: live events only."""
+    epoch: _builtins.str
+    """The log epoch the subscriber's position belongs to (DescribeResponse.epoch or the last
+    LogReset it got). When set and not the log's epoch, the log was replaced since (a bus without
+    a durable log restarted): seq numbers start over and `after_seq` names nothing in it. The
+    stream then begins with a `reset` and, when `after_seq` is set, replays the log from its
+    start. Empty: no check (seqs of an older log are taken as they are).
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Type patterns: exact names (`llm.token`), families (`llm.*`), globs, or `*`. Empty means `*`."""
@@ -158,10 +166,11 @@ class SubscribeRequest(_message.Message):
         types: _abc.Iterable[_builtins.str] | None = ...,
         session_id: _builtins.str = ...,
         after_seq: _builtins.int | None = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "session_id", b"session_id", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "epoch", b"epoch", "session_id", b"session_id", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
     _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
@@ -177,25 +186,64 @@ class SubscribeResponse(_message.Message):
 
     BATCH_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def batch(self) -> _events_pb2.EventBatch: ...
     @_builtins.property
     def gap(self) -> _events_pb2.Gap: ...
+    @_builtins.property
+    def reset(self) -> Global___LogReset:
+        """First on a stream whose SubscribeRequest.epoch is not the log's."""
+
     def __init__(
         self,
         *,
         batch: _events_pb2.EventBatch | None = ...,
         gap: _events_pb2.Gap | None = ...,
+        reset: Global___LogReset | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "gap", b"gap", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "gap", b"gap", "message", b"message", "reset", b"reset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "gap", b"gap", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "gap", b"gap", "message", b"message", "reset", b"reset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["batch", "gap"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["batch", "gap", "reset"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class LogReset(_message.Message):
+    """LogReset says that the log a subscriber's position belongs to is gone: seqs start over in a
+    new log, so the old position means nothing. Drop it; what follows is the new log from its start
+    (for a resume) and then live events.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    PREVIOUS_EPOCH_FIELD_NUMBER: _builtins.int
+    REQUESTED_AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.str
+    """The epoch of the log that delivery continues in; use it in later subscribes."""
+    previous_epoch: _builtins.str
+    """The epoch the subscriber asked with."""
+    requested_after_seq: _builtins.int
+    """The after_seq the subscriber asked with (0 when unset)."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.str = ...,
+        previous_epoch: _builtins.str = ...,
+        requested_after_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "previous_epoch", b"previous_epoch", "requested_after_seq", b"requested_after_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogReset: _TypeAlias = LogReset  # noqa: Y015
 
 @_typing.final
 class DescribeRequest(_message.Message):
@@ -228,6 +276,7 @@ class DescribeResponse(_message.Message):
     MAX_BYTES_FIELD_NUMBER: _builtins.int
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     head_seq: _builtins.int
     """The seq of the newest event; zero when none was ever published."""
     oldest_seq: _builtins.int
@@ -239,6 +288,12 @@ class DescribeResponse(_message.Message):
     subscribers: _builtins.int
     backend: _builtins.str
     """Backend name: "memory", "file" or "nats"."""
+    epoch: _builtins.str
+    """This log's incarnation: seqs are comparable only within one epoch. A memory log gets a new
+    one at every start; a file log keeps its own across restarts (stored with its segments),
+    NATS derives it from the stream's identity. A subscriber passes it back
+    (SubscribeRequest.epoch) to learn of a reset.
+    """
     def __init__(
         self,
         *,
@@ -250,10 +305,11 @@ class DescribeResponse(_message.Message):
         max_bytes: _builtins.int = ...,
         subscribers: _builtins.int = ...,
         backend: _builtins.str = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "head_seq", b"head_seq", "max_bytes", b"max_bytes", "max_events", b"max_events", "oldest_seq", b"oldest_seq", "retained_bytes", b"retained_bytes", "retained_events", b"retained_events", "subscribers", b"subscribers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "epoch", b"epoch", "head_seq", b"head_seq", "max_bytes", b"max_bytes", "max_events", b"max_events", "oldest_seq", b"oldest_seq", "retained_bytes", b"retained_bytes", "retained_events", b"retained_events", "subscribers", b"subscribers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

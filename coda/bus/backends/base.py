@@ -5,6 +5,9 @@ seq order, and `head_seq` is the seq of the last event reported. The service reg
 subscriber and reads `head_seq` with no await in between, so every later event reaches the
 subscriber's queue and every earlier one comes from `read_after`: no duplicates, no holes.
 
+Every backend names its log's incarnation, `epoch`: seqs are comparable only within one epoch.
+A volatile log gets a new one at every start; a durable one keeps it as long as its seqs go on.
+
 It is shaped for NATS JetStream too: seq is the stream sequence, an event's subject is its type
 (so `read_after` may filter on the server), `append` and `read_after` are async, and a JetStream
 backend would feed its listener from an ordered consumer of the stream.
@@ -13,6 +16,7 @@ backend would feed its listener from an ordered consumer of the stream.
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Callable, Sequence
 
 from coda.bus.filters import EventFilter
@@ -21,6 +25,11 @@ from coda.v1 import events_pb2
 
 #: Called with newly stored events, in seq order.
 AppendListener = Callable[[list[Entry]], None]
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, so that two incarnations of a log never share one."""
+    return secrets.token_hex(8)
 
 
 class BackendUnavailable(Exception):
@@ -33,6 +42,8 @@ class LogBackend(abc.ABC):
 
     def __init__(self) -> None:
         self._listener: AppendListener | None = None
+        #: This log's incarnation (DescribeResponse.epoch); "" while not known (NATS not reached).
+        self.epoch = ""
 
     def set_listener(self, listener: AppendListener) -> None:
         self._listener = listener

@@ -9,6 +9,8 @@ bounded by `max_bytes`), so replay never touches the disk; the files are for res
 - Recovery reads every segment in order and truncates a torn or corrupt tail record, so a crash
   mid-write loses at most the records not yet fsynced, never the log's seq continuity.
 - Retention drops whole segments once every event in them is older than the retained window.
+- `<path>/EPOCH` holds the log's epoch, kept as long as its segments are: a directory without
+  segments is a new log (seqs from 1) and gets a new epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from coda.bus.backends.base import new_epoch
 from coda.bus.backends.memory import MemoryBackend
 from coda.bus.log import FRAME, SEQ, Appended, Headers, make_entry
 from coda.schema import event_type
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RECORD_HEADER = struct.Struct("<II")
 SEGMENT_SUFFIX = ".seg"
+EPOCH_FILE = "EPOCH"
 
 
 @dataclass
@@ -88,6 +92,7 @@ class FileBackend(MemoryBackend):
     async def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self._recover()
+        self.epoch = self._load_epoch(fresh=not self._segments)
         if not self._segments:
             self._start_segment(self.log.head_seq + 1)
         else:
@@ -132,6 +137,24 @@ class FileBackend(MemoryBackend):
                 },
             )
         self._drop_expired_segments()
+
+    def _load_epoch(self, fresh: bool) -> str:
+        """The epoch stored with the segments; a new one (stored) for a new log or a log from
+        before epochs."""
+        epoch_path = self.path / EPOCH_FILE
+        if not fresh:
+            with contextlib.suppress(FileNotFoundError):
+                stored = epoch_path.read_text().strip()
+                if stored:
+                    return stored
+        epoch = new_epoch()
+        temporary = epoch_path.with_suffix(".tmp")
+        with open(temporary, "w") as handle:
+            handle.write(epoch + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, epoch_path)
+        return epoch
 
     async def flush(self) -> None:
         if self._fd >= 0:

@@ -1,10 +1,10 @@
-"""The embedded default: the log in process memory, lost on restart."""
+"""The embedded default: the log in process memory, lost on restart (a new epoch at every start)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coda.bus.backends.base import LogBackend
+from coda.bus.backends.base import LogBackend, new_epoch
 from coda.bus.filters import EventFilter
 from coda.bus.log import Appended, Entry, EventLog, Headers, LogStats
 from coda.v1 import events_pb2
@@ -16,6 +16,7 @@ class MemoryBackend(LogBackend):
     def __init__(self, max_events: int, max_bytes: int) -> None:
         super().__init__()
         self.log = EventLog(max_events, max_bytes)
+        self.epoch = new_epoch()
 
     async def append(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
         return self.append_now(events, headers)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -134,6 +135,7 @@ class NatsBackend(LogBackend):
             await nc.close()
             raise
         self._nc, self._js = nc, js
+        self.epoch = stream_epoch(self.nats.stream, info.created)
         self._update_state(info.state)
         if self._head == 0 or self._head > info.state.last_seq:
             self._head = info.state.last_seq
@@ -439,3 +441,10 @@ async def _unsubscribe(subscription: Any) -> None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
+def stream_epoch(stream: str, created: object) -> str:
+    """The epoch of a JetStream stream: its name and creation time, the same for every bus process
+    sharing it and across restarts, new when the stream is deleted and made again (its sequence
+    then starts over)."""
+    return hashlib.sha256(f"{stream}\0{created}".encode()).hexdigest()[:16]
