@@ -298,11 +298,11 @@ class HeadReader(asyncio.Protocol):
             return
         if event is h11.NEED_DATA:
             return
-        websockets = not isinstance(event, h11.Request) or served_by_websockets(
-            event.method, event.target, self.front.ws_path
-        )
-        # The API side goes on with this parser, which holds the request head (and any body bytes).
-        self._hand_over(None if websockets else event)
+        if isinstance(event, h11.Request) and not served_by_websockets(event.method, event.target, self.front.ws_path):
+            # The API side goes on with this parser, which holds the request head (and any body bytes).
+            self._hand_over(event)
+        else:
+            self._hand_over(None)
 
     def _hand_over(self, request: h11.Request | None) -> None:
         if self.timer is not None:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -173,7 +173,7 @@ class OpenAiRoutes:
         )
 
     async def _chunks(
-        self, first: Any, events: AsyncIterator[Any], assembler: api.CompletionAssembler
+        self, first: Any, events: AsyncGenerator[Any, None], assembler: api.CompletionAssembler
     ) -> AsyncIterator[bytes]:
         try:
             for chunk in assembler.feed(first):
@@ -192,9 +192,9 @@ class OpenAiRoutes:
             yield api.sse(error.body())
             yield api.SSE_DONE
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
-    async def _converse(self, chat: api.ChatRequest, principal: Principal, turn_id: str) -> AsyncIterator[Any]:
+    async def _converse(self, chat: api.ChatRequest, principal: Principal, turn_id: str) -> AsyncGenerator[Any, None]:
         """The turn's events from one Converse call: open the session, send the turn, read to its end."""
         stub = self.bridge.assistant
         assert stub is not None

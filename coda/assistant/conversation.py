@@ -10,7 +10,9 @@ The protocol (decided and documented here):
 - `text` interrupts a running turn (reason "new_turn") and starts a new one. `audio_start` starts a
   spoken turn; once the user is heard (voice.vad_speech_started) a running answer is interrupted
   ("barge_in"). `cancel` interrupts the running turn ("cancel"). `settings` applies to the next turn.
-  `close` publishes conversation.ended and ends the stream. A client that goes away without `close`
+  `close` publishes conversation.ended and ends the stream. A `text` may carry the client's own tools,
+  history and continuation (clients that keep the conversation themselves, like the OpenAI-compatible
+  API): invalid ones are refused like any invalid message. A client that goes away without `close`
   leaves the session resumable; its running turn is interrupted ("disconnect") and saved.
 """
 
