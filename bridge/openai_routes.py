@@ -87,8 +87,9 @@ class OpenAiRoutes:
         path = request.path.rstrip("/") or "/"
         if not path.startswith(API_PREFIX + "/"):
             raise api.ApiError(405, f"{request.method} is not allowed on {path}; only GET", code="method_not_allowed")
-        principal = self._authenticate(request)
+        # Limited before authentication, so that a flood of bad tokens costs no more than good requests.
         self._check_rate(request.client_ip)
+        principal = self._authenticate(request)
         route = (request.method, path)
         if route == ("GET", "/v1/models"):
             return json_response(api.models_list(self._created))
