@@ -319,6 +319,17 @@ async def test_upstream_down_is_503(tmp_path: Path) -> None:
         assert down.value.status_code == 503
 
 
+async def test_requests_past_the_rate_limit_get_429(tmp_path: Path) -> None:
+    config = make_config(tmp_path, CODA_BRIDGE__FRAMES_PER_SECOND="0.5", CODA_BRIDGE__FRAMES_BURST="2")
+    async with running_bridge(config, "127.0.0.1:9", linked=False) as bridge:
+        client = client_of(bridge)
+        for _ in range(2):
+            assert [m.id async for m in client.models.list()]
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.models.list()
+        assert limited.value.status_code == 429 and limited.value.code == "rate_limit_exceeded"
+
+
 async def test_the_websocket_page_and_health_routes_share_the_port(tmp_path: Path) -> None:
     async with coda(make_config(tmp_path)) as bridge:
         status, content_type, _ = await http_get(f"{bridge.http_url}/")
