@@ -200,27 +200,25 @@ class OpenAiRoutes:
         stub = self.bridge.assistant
         assert stub is not None
         gate = self.bridge.gate
-        call = stub.Converse()
+        # Open, the turn, then end of input (the Assistant ends the stream once the turn is over),
+        # given as a list so that they leave together without a round trip each.
+        requests = [
+            assistant_pb2.ConverseRequest(
+                open=assistant_pb2.SessionOpen(session_id=chat.session_id, user_id=principal.user_id)
+            ),
+            assistant_pb2.ConverseRequest(
+                text=assistant_pb2.TextInput(
+                    text=chat.text,
+                    turn_id=turn_id,
+                    client_tools=chat.tools,
+                    history=chat.history,
+                    continuation=chat.continuation,
+                )
+            ),
+        ]
+        call = stub.Converse(iter(requests))
         answered = False
         try:
-            await call.write(
-                assistant_pb2.ConverseRequest(
-                    open=assistant_pb2.SessionOpen(session_id=chat.session_id, user_id=principal.user_id)
-                )
-            )
-            await call.write(
-                assistant_pb2.ConverseRequest(
-                    text=assistant_pb2.TextInput(
-                        text=chat.text,
-                        turn_id=turn_id,
-                        client_tools=chat.tools,
-                        history=chat.history,
-                        continuation=chat.continuation,
-                    )
-                )
-            )
-            # The Assistant ends the stream once the turn is over.
-            await call.done_writing()
             async for response in call:
                 if not answered:
                     answered = True
