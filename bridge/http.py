@@ -89,6 +89,8 @@ class HttpFront:
         idle_timeout: float = 60.0,
         server_header: str = "",
         on_request: Callable[[str, str, int, float], None] | None = None,
+        admit: Callable[[str], HttpResponse | None] | None = None,
+        release: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
         self.ws_path = ws_path
@@ -99,6 +101,10 @@ class HttpFront:
         self.server_header = server_header.encode()
         #: (method, path, status, seconds to the answer's head) for every answered request.
         self.on_request = on_request
+        #: Connection admission by client address: `admit` answers a refused connection's first
+        #: request (then it is closed); every admitted connection is `release`d when it ends.
+        self.admit = admit
+        self.release = release
         self._transports: set[asyncio.BaseTransport] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -155,6 +161,14 @@ class HttpFront:
         peer = transport.get_extra_info("peername")
         client_ip = str(peer[0]) if peer else ""
         event: Any = first
+        refusal = self.admit(client_ip) if self.admit is not None else None
+        if refusal is not None:
+            refusal.headers.append(("Connection", "close"))
+            with contextlib.suppress(Exception):
+                await self._send(parser, writer, refusal)
+            self._transports.discard(transport)
+            transport.close()
+            return
         try:
             while True:
                 if not isinstance(event, h11.Request):
@@ -179,6 +193,8 @@ class HttpFront:
         finally:
             self._transports.discard(transport)
             transport.close()
+            if self.release is not None:
+                self.release(client_ip)
 
     async def _next(self, parser: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> Any:
         while True:

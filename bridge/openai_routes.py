@@ -77,6 +77,17 @@ class OpenAiRoutes:
         self._created = int(time.time())
         self._voice_stub: voice_pb2_grpc.VoiceStub | None = None
 
+    def admit(self, client_ip: str) -> HttpResponse | None:
+        """A new HTTP connection counts against the bridge's connection limits, as a WebSocket does."""
+        refusal = self.bridge.admission.admit(client_ip)
+        if refusal is None:
+            return None
+        self.bridge.metrics.refusals.labels(refusal[0]).inc()
+        return error_response(api.ApiError(429, refusal[1], kind="rate_limit_error", code="too_many_connections"))
+
+    def release(self, client_ip: str) -> None:
+        self.bridge.admission.release(client_ip)
+
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
             return await self._route(request)

@@ -96,8 +96,9 @@ class Bridge:
         self._assistant_channel: grpc.aio.Channel | None = None
         self._voice_channel: grpc.aio.Channel | None = None
         #: Plain HTTP requests on the same port (the OpenAI-compatible API): see bridge/http.py.
+        routes = OpenAiRoutes(self)
         self.http_front = HttpFront(
-            OpenAiRoutes(self).handle,
+            routes.handle,
             ws_path=WS_PATH,
             max_body_bytes=settings.max_body_bytes,
             too_large=too_large,
@@ -105,6 +106,8 @@ class Bridge:
             idle_timeout=settings.idle_timeout_seconds or 60.0,
             server_header=f"coda-bridge/{__version__}",
             on_request=self.metrics.api_request,
+            admit=routes.admit,
+            release=routes.release,
         )
         self.upstream: UpstreamLink | None = None
         self._upstream_task: asyncio.Task[None] | None = None

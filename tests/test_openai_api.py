@@ -330,6 +330,21 @@ async def test_requests_past_the_rate_limit_get_429(tmp_path: Path) -> None:
         assert limited.value.status_code == 429 and limited.value.code == "rate_limit_exceeded"
 
 
+async def test_api_connections_count_against_the_connection_limits(tmp_path: Path) -> None:
+    config = make_config(tmp_path, CODA_BRIDGE__MAX_CONNECTIONS_PER_IP="1")
+    async with running_bridge(config, "127.0.0.1:9", linked=False) as bridge:
+        ws = await open_client(bridge.url, JSON_PROTOCOL)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client_of(bridge).models.list()
+        assert refused.value.code == "too_many_connections"
+        await ws.close()
+        async with asyncio.timeout(10):
+            while bridge.admission.total:  # the bridge lets the WebSocket go just after the close
+                await asyncio.sleep(0.05)
+        async with client_of(bridge) as client:
+            assert [m.id async for m in client.models.list()]
+
+
 async def test_the_websocket_page_and_health_routes_share_the_port(tmp_path: Path) -> None:
     async with coda(make_config(tmp_path)) as bridge:
         status, content_type, _ = await http_get(f"{bridge.http_url}/")
