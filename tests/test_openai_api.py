@@ -339,7 +339,7 @@ async def test_api_connections_count_against_the_connection_limits(tmp_path: Pat
         assert refused.value.code == "too_many_connections"
         await ws.close()
         async with asyncio.timeout(10):
-            while bridge.admission.total:  # the bridge lets the WebSocket go just after the close
+            while bridge.admission.total:  # noqa: ASYNC110 - the bridge lets the WebSocket go just after the close
                 await asyncio.sleep(0.05)
         async with client_of(bridge) as client:
             assert [m.id async for m in client.models.list()]
