@@ -63,7 +63,7 @@ class BodyTooLarge(Exception):
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-#: Answers a request refused before its body was read (too large): (status, body bytes).
+#: The answer to a request whose body is over the limit (the request without its body, the limit in bytes).
 Refusal = Callable[[HttpRequest, int], HttpResponse]
 
 
@@ -114,9 +114,15 @@ class HttpFront:
 
         class FrontedConnection(base):  # type: ignore[valid-type,misc]
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                reader = HeadReader(front, self, transport)  # type: ignore[arg-type]
+                reader = HeadReader(front, self, transport)
                 transport.set_protocol(reader)
                 reader.connection_made(transport)
+
+            def take_over(self, transport: asyncio.Transport, head: bytes) -> None:
+                """Become the transport's protocol, as websockets made it, and read the head."""
+                transport.set_protocol(self)
+                super().connection_made(transport)
+                self.data_received(head)
 
         return FrontedConnection
 
@@ -133,9 +139,7 @@ class HttpFront:
 
     def hand_to_websockets(self, connection: ServerConnection, transport: asyncio.Transport, head: bytes) -> None:
         self._transports.discard(transport)
-        transport.set_protocol(connection)
-        ServerConnection.connection_made(connection, transport)
-        connection.data_received(head)
+        connection.take_over(transport, head)  # type: ignore[attr-defined]
 
     def serve_here(self, transport: asyncio.Transport, parser: h11.Connection, first: h11.Request) -> None:
         loop = asyncio.get_running_loop()

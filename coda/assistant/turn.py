@@ -666,7 +666,7 @@ class Turn:
             metrics.TURNS.labels("no_input" if not interrupted else outcome).inc()
             return
         if self.client_tool_calls and not interrupted:
-            await self._hand_over_tool_calls(answer, now)
+            self._hand_over_tool_calls(answer, now)
             return
         turn = memory_pb2.Turn(
             turn_id=self.turn_id, user_text=self.user_text, assistant_text=assistant_text, interrupted=interrupted
@@ -700,7 +700,7 @@ class Turn:
         metrics.TURNS.labels(outcome).inc()
         metrics.TURN_SECONDS.labels(self.input_kind).observe(self.clock.since_start_ms(now) / 1000.0)
 
-    async def _hand_over_tool_calls(self, answer: str, now: float) -> None:
+    def _hand_over_tool_calls(self, answer: str, now: float) -> None:
         """The answer waits for the client's tools: the turn ends without being saved (the client's
         continuation of it is), telling the client which calls to run."""
         self._announce(
