@@ -134,7 +134,9 @@ async def test_a_client_tool_call_round_trip(tmp_path: Path, stream: bool) -> No
         )
         config = make_config(tmp_path, **replay_provider_env(replay.base_url))
         async with coda(config) as bridge:
-            client = client_of(bridge)
+            # The whole variant keeps a session: the pending turn is not saved, its continuation is.
+            session = "" if stream else "s-weather"
+            client = client_of(bridge, default_headers={"X-Coda-Session": session} if session else None)
             messages: list[dict[str, object]] = [{"role": "user", "content": "what is the weather in Lisbon?"}]
             if stream:
                 chunks = [
@@ -180,6 +182,28 @@ async def test_a_client_tool_call_round_trip(tmp_path: Path, stream: bool) -> No
             assert sent[-2]["role"] == "assistant" and sent[-2]["tool_calls"][0]["id"] == "call_weather_1"
             assert sent[-3] == {"role": "user", "content": "what is the weather in Lisbon?"}
             assert len(replay.exchanges) == 2, "the client's tool was not run by Coda"
+            if session:
+                assert bridge.assistant is not None
+                info = (await bridge.assistant.GetSession(assistant_pb2.GetSessionRequest(session_id=session))).session
+                assert [(t.user_text, t.assistant_text) for t in info.history] == [
+                    ("what is the weather in Lisbon?", "It is sunny in Lisbon.")
+                ]
+
+
+async def test_a_client_leaving_a_stream_stops_the_turn(tmp_path: Path) -> None:
+    async with ReplayServer() as replay:
+        words = [f" word{i}" for i in range(400)]
+        replay.queue(Reply(body=sse_text(words), chunk_delay=0.03))
+        config = make_config(tmp_path, **replay_provider_env(replay.base_url))
+        async with coda(config) as bridge, httpx.AsyncClient(base_url=bridge.api_url, timeout=30) as http:
+            body = {"model": "coda", "stream": True, "messages": [{"role": "user", "content": "tell me a long story"}]}
+            async with http.stream("POST", "/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if "word1" in line:
+                        break
+            # The client hung up: the model's stream is cancelled, long before its 12 s of words.
+            await asyncio.wait_for(replay.exchanges[0].done.wait(), 10)
+            assert replay.exchanges[0].client_closed
 
 
 async def test_speech_and_transcription_round_trip_through_voice(tmp_path: Path) -> None:
