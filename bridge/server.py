@@ -1,4 +1,5 @@
-"""The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`.
+"""The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`,
+with the OpenAI-compatible API (`/v1/...`) beside it on the same port (bridge/http.py).
 
 Events flow: UpstreamLink (one `*` bus subscription) -> Coalescer (one frame per window) ->
 FanOut (encode once per group and subprotocol) -> each Connection: written to its socket at once
