@@ -34,6 +34,7 @@ def run_bridge(args: argparse.Namespace) -> int:
         tune_for_service()
         # A fixed, parseable banner with the real bound port: tests and `coda up` read it.
         print(f"coda bridge serving on {bridge.url} (coda {bridge.coda_address})", flush=True)
+        print(f"OpenAI-compatible API: {bridge.api_url}", flush=True)
         await bridge.run_until_signal()
 
     asyncio.run(serve())

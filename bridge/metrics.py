@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from coda.runtime.plainmetrics import PlainHistogram, ScrapeCollector
 
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: The HTTP API's routes as metric labels; any other path counts as "other" (labels stay few).
+API_ROUTES = frozenset({"/v1/models", "/v1/chat/completions", "/v1/audio/transcriptions", "/v1/audio/speech"})
 
 
 class DeliveryStats:
@@ -69,6 +71,23 @@ class BridgeMetrics:
         self.breaker_state = Gauge(
             "coda_bridge_assistant_breaker_state", "Assistant circuit: 0 closed, 1 half-open, 2 open", registry=r
         )
+        self.api_requests = Counter(
+            "coda_bridge_api_requests", "OpenAI-compatible API requests, by route and HTTP status", ["route", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.api_seconds = Histogram(
+            "coda_bridge_api_seconds",
+            "OpenAI-compatible API: seconds from a request's head to its answer's head (a stream's first event)",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def api_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        route = path.rstrip("/")
+        route = route if route in API_ROUTES else "/v1/models/{id}" if route.startswith("/v1/models/") else "other"
+        self.api_requests.labels(f"{method} {route}", str(status)).inc()
+        self.api_seconds.labels(f"{method} {route}").observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

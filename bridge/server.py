@@ -1,4 +1,5 @@
-"""The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`.
+"""The bridge process: a websockets server on one port for `/v1/ws`, `/healthz`, `/metrics` and `/`,
+with the OpenAI-compatible API (`/v1/...`) beside it on the same port (bridge/http.py).
 
 Events flow: UpstreamLink (one `*` bus subscription) -> Coalescer (one frame per window) ->
 FanOut (encode once per group and subprotocol) -> each Connection: written to its socket at once
@@ -39,8 +40,10 @@ from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Prin
 from .batching import Coalescer
 from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
 from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
+from .http import HttpFront
 from .limits import ConnectionAdmission, DropNotices
 from .metrics import BREAKER_STATES, BridgeMetrics
+from .openai_routes import OpenAiRoutes, too_large
 from .upstream import RETRYABLE, Backoff, UpstreamLink
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class Bridge:
         self.coda_address = coda_address or settings.coda_address or config.grpc.address
         #: The Assistant may be hosted elsewhere (`endpoints.assistant`); by default it is at Coda's address.
         self.assistant_address = config.endpoints.assistant or self.coda_address
+        self.voice_address = config.endpoints.voice or self.coda_address
         self.metrics = BridgeMetrics()
         self.fanout = FanOut(self.metrics.delivery)
         self.admission = ConnectionAdmission(settings.max_connections, settings.max_connections_per_ip)
@@ -95,6 +99,21 @@ class Bridge:
         self._churn_timer: asyncio.TimerHandle | None = None
         self._channel: grpc.aio.Channel | None = None
         self._assistant_channel: grpc.aio.Channel | None = None
+        self._voice_channel: grpc.aio.Channel | None = None
+        #: Plain HTTP requests on the same port (the OpenAI-compatible API): see bridge/http.py.
+        routes = OpenAiRoutes(self)
+        self.http_front = HttpFront(
+            routes.handle,
+            ws_path=WS_PATH,
+            max_body_bytes=settings.max_body_bytes,
+            too_large=too_large,
+            head_timeout=settings.close_timeout_seconds * 2,
+            idle_timeout=settings.idle_timeout_seconds or 60.0,
+            server_header=f"coda-bridge/{__version__}",
+            on_request=self.metrics.api_request,
+            admit=routes.admit,
+            release=routes.release,
+        )
         self.upstream: UpstreamLink | None = None
         self._upstream_task: asyncio.Task[None] | None = None
         self._server: Server | None = None
@@ -112,6 +131,18 @@ class Bridge:
     @property
     def http_url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """The OpenAI-compatible API's base URL."""
+        return f"{self.http_url}/v1"
+
+    def voice_channel(self) -> grpc.aio.Channel:
+        """The Voice service's channel (Coda's, unless `endpoints.voice` names another), opened on first use."""
+        if self._voice_channel is None:
+            channels = {self.coda_address: self._channel, self.assistant_address: self._assistant_channel}
+            self._voice_channel = channels.get(self.voice_address) or self._open_channel(self.voice_address)
+        return self._voice_channel
 
     # --- lifecycle
 
@@ -145,11 +176,12 @@ class Bridge:
             close_timeout=settings.close_timeout_seconds,
             max_size=hard_limit,
             server_header=f"coda-bridge/{__version__}",
+            create_connection=self.http_front.connection_class(),
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         self.port = sockname[1]
         self.metrics.breaker_state.set(BREAKER_STATES.get(self.gate.state, 0))
-        log.info("bridge serving", extra={"url": self.url, "coda": self.coda_address})
+        log.info("bridge serving", extra={"url": self.url, "api": self.api_url, "coda": self.coda_address})
 
     def _open_channel(self, address: str) -> grpc.aio.Channel:
         settings = self.settings
@@ -173,6 +205,7 @@ class Bridge:
             for connection in list(self.connections.values()):
                 connection.shutting_down = True
             self._server.close(close_connections=True, code=CLOSE_GOING_AWAY, reason="bridge shutting down")
+            await self.http_front.close()
             await self._server.wait_closed()
             self._server = None
         if self._flush_timer is not None:
@@ -184,9 +217,9 @@ class Bridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._upstream_task
             self._upstream_task = None
-        for channel in {self._channel, self._assistant_channel} - {None}:
+        for channel in {self._channel, self._assistant_channel, self._voice_channel} - {None}:
             await channel.close()  # type: ignore[union-attr]
-        self._channel = self._assistant_channel = None
+        self._channel = self._assistant_channel = self._voice_channel = None
 
     async def run_until_signal(self) -> None:
         loop = asyncio.get_running_loop()

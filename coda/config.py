@@ -181,6 +181,8 @@ class BridgeConfig:
     assistant_reset_seconds: float = 10.0
     #: Directory served at `/` (empty: the packaged bridge/static).
     static_dir: str = ""
+    #: Largest request body of the OpenAI-compatible HTTP API (`/v1/...`); larger ones get HTTP 413.
+    max_body_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass

@@ -10,7 +10,9 @@ The protocol (decided and documented here):
 - `text` interrupts a running turn (reason "new_turn") and starts a new one. `audio_start` starts a
   spoken turn; once the user is heard (voice.vad_speech_started) a running answer is interrupted
   ("barge_in"). `cancel` interrupts the running turn ("cancel"). `settings` applies to the next turn.
-  `close` publishes conversation.ended and ends the stream. A client that goes away without `close`
+  `close` publishes conversation.ended and ends the stream. A `text` may carry the client's own tools,
+  history and continuation (clients that keep the conversation themselves, like the OpenAI-compatible
+  API): invalid ones are refused like any invalid message. A client that goes away without `close`
   leaves the session resumable; its running turn is interrupted ("disconnect") and saved.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -28,16 +31,51 @@ from coda.assistant import metrics
 from coda.assistant.ports import EngineError, Engines
 from coda.assistant.sessions import Session, SessionStore, check_session_id, new_session_id
 from coda.assistant.settings import SettingsError, apply_settings, default_settings
-from coda.assistant.turn import SOURCE, AudioInput, ToolCatalog, Turn, new_turn_id
+from coda.assistant.turn import SOURCE, AudioInput, ClientInput, ToolCatalog, Turn, new_turn_id
 from coda.bus.publisher import EventPublisher
 from coda.config import AssistantConfig
 from coda.schema import new_event
-from coda.v1 import assistant_pb2, events_pb2, memory_pb2, voice_pb2
+from coda.v1 import assistant_pb2, events_pb2, llm_pb2, memory_pb2, voice_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 16_000
 MAX_TURN_ID = 128
+MAX_CLIENT_TOOLS = 128
+MAX_CONTEXT_MESSAGES = 1_000
+#: All the text a client's history and continuation may carry together.
+MAX_CONTEXT_CHARS = 1_000_000
+#: The OpenAI function-name rule, which every OpenAI-compatible server enforces.
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def client_input(request: assistant_pb2.TextInput) -> ClientInput:
+    """The client's tools, history and continuation of a text turn, checked; raises ValueError."""
+    if len(request.client_tools) > MAX_CLIENT_TOOLS:
+        raise ValueError(f"too many client tools ({len(request.client_tools)} > {MAX_CLIENT_TOOLS})")
+    names: set[str] = set()
+    for tool in request.client_tools:
+        if not _TOOL_NAME.fullmatch(tool.name):
+            raise ValueError(f"invalid client tool name {tool.name[:80]!r}: 1-64 of A-Z a-z 0-9 _ -")
+        if tool.name in names:
+            raise ValueError(f"client tool {tool.name!r} is defined twice")
+        names.add(tool.name)
+        if tool.parameters_json_schema:
+            try:
+                schema = json.loads(tool.parameters_json_schema)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"client tool {tool.name!r}: parameters schema is not JSON ({exc.msg})") from None
+            if not isinstance(schema, dict):
+                raise ValueError(f"client tool {tool.name!r}: parameters schema is not a JSON object")
+    context = [*request.history, *request.continuation]
+    if len(context) > MAX_CONTEXT_MESSAGES:
+        raise ValueError(f"too many context messages ({len(context)} > {MAX_CONTEXT_MESSAGES})")
+    if sum(len(m.content) for m in context) > MAX_CONTEXT_CHARS:
+        raise ValueError(f"history and continuation too long (more than {MAX_CONTEXT_CHARS} characters)")
+    for message in context:
+        if message.role == llm_pb2.ROLE_UNSPECIFIED:
+            raise ValueError("a context message has no role")
+    return ClientInput(tuple(request.client_tools), tuple(request.history), tuple(request.continuation))
 
 
 class ClientError(Exception):
@@ -207,7 +245,7 @@ class Conversation:
             return None
         return requested
 
-    def _new_turn(self, turn_id: str) -> Turn:
+    def _new_turn(self, turn_id: str, client: ClientInput | None = None) -> Turn:
         assert self.session is not None
         return Turn(
             turn_id=turn_id,
@@ -218,6 +256,7 @@ class Conversation:
             config=self._config,
             on_turn_done=lambda _turn, record: self._store.record_turn(self.session, record),  # type: ignore[arg-type]
             on_speech_started=self._user_spoke,
+            client=client,
         )
 
     def _start(self, turn: Turn, *, text: str | None = None, audio: AudioInput | None = None) -> None:
@@ -235,11 +274,16 @@ class Conversation:
         if len(text) > MAX_TEXT_CHARS:
             self._client_error("text", f"text input too long ({len(text)} > {MAX_TEXT_CHARS} characters)")
             return
+        try:
+            client = client_input(request)
+        except ValueError as exc:
+            self._client_error("text", str(exc))
+            return
         turn_id = self._turn_id(request.turn_id, "text")
         if turn_id is None:
             return
         await self._end_running("new_turn")
-        turn = self._new_turn(turn_id)
+        turn = self._new_turn(turn_id, client)
         self._answering = turn
         self._start(turn, text=text)
 

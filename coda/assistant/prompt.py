@@ -41,6 +41,17 @@ def conversation_messages(
     return messages
 
 
+def history_messages(
+    system: str, history: Sequence[llm_pb2.ChatMessage], user_text: str, note: str = ""
+) -> list[llm_pb2.ChatMessage]:
+    """Like `conversation_messages`, with the conversation a client kept itself instead of recorded turns."""
+    messages = [llm_pb2.ChatMessage(role=Role.ROLE_SYSTEM, content=system), *history]
+    if note:
+        messages.append(llm_pb2.ChatMessage(role=Role.ROLE_SYSTEM, content=note))
+    messages.append(llm_pb2.ChatMessage(role=Role.ROLE_USER, content=user_text))
+    return messages
+
+
 def assistant_tool_calls(text: str, calls: Sequence[events_pb2.LlmToolCallRequested]) -> llm_pb2.ChatMessage:
     return llm_pb2.ChatMessage(
         role=Role.ROLE_ASSISTANT,

@@ -42,6 +42,7 @@ from coda.assistant.ports import EngineError, Engines, GenerationCall, Synthesis
 from coda.assistant.prompt import (
     assistant_tool_calls,
     conversation_messages,
+    history_messages,
     tool_error_content,
     tool_limit_note,
     tool_result,
@@ -131,6 +132,20 @@ class AudioInput:
             yield chunk
 
 
+@dataclass(frozen=True)
+class ClientInput:
+    """What a client that keeps the conversation itself (the OpenAI-compatible API) adds to a text turn:
+    its own tools, its history instead of the session's, and the answer so far (see TextInput)."""
+
+    tools: tuple[llm_pb2.ToolSpec, ...] = ()
+    history: tuple[llm_pb2.ChatMessage, ...] = ()
+    continuation: tuple[llm_pb2.ChatMessage, ...] = ()
+
+    @property
+    def tool_names(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tools)
+
+
 @dataclass
 class _Round:
     text: str = ""
@@ -152,6 +167,7 @@ class Turn:
         config: AssistantConfig,
         on_turn_done: Callable[[Turn, memory_pb2.Turn], None] | None = None,
         on_speech_started: Callable[[Turn], Awaitable[None]] | None = None,
+        client: ClientInput | None = None,
     ) -> None:
         self.turn_id = turn_id
         self.session = session
@@ -183,6 +199,9 @@ class Turn:
         self._synthesis_reader: asyncio.Task[None] | None = None
         self._synthesis_failed = False
         self._canceller: asyncio.Task[None] | None = None
+        self._client = client or ClientInput()
+        #: Calls to the client's tools the answer stopped at: reported to the client, not run.
+        self.client_tool_calls: list[events_pb2.LlmToolCallRequested] = []
 
     # -- control ------------------------------------------------------------------------------
 
@@ -271,7 +290,7 @@ class Turn:
         recalled = await self._recall(text)
         if self._stop.is_set():
             return
-        tools = await self._tools.get()
+        tools = self._offered_tools(await self._tools.get())
         now = datetime.now().astimezone()
         system = system_prompt(
             self._config.persona,
@@ -280,10 +299,14 @@ class Turn:
             self.settings.language,
             today=f"{now:%A}, {now.day} {now:%B %Y}",
         )
-        recent = list(recalled.recent_turns) if recalled.recent_turns else list(self.session.recent)
-        messages = conversation_messages(
-            system, recent[-self._config.recall_turns :], text, memory_note(recalled.items)
-        )
+        note = memory_note(recalled.items)
+        if self._client.history:
+            messages = history_messages(system, self._client.history, text, note)
+        else:
+            recent = list(recalled.recent_turns) if recalled.recent_turns else list(self.session.recent)
+            messages = conversation_messages(system, recent[-self._config.recall_turns :], text, note)
+        messages.extend(self._client.continuation)
+        client_tools = self._client.tool_names
         limit = max(0, self._config.max_tool_rounds)
         for round_index in range(limit + 1):
             last = round_index == limit
@@ -294,6 +317,12 @@ class Turn:
                 return
             if not answer.tool_calls:
                 return
+            client_calls = [call for call in answer.tool_calls if call.name in client_tools]
+            if client_calls:
+                # The client runs these and continues the turn; calls to own tools made in the same
+                # round are dropped (the model asks again in the continuation when it still needs them).
+                self.client_tool_calls = client_calls
+                return
             if last:
                 await self._say_tool_limit(limit)
                 return
@@ -301,6 +330,13 @@ class Turn:
             messages.extend(await self._run_tools(answer.tool_calls))
             if self._stop.is_set():
                 return
+
+    def _offered_tools(self, own: list[llm_pb2.ToolSpec]) -> list[llm_pb2.ToolSpec]:
+        """The assistant's tools and the client's; a client tool hides an own tool of the same name."""
+        if not self._client.tools:
+            return own
+        names = self._client.tool_names
+        return [t for t in own if t.name not in names] + list(self._client.tools)
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -629,6 +665,9 @@ class Turn:
         if not self.user_text:
             metrics.TURNS.labels("no_input" if not interrupted else outcome).inc()
             return
+        if self.client_tool_calls and not interrupted:
+            self._hand_over_tool_calls(answer, now)
+            return
         turn = memory_pb2.Turn(
             turn_id=self.turn_id, user_text=self.user_text, assistant_text=assistant_text, interrupted=interrupted
         )
@@ -660,6 +699,24 @@ class Turn:
         )
         metrics.TURNS.labels(outcome).inc()
         metrics.TURN_SECONDS.labels(self.input_kind).observe(self.clock.since_start_ms(now) / 1000.0)
+
+    def _hand_over_tool_calls(self, answer: str, now: float) -> None:
+        """The answer waits for the client's tools: the turn ends without being saved (the client's
+        continuation of it is), telling the client which calls to run."""
+        self._announce(
+            self.clock.span("total", self.clock.started, now, {"outcome": "client_tools", "input": self.input_kind})
+        )
+        self._announce(
+            events_pb2.ConversationTurn(
+                turn_id=self.turn_id,
+                user_text=self.user_text,
+                assistant_text=answer,
+                timings=self.clock.timings(),
+                provider=self.provider,
+                client_tool_calls=self.client_tool_calls,
+            )
+        )
+        metrics.TURNS.labels("client_tools").inc()
 
     def _worth_an_episode(self, answer: str) -> bool:
         minimum = self._config.episode_min_words

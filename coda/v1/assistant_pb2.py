@@ -23,47 +23,48 @@ _sym_db = _symbol_database.Default()
 
 
 from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
+from coda.v1 import llm_pb2 as coda_dot_v1_dot_llm__pb2
 from coda.v1 import memory_pb2 as coda_dot_v1_dot_memory__pb2
 from coda.v1 import voice_pb2 as coda_dot_v1_dot_voice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oda/v1/assistant.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\x1a\x14\x63oda/v1/memory.proto\x1a\x13\x63oda/v1/voice.proto\"c\n\x0bSessionOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x08settings\x18\x03 \x01(\x0b\x32\x1d.coda.v1.ConversationSettings\"*\n\tTextInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"H\n\x0f\x41udioInputStart\x12$\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x14.coda.v1.AudioFormat\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\" \n\x0f\x41udioInputChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\"\x0f\n\rAudioInputEnd\"\x1d\n\nCancelTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\"\x1e\n\x0cSessionClose\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xf7\x02\n\x0f\x43onverseRequest\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.coda.v1.SessionOpenH\x00\x12\"\n\x04text\x18\x02 \x01(\x0b\x32\x12.coda.v1.TextInputH\x00\x12/\n\x0b\x61udio_start\x18\x03 \x01(\x0b\x32\x18.coda.v1.AudioInputStartH\x00\x12/\n\x0b\x61udio_chunk\x18\x04 \x01(\x0b\x32\x18.coda.v1.AudioInputChunkH\x00\x12+\n\taudio_end\x18\x05 \x01(\x0b\x32\x16.coda.v1.AudioInputEndH\x00\x12%\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x13.coda.v1.CancelTurnH\x00\x12\x31\n\x08settings\x18\x07 \x01(\x0b\x32\x1d.coda.v1.ConversationSettingsH\x00\x12&\n\x05\x63lose\x18\x08 \x01(\x0b\x32\x15.coda.v1.SessionCloseH\x00\x42\t\n\x07request\"\x94\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x08settings\x18\x03 \x01(\x0b\x32\x1d.coda.v1.ConversationSettings\x12\x1e\n\x07history\x18\x04 \x03(\x0b\x32\r.coda.v1.Turn\x12\x0f\n\x07resumed\x18\x05 \x01(\x08\"h\n\x10\x43onverseResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x14.coda.v1.SessionInfoH\x00\x12\x1f\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.coda.v1.EventH\x00\x42\n\n\x08response\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.coda.v1.SessionInfo\"5\n\x13ListSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\\\n\x0eSessionSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\r\x12\x16\n\x0elast_user_text\x18\x04 \x01(\t\"A\n\x14ListSessionsResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.coda.v1.SessionSummary2\xe4\x01\n\tAssistant\x12\x43\n\x08\x43onverse\x12\x18.coda.v1.ConverseRequest\x1a\x19.coda.v1.ConverseResponse(\x01\x30\x01\x12\x45\n\nGetSession\x12\x1a.coda.v1.GetSessionRequest\x1a\x1b.coda.v1.GetSessionResponse\x12K\n\x0cListSessions\x12\x1c.coda.v1.ListSessionsRequest\x1a\x1d.coda.v1.ListSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oda/v1/assistant.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\x1a\x11\x63oda/v1/llm.proto\x1a\x14\x63oda/v1/memory.proto\x1a\x13\x63oda/v1/voice.proto\"c\n\x0bSessionOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x08settings\x18\x03 \x01(\x0b\x32\x1d.coda.v1.ConversationSettings\"\xa6\x01\n\tTextInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\'\n\x0c\x63lient_tools\x18\x03 \x03(\x0b\x32\x11.coda.v1.ToolSpec\x12%\n\x07history\x18\x04 \x03(\x0b\x32\x14.coda.v1.ChatMessage\x12*\n\x0c\x63ontinuation\x18\x05 \x03(\x0b\x32\x14.coda.v1.ChatMessage\"H\n\x0f\x41udioInputStart\x12$\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x14.coda.v1.AudioFormat\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\" \n\x0f\x41udioInputChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\"\x0f\n\rAudioInputEnd\"\x1d\n\nCancelTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\"\x1e\n\x0cSessionClose\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xf7\x02\n\x0f\x43onverseRequest\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.coda.v1.SessionOpenH\x00\x12\"\n\x04text\x18\x02 \x01(\x0b\x32\x12.coda.v1.TextInputH\x00\x12/\n\x0b\x61udio_start\x18\x03 \x01(\x0b\x32\x18.coda.v1.AudioInputStartH\x00\x12/\n\x0b\x61udio_chunk\x18\x04 \x01(\x0b\x32\x18.coda.v1.AudioInputChunkH\x00\x12+\n\taudio_end\x18\x05 \x01(\x0b\x32\x16.coda.v1.AudioInputEndH\x00\x12%\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x13.coda.v1.CancelTurnH\x00\x12\x31\n\x08settings\x18\x07 \x01(\x0b\x32\x1d.coda.v1.ConversationSettingsH\x00\x12&\n\x05\x63lose\x18\x08 \x01(\x0b\x32\x15.coda.v1.SessionCloseH\x00\x42\t\n\x07request\"\x94\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x08settings\x18\x03 \x01(\x0b\x32\x1d.coda.v1.ConversationSettings\x12\x1e\n\x07history\x18\x04 \x03(\x0b\x32\r.coda.v1.Turn\x12\x0f\n\x07resumed\x18\x05 \x01(\x08\"h\n\x10\x43onverseResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x14.coda.v1.SessionInfoH\x00\x12\x1f\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.coda.v1.EventH\x00\x42\n\n\x08response\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.coda.v1.SessionInfo\"5\n\x13ListSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\\\n\x0eSessionSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\r\x12\x16\n\x0elast_user_text\x18\x04 \x01(\t\"A\n\x14ListSessionsResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.coda.v1.SessionSummary2\xe4\x01\n\tAssistant\x12\x43\n\x08\x43onverse\x12\x18.coda.v1.ConverseRequest\x1a\x19.coda.v1.ConverseResponse(\x01\x30\x01\x12\x45\n\nGetSession\x12\x1a.coda.v1.GetSessionRequest\x1a\x1b.coda.v1.GetSessionResponse\x12K\n\x0cListSessions\x12\x1c.coda.v1.ListSessionsRequest\x1a\x1d.coda.v1.ListSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coda.v1.assistant_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONOPEN']._serialized_start=101
-  _globals['_SESSIONOPEN']._serialized_end=200
-  _globals['_TEXTINPUT']._serialized_start=202
-  _globals['_TEXTINPUT']._serialized_end=244
-  _globals['_AUDIOINPUTSTART']._serialized_start=246
-  _globals['_AUDIOINPUTSTART']._serialized_end=318
-  _globals['_AUDIOINPUTCHUNK']._serialized_start=320
-  _globals['_AUDIOINPUTCHUNK']._serialized_end=352
-  _globals['_AUDIOINPUTEND']._serialized_start=354
-  _globals['_AUDIOINPUTEND']._serialized_end=369
-  _globals['_CANCELTURN']._serialized_start=371
-  _globals['_CANCELTURN']._serialized_end=400
-  _globals['_SESSIONCLOSE']._serialized_start=402
-  _globals['_SESSIONCLOSE']._serialized_end=432
-  _globals['_CONVERSEREQUEST']._serialized_start=435
-  _globals['_CONVERSEREQUEST']._serialized_end=810
-  _globals['_SESSIONINFO']._serialized_start=813
-  _globals['_SESSIONINFO']._serialized_end=961
-  _globals['_CONVERSERESPONSE']._serialized_start=963
-  _globals['_CONVERSERESPONSE']._serialized_end=1067
-  _globals['_GETSESSIONREQUEST']._serialized_start=1069
-  _globals['_GETSESSIONREQUEST']._serialized_end=1108
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1110
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1169
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1171
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1224
-  _globals['_SESSIONSUMMARY']._serialized_start=1226
-  _globals['_SESSIONSUMMARY']._serialized_end=1318
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1320
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1385
-  _globals['_ASSISTANT']._serialized_start=1388
-  _globals['_ASSISTANT']._serialized_end=1616
+  _globals['_SESSIONOPEN']._serialized_start=120
+  _globals['_SESSIONOPEN']._serialized_end=219
+  _globals['_TEXTINPUT']._serialized_start=222
+  _globals['_TEXTINPUT']._serialized_end=388
+  _globals['_AUDIOINPUTSTART']._serialized_start=390
+  _globals['_AUDIOINPUTSTART']._serialized_end=462
+  _globals['_AUDIOINPUTCHUNK']._serialized_start=464
+  _globals['_AUDIOINPUTCHUNK']._serialized_end=496
+  _globals['_AUDIOINPUTEND']._serialized_start=498
+  _globals['_AUDIOINPUTEND']._serialized_end=513
+  _globals['_CANCELTURN']._serialized_start=515
+  _globals['_CANCELTURN']._serialized_end=544
+  _globals['_SESSIONCLOSE']._serialized_start=546
+  _globals['_SESSIONCLOSE']._serialized_end=576
+  _globals['_CONVERSEREQUEST']._serialized_start=579
+  _globals['_CONVERSEREQUEST']._serialized_end=954
+  _globals['_SESSIONINFO']._serialized_start=957
+  _globals['_SESSIONINFO']._serialized_end=1105
+  _globals['_CONVERSERESPONSE']._serialized_start=1107
+  _globals['_CONVERSERESPONSE']._serialized_end=1211
+  _globals['_GETSESSIONREQUEST']._serialized_start=1213
+  _globals['_GETSESSIONREQUEST']._serialized_end=1252
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1254
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1313
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1315
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1368
+  _globals['_SESSIONSUMMARY']._serialized_start=1370
+  _globals['_SESSIONSUMMARY']._serialized_end=1462
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1464
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1529
+  _globals['_ASSISTANT']._serialized_start=1532
+  _globals['_ASSISTANT']._serialized_end=1760
 # @@protoc_insertion_point(module_scope)

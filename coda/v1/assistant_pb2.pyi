@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from coda.v1 import events_pb2 as _events_pb2
+from coda.v1 import llm_pb2 as _llm_pb2
 from coda.v1 import memory_pb2 as _memory_pb2
 from coda.v1 import voice_pb2 as _voice_pb2
 from collections import abc as _abc
@@ -57,17 +58,44 @@ class TextInput(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     TURN_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    CONTINUATION_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     turn_id: _builtins.str
+    @_builtins.property
+    def client_tools(self) -> _containers.RepeatedCompositeFieldContainer[_llm_pb2.ToolSpec]:
+        """Tools the client runs itself (OpenAI-style function tools), offered to the model next to the
+        assistant's own for this turn; a client tool hides an own tool of the same name. When the model
+        calls one, the turn ends there: its conversation.turn lists the calls in `client_tool_calls`
+        (they are not run) and is not saved to memory; the client answers with a later TextInput that
+        repeats `text` and carries the calls and their results in `continuation`.
+        """
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[_llm_pb2.ChatMessage]:
+        """The conversation before `text` (system, user, assistant and tool messages), for clients that
+        keep the conversation themselves: used instead of the session's recent turns for this turn.
+        """
+
+    @_builtins.property
+    def continuation(self) -> _containers.RepeatedCompositeFieldContainer[_llm_pb2.ChatMessage]:
+        """The answer to `text` so far: an assistant message with the client tool calls, then one tool
+        message per call with its result. The turn continues the answer after them.
+        """
+
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         turn_id: _builtins.str = ...,
+        client_tools: _abc.Iterable[_llm_pb2.ToolSpec] | None = ...,
+        history: _abc.Iterable[_llm_pb2.ChatMessage] | None = ...,
+        continuation: _abc.Iterable[_llm_pb2.ChatMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_tools", b"client_tools", "continuation", b"continuation", "history", b"history", "text", b"text", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -748,6 +748,7 @@ class ConversationTurn(_message.Message):
     TIMINGS_FIELD_NUMBER: _builtins.int
     INTERRUPTED_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    CLIENT_TOOL_CALLS_FIELD_NUMBER: _builtins.int
     turn_id: _builtins.str
     user_text: _builtins.str
     assistant_text: _builtins.str
@@ -756,6 +757,12 @@ class ConversationTurn(_message.Message):
     """The LLM provider that produced the answer."""
     @_builtins.property
     def timings(self) -> Global___TurnTimings: ...
+    @_builtins.property
+    def client_tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___LlmToolCallRequested]:
+        """Calls to client tools (TextInput.client_tools) the turn ended with: the client runs them and
+        continues the turn (TextInput.continuation). Empty for a complete answer.
+        """
+
     def __init__(
         self,
         *,
@@ -765,10 +772,11 @@ class ConversationTurn(_message.Message):
         timings: Global___TurnTimings | None = ...,
         interrupted: _builtins.bool = ...,
         provider: _builtins.str = ...,
+        client_tool_calls: _abc.Iterable[Global___LlmToolCallRequested] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "interrupted", b"interrupted", "provider", b"provider", "timings", b"timings", "turn_id", b"turn_id", "user_text", b"user_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "client_tool_calls", b"client_tool_calls", "interrupted", b"interrupted", "provider", b"provider", "timings", b"timings", "turn_id", b"turn_id", "user_text", b"user_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
