@@ -636,3 +636,22 @@ async def test_audio_the_recogniser_cannot_take_is_refused_with_the_reason(
         await collect(call)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert detail in (caught.value.details() or "")
+
+
+async def test_a_refused_synthesis_reports_its_status_to_a_client_still_writing(voice) -> None:  # type: ignore[no-untyped-def]
+    """A client that sends config and text at once must learn why it was refused, every time.
+
+    grpc's asyncio client reports INTERNAL "Internal error from Core" instead of the server's status
+    when one of its writes meets a call the server already ended (grpc/grpc#36066), so the Voice
+    service reads what the client has sent before it refuses.
+    """
+    stub, _ = voice
+    for _ in range(60):
+        requests = [
+            voice_pb2.SynthesizeRequest(config=voice_pb2.SynthesizeConfig(voice="klingon-9")),
+            voice_pb2.SynthesizeRequest(text=voice_pb2.SynthesizeText(text="Hello there.", flush=True)),
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(stub.Synthesize(iter(requests)))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        assert "klingon-9" in (caught.value.details() or "")

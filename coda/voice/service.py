@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from coda.bus.publisher import EventPublisher
 from coda.config import VoiceConfig
+from coda.runtime.refusal import refuse
 from coda.schema import new_event
 from coda.v1 import events_pb2, voice_pb2, voice_pb2_grpc
 from coda.voice import metrics
@@ -105,14 +106,18 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None or first.WhichOneof("request") != "config":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first TranscribeRequest must carry a config")
+            await refuse(
+                context, requests, grpc.StatusCode.INVALID_ARGUMENT, "the first TranscribeRequest must carry a config"
+            )
         setup = first.config
         try:
             fmt = validate_format(setup.format)
         except AudioFormatError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if not engines.stt.supports(setup.language):
-            await context.abort(
+            await refuse(
+                context,
+                requests,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"language {setup.language!r} is not supported by the {engines.stt.name} speech recogniser",
             )
@@ -226,11 +231,15 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None or first.WhichOneof("request") != "config":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first SynthesizeRequest must carry a config")
+            await refuse(
+                context, requests, grpc.StatusCode.INVALID_ARGUMENT, "the first SynthesizeRequest must carry a config"
+            )
         setup = first.config
         out_rate = setup.sample_rate or engines.tts.sample_rate
         if not MIN_SAMPLE_RATE <= out_rate <= MAX_SAMPLE_RATE:
-            await context.abort(
+            await refuse(
+                context,
+                requests,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"sample_rate {out_rate} Hz is out of range {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
             )
@@ -241,7 +250,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
             message = f"voice {voice!r} is not installed; installed voices: {', '.join(engines.tts.voices())}"
             metrics.ERRORS.labels(operation="synthesize", cause="VoiceNotFound").inc()
             self._publish(events_pb2.VoiceTtsError(message=message, engine=engines.tts.name), ids)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+            await refuse(context, requests, grpc.StatusCode.INVALID_ARGUMENT, message)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         cancelled = asyncio.Event()
         protocol_error: list[str] = []
