@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "coda.bus.cli",  # events tail / publish / describe
     "bridge.cli",  # bridge
     "coda.assistant.cli",  # chat
+    "coda.tools.mcp.cli",  # mcp
 )
 
 
