@@ -14,9 +14,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "mcp", help="serve Coda's tools and memory over MCP (stdio, or streamable HTTP with --http)"
     )
-    serve.add_argument("--address", help="Coda's gRPC address (default: endpoints.tools / endpoints.memory or grpc.address)")
-    serve.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
-    serve.add_argument("--user", default="", help="user id of memory and tool calls (default: assistant.default_user_id)")
+    serve.add_argument(
+        "--address", help="Coda's gRPC address (default: endpoints.tools / endpoints.memory or grpc.address)"
+    )
+    serve.add_argument(
+        "--http", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio"
+    )
+    serve.add_argument(
+        "--user", default="", help="user id of memory and tool calls (default: assistant.default_user_id)"
+    )
     serve.add_argument("--metrics-address", default="", help="Prometheus host:port for this process (default: off)")
     serve.set_defaults(func=run_mcp)
 
@@ -75,6 +81,7 @@ async def _serve_http(tools_address: str, memory_address: str, user_id: str, hos
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host.strip("[]"), port))
+    sock.listen(128)  # connections wait in the backlog until uvicorn serves, so the banner can come first
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     # A fixed, parseable banner, as `coda serve` prints: tests read the bound port from it.

@@ -47,7 +47,9 @@ def check_servers(servers: Sequence[McpServerConfig]) -> None:
             raise ValueError(f"{where}: another MCP server is already named {server.name!r}")
         seen.add(server.name)
         if bool(server.command) == bool(server.url):
-            raise ValueError(f"{where} ({server.name}): set exactly one of `command` (stdio) or `url` (streamable HTTP)")
+            raise ValueError(
+                f"{where} ({server.name}): set exactly one of `command` (stdio) or `url` (streamable HTTP)"
+            )
         if server.url and not server.url.startswith(("http://", "https://")):
             raise ValueError(f"{where} ({server.name}): url {server.url!r} must start with http:// or https://")
         for key in ("timeout_seconds", "connect_timeout_seconds", "restart_initial_seconds", "restart_max_seconds"):
@@ -109,7 +111,7 @@ def result_value(result: mcp_types.CallToolResult, server: str, tool: str) -> An
     if result.structured_content is not None:
         return result.structured_content
     if all(isinstance(block, mcp_types.TextContent) for block in result.content):
-        texts = [block.text for block in result.content]
+        texts = [block.text for block in result.content if isinstance(block, mcp_types.TextContent)]
         return texts[0] if len(texts) == 1 else texts
     return [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
 
@@ -128,7 +130,9 @@ def call_failure(code: int, message: str, server: str, tool: str) -> ToolFailure
             ErrorCode.TOOL_ERROR_CODE_UNAVAILABLE,
         )
     if code == mcp_types.METHOD_NOT_FOUND:
-        return ToolFailure(f"MCP server {server!r} does not serve tools: {message}", ErrorCode.TOOL_ERROR_CODE_UNAVAILABLE)
+        return ToolFailure(
+            f"MCP server {server!r} does not serve tools: {message}", ErrorCode.TOOL_ERROR_CODE_UNAVAILABLE
+        )
     return ToolFailure(f"MCP server {server!r} failed {tool!r} (JSON-RPC error {code}): {message}")
 
 

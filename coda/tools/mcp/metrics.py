@@ -20,7 +20,9 @@ CLIENT_DURATION = Histogram(
 )
 SERVER_UP = Gauge("coda_mcp_server_up", "Whether a mounted MCP server is connected (1) or down (0).", ["server"])
 SERVER_RESTARTS = Counter(
-    "coda_mcp_server_restarts_total", "Times a mounted MCP server was started again after it died or failed.", ["server"]
+    "coda_mcp_server_restarts_total",
+    "Times a mounted MCP server was started again after it died or failed.",
+    ["server"],
 )
 SERVER_TOOLS = Gauge("coda_mcp_server_tools", "Tools a mounted MCP server currently offers.", ["server"])
 

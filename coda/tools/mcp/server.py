@@ -166,8 +166,12 @@ class CodaMcp:
         except grpc.aio.AioRpcError as exc:
             return _memory_error(exc)
         hits = [
-            {"id": hit.item.id, "text": hit.item.text, "kind": KIND_NAMES.get(hit.item.kind, "unspecified"),
-             "score": round(hit.score, 4)}  # fmt: skip
+            {
+                "id": hit.item.id,
+                "text": hit.item.text,
+                "kind": KIND_NAMES.get(hit.item.kind, "unspecified"),
+                "score": round(hit.score, 4),
+            }
             for hit in response.results
         ]
         return core.served_result(json.dumps({"query": query, "results": hits}, ensure_ascii=False))

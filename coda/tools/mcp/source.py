@@ -159,7 +159,9 @@ class McpSource:
                         read, write = await stack.enter_async_context(self._transport())
                         dispatcher = _WatchedDispatcher(read, write, lambda: self._lose(what))
                         session = await stack.enter_async_context(
-                            ClientSession(dispatcher=dispatcher, message_handler=self._on_message, client_info=CLIENT_INFO)
+                            ClientSession(
+                                dispatcher=dispatcher, message_handler=self._on_message, client_info=CLIENT_INFO
+                            )
                         )
                         await session.initialize()
                         await self._refresh(session)
@@ -262,8 +264,8 @@ class McpSource:
             metrics.CLIENT_CALLS.labels(self.name, "unavailable").inc()
             raise ToolFailure(self._down_reason, ErrorCode.TOOL_ERROR_CODE_UNAVAILABLE)
 
-        async def progress(value: float, total: float | None, message: str | None) -> None:
-            ctx.progress(message or "", core.progress_fraction(value, total))
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            ctx.progress(message or "", core.progress_fraction(progress, total))
 
         outcome = "ok"
         start = time.perf_counter()
