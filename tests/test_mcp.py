@@ -186,6 +186,8 @@ async def test_a_mounted_server_is_listed_called_validated_timed_out_and_restart
         opened = next(e.component_breaker for e in events if e.component_breaker.state == events_pb2.BREAKER_STATE_OPEN)
         assert opened.component == "tools" and "MCP server 'fx'" in opened.reason and "restarting in" in opened.reason
         assert "process exited" in opened.reason, opened.reason
+        closed = [e.component_breaker for e in events if e.component_breaker.state == events_pb2.BREAKER_STATE_CLOSED]
+        assert "MCP server 'fx' is back with" in closed[-1].reason, closed[-1].reason
 
         stream.call("back", "fx__echo", {"text": "hello again"})
         back = (await stream.until_final("back", timeout=20))["back"]

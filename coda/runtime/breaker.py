@@ -105,6 +105,8 @@ class Breaker:
         self._opened_at: float | None = None
         #: Why `trip` opened the circuit ("" when failures opened it or it is not open).
         self._tripped = ""
+        #: Why `reset` is closing the circuit, while it does.
+        self._closed_by = ""
         self._circuit = pybreaker.CircuitBreaker(
             fail_max=max(1, fail_max),
             reset_timeout=reset_seconds,
@@ -188,10 +190,14 @@ class Breaker:
             return
         self._circuit.open()
 
-    def reset(self) -> None:
+    def reset(self, reason: str = "") -> None:
         """Close the circuit now (the owner knows the dependency is back); no-op when closed."""
         if self._state != CLOSED:
-            self._circuit.close()
+            self._closed_by = reason
+            try:
+                self._circuit.close()
+            finally:
+                self._closed_by = ""
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Await `operation()` if the circuit allows it, recording its outcome; CircuitOpenError if not."""
@@ -245,7 +251,7 @@ class Breaker:
             return f"{self.failures} consecutive failures; last: {self.last_failure}"
         if state == HALF_OPEN:
             return f"{self.reset_seconds:g}s passed; letting a trial request through"
-        return "a request succeeded"
+        return self._closed_by or "a request succeeded"
 
 
 class _StateHook(pybreaker.CircuitBreakerListener):

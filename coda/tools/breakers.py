@@ -42,7 +42,8 @@ def _state_events(publish: Callable[[events_pb2.Event], None]) -> Callable[[Brea
     def changed(change: BreakerChange) -> None:
         metrics.BREAKER_STATE.labels(change.name).set(_GAUGE.get(change.state, 0))
         if change.state != OPEN:
-            reason = change.state
+            # A shared breaker (an MCP server's) says why; a tool's just names the state, as it always has.
+            reason = change.reason if ":" in change.name else change.state
         elif change.tripped:  # by its owner, e.g. an MCP server that died
             reason = change.reason
         else:
@@ -93,9 +94,9 @@ class Breakers:
         """Open a breaker at once (its dependency is known to be down); calls answer UNAVAILABLE."""
         self.for_tool(name).trip(reason)
 
-    def reset(self, name: str) -> None:
+    def reset(self, name: str, reason: str = "") -> None:
         """Close a breaker at once (its dependency is known to be back)."""
-        self.for_tool(name).reset()
+        self.for_tool(name).reset(reason)
 
     @contextlib.contextmanager
     def guard(self, name: str) -> Iterator[None]:

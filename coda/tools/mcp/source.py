@@ -172,7 +172,7 @@ class McpSource:
                 self._session = session
                 self.starts += 1
                 metrics.SERVER_UP.labels(self.name).set(1)
-                self._breakers.reset(self.breaker)
+                self._breakers.reset(self.breaker, f"MCP server {self.name!r} is back with {len(self.tools)} tools")
                 log.info("MCP server connected", extra={"server": self.name, "tools": ",".join(self.tools)})
                 self.first_attempt.set()
                 try:
