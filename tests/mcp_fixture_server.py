@@ -1,8 +1,8 @@
 """A real MCP server for the MCP tests, written with the `mcp` SDK: `python tests/mcp_fixture_server.py [--http PORT]`.
 
 Tools: `echo`, `add`, `slow` (sleeps, reporting progress), `fail` (a tool error), `crash` (the
-process exits at once, as a server that dies) and `grow` (adds the tool `double` and sends
-`notifications/tools/list_changed`). With `--http PORT` it serves streamable HTTP on 127.0.0.1.
+process exits at once, as a server that dies), `grow` (adds the tool `double` and sends
+`notifications/tools/list_changed`) and `shrink` (removes it again, with the same notification). With `--http PORT` it serves streamable HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ async def grow(ctx: Context) -> str:
     server.add_tool(double, name="double", description="Double a whole number.")
     await ctx.session.send_tool_list_changed()
     return "grown"
+
+
+@server.tool(description="Removes the tool `double` again and tells the client its tool list changed.")
+async def shrink(ctx: Context) -> str:
+    server.remove_tool("double")
+    await ctx.session.send_tool_list_changed()
+    return "shrunk"
 
 
 if __name__ == "__main__":

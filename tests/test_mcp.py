@@ -28,7 +28,7 @@ from coda.v1 import events_pb2, tools_pb2, tools_pb2_grpc
 
 E = ErrorCode
 FIXTURE = str(Path(__file__).resolve().parent / "mcp_fixture_server.py")
-FIXTURE_TOOLS = {"fx__add", "fx__crash", "fx__echo", "fx__fail", "fx__grow", "fx__slow"}
+FIXTURE_TOOLS = {"fx__add", "fx__crash", "fx__echo", "fx__fail", "fx__grow", "fx__shrink", "fx__slow"}
 
 
 # -- the pure core -------------------------------------------------------------------------------
@@ -169,6 +169,15 @@ async def test_a_mounted_server_is_listed_called_validated_timed_out_and_restart
         await eventually(doubled, timeout=15)
         stream.call("twice", "fx__double", {"x": 21})
         assert json.loads((await stream.until_final("twice", timeout=20))["twice"][1].result_json) == {"result": 42}
+        stream.call("shrink", "fx__shrink", {})
+        await stream.until_final("shrink", timeout=20)
+
+        async def undoubled() -> bool:
+            return "fx__double" not in await listed(channel)
+
+        await eventually(undoubled, timeout=15)
+        stream.call("gone", "fx__double", {"x": 1})
+        assert (await stream.until_final("gone", timeout=20))["gone"][1].code == E.TOOL_ERROR_CODE_NOT_FOUND
 
         # The server dies: UNAVAILABLE, a component.breaker event saying why, then a restart.
         stream.call("crash", "fx__crash", {})
@@ -211,13 +220,41 @@ async def test_a_streamable_http_server_is_mounted_by_url(tmp_path: Path, proces
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     await eventually(reachable, timeout=30)
-    config = make_config(tmp_path, **mcp_env({"name": "web", "url": url}))
+    server = {"name": "web", "url": url, "restart_initial_seconds": 0.2, "restart_max_seconds": 1.0}
+    config = make_config(tmp_path, **mcp_env(server))
     async with running_host(config, "bus,tools") as host, grpc.aio.insecure_channel(host.address) as channel:
         assert "web__echo" in await listed(channel)
         stream = ExecuteStream(channel)
         stream.call("1", "web__echo", {"text": "over http"})
         kind, message = (await stream.until_final("1", timeout=20))["1"]
         assert kind == "result" and json.loads(message.result_json) == {"result": "over http"}
+
+        # The HTTP server goes away: calls answer UNAVAILABLE at once; it comes back on its port and so do they.
+        processes.stop(child)
+        stream.call("2", "web__echo", {"text": "anyone?"})
+        kind, message = (await stream.until_final("2", timeout=20))["2"]
+        assert kind == "error" and message.code == E.TOOL_ERROR_CODE_UNAVAILABLE, message
+
+        def down_for_a_reason(events: list[events_pb2.Event]) -> bool:
+            return any(
+                e.component_breaker.target == "mcp:web"
+                and e.component_breaker.state == events_pb2.BREAKER_STATE_OPEN
+                and "MCP server 'web' closed the connection; restarting in" in e.component_breaker.reason
+                for e in events
+            )
+
+        await collect_events(channel, ["component.breaker"], down_for_a_reason, timeout=20)
+        child, _ = processes.start([FIXTURE, "--http", str(port)])
+        attempt = 2
+
+        async def answers() -> bool:
+            nonlocal attempt
+            attempt += 1
+            stream.call(str(attempt), "web__echo", {"text": "back"})
+            kind, _message = (await stream.until_final(str(attempt), timeout=20))[str(attempt)]
+            return kind == "result"
+
+        await eventually(answers, timeout=40, interval=0.5)
         stream.close()
     processes.stop(child)
 
@@ -261,6 +298,14 @@ async def check_coda_over_mcp(session: ClientSession) -> None:
 
     result = await session.call_tool("calculate", {"expression": "12*7"})
     assert not result.is_error and result.structured_content == {"expression": "12*7", "result": 84}
+    progress: list[tuple[float, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, message))
+
+    status = await session.call_tool("system_status", {}, progress_callback=on_progress)
+    assert not status.is_error and status.structured_content["components"]["tools"] == "SERVING"
+    assert progress and progress[0][1] == "checking component health", progress
 
     bad = await session.call_tool("calculate", {"expr": "12*7"})
     assert bad.is_error and bad.content[0].text.startswith("INVALID_ARGUMENTS:"), bad

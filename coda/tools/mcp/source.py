@@ -152,6 +152,8 @@ class McpSource:
         self._relist = False
         self._wake.clear()
         what = self._gone()
+        ended = ""
+        connected = False
         try:
             async with contextlib.AsyncExitStack() as stack:
                 try:
@@ -166,23 +168,33 @@ class McpSource:
                         await session.initialize()
                         await self._refresh(session)
                 except TimeoutError:
-                    return f"did not start within {self.config.connect_timeout_seconds:g}s"
+                    ended = f"did not start within {self.config.connect_timeout_seconds:g}s"
+                    return ended
                 except Exception as exc:
-                    return f"could not start: {_describe(exc)}"
+                    ended = f"could not start: {_describe(exc)}"
+                    return ended
                 self._session = session
+                connected = True
                 self.starts += 1
                 metrics.SERVER_UP.labels(self.name).set(1)
                 self._breakers.reset(self.breaker, f"MCP server {self.name!r} is back with {len(self.tools)} tools")
                 log.info("MCP server connected", extra={"server": self.name, "tools": ",".join(self.tools)})
                 self.first_attempt.set()
                 try:
-                    return await self._serve(session)
+                    ended = await self._serve(session)
+                    return ended
                 finally:
                     self._session = None
                     self._down_reason = f"MCP server {self.name!r} {self._lost_reason or 'lost its connection'}"
                     metrics.SERVER_UP.labels(self.name).set(0)
-        except Exception as exc:  # closing a dead transport can fail too; the server is down either way
-            log.debug("MCP connection teardown failed", extra={"server": self.name, "reason": repr(exc)})
+        except Exception as exc:
+            # The SDK's task groups re-raise what ended the transport (a refused connection cancels
+            # `initialize` and surfaces here), and closing a dead transport can fail too.
+            log.debug("MCP connection ended with an error", extra={"server": self.name, "reason": repr(exc)})
+            if ended:
+                return ended
+            if not connected:
+                return f"could not start: {_describe(exc)}"
             return self._lost_reason or f"failed: {_describe(exc)}"
 
     async def _serve(self, session: ClientSession) -> str:
