@@ -20,7 +20,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types
@@ -112,9 +112,15 @@ class McpSource:
                 return
             if self.starts > started_before:
                 backoff.reset()
+            first_failure = backoff.attempts == 0
             delay = backoff.next()
             self._down_reason = f"MCP server {self.name!r} {reason}; restarting in {delay:.1f}s"
-            log.warning("MCP server down", extra={"server": self.name, "reason": reason, "retry_in": delay})
+            # Once per outage at warning level; the retries that follow only at info.
+            log.log(
+                logging.WARNING if first_failure else logging.INFO,
+                "MCP server down",
+                extra={"server": self.name, "reason": reason, "retry_in": delay},
+            )
             self._breakers.trip(self.breaker, self._down_reason)
             await asyncio.sleep(delay)
             metrics.SERVER_RESTARTS.labels(self.name).inc()
@@ -307,26 +313,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
-@contextlib.asynccontextmanager
-async def mounted(
-    servers: list[McpServerConfig], registry: ToolRegistry, breakers: Breakers
-) -> AsyncIterator[list[McpSource]]:
-    """Start a source per server (waiting for each first attempt), stop them at exit. For tests and benches."""
-    sources = [McpSource(server, registry, breakers) for server in servers]
-    await start_all(sources)
-    try:
-        yield sources
-    finally:
-        await asyncio.gather(*(source.stop() for source in sources))
-
-
 async def start_all(sources: list[McpSource]) -> None:
-    """Start every source; wait (at most each one's connect timeout) for its first attempt to end."""
+    """Start every source; wait (at most the longest connect timeout, else 10 s) for each first attempt to end."""
     for source in sources:
         await source.start()
     if sources:
         limit = max(source.config.connect_timeout_seconds for source in sources) or None
         waits = [asyncio.create_task(source.first_attempt.wait()) for source in sources]
-        _, pending = await asyncio.wait(waits, timeout=(limit + 1.0) if limit else None)
+        _, pending = await asyncio.wait(waits, timeout=limit + 1.0 if limit else 10.0)
         for task in pending:
             task.cancel()
