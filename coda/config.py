@@ -617,6 +617,8 @@ def to_dict(config: Config) -> dict[str, Any]:
 SECRET_KEYS = frozenset({"api_key", "jwt_secret"})
 #: Tables whose keys are secrets (static bearer tokens -> the session each is bound to).
 SECRET_KEYED_TABLES = frozenset({"static_tokens"})
+#: Tables whose values are secrets (an MCP server's environment often holds its API token).
+SECRET_VALUED_TABLES = frozenset({"env"})
 REDACTED = "<redacted>"
 
 
@@ -626,6 +628,8 @@ def redacted(value: Any, key: str = "") -> Any:
         return REDACTED
     if key in SECRET_KEYED_TABLES and isinstance(value, dict):
         return {f"redacted_{n}": bound for n, bound in enumerate(value.values(), 1)}
+    if key in SECRET_VALUED_TABLES and isinstance(value, dict):
+        return {name: REDACTED for name in value}
     if isinstance(value, dict):
         return {k: redacted(v, k) for k, v in value.items()}
     if isinstance(value, list):

@@ -20,6 +20,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from tools_helpers import ExecuteStream, collect_events
 
+from coda import config as config_module
 from coda.config import McpServerConfig
 from coda.llm.replay import ReplayServer, Reply
 from coda.tools import ErrorCode, InvalidArguments, ToolFailure
@@ -61,6 +62,12 @@ def test_names_get_the_server_prefix_and_fit_the_function_name_rules() -> None:
 def test_bad_server_entries_are_refused_by_name(servers: list[McpServerConfig], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         core.check_servers(servers)
+
+
+def test_coda_config_shows_a_servers_environment_names_but_not_their_values() -> None:
+    servers = [{"name": "gh", "command": "github-mcp", "env": {"GITHUB_TOKEN": "ghp-live-123"}}]
+    text = config_module.render(config_module.load(None, env={"CODA_TOOLS__MCP": json.dumps(servers)}))
+    assert "GITHUB_TOKEN" in text and "ghp-live-123" not in text
 
 
 def test_results_and_errors_convert() -> None:
