@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "bridge.cli",  # bridge
     "coda.assistant.cli",  # chat
     "coda.wyoming.cli",  # wyoming (Home Assistant)
+    "coda.tools.mcp.cli",  # mcp
 )
 
 

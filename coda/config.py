@@ -285,6 +285,34 @@ class MemoryConfig:
 
 
 @dataclass
+class McpServerConfig:
+    """One `[[tools.mcp]]` entry: a Model Context Protocol server whose tools Coda offers."""
+
+    #: Prefix of its tools' names (`<name>__<tool>`); letters, digits, '_' and '-', unique.
+    name: str = ""
+    #: Program to run as a stdio MCP server (set this or `url`).
+    command: str = ""
+    #: Arguments of `command`.
+    args: list[str] = field(default_factory=list)
+    #: Streamable HTTP endpoint of a running MCP server, e.g. "http://127.0.0.1:8000/mcp" (set this or `command`).
+    url: str = ""
+    #: Extra environment variables of `command` (it inherits only PATH, HOME and a few basics).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Working directory of `command`; empty: Coda's.
+    cwd: str = ""
+    #: Default per-call timeout of its tools, in seconds (0: `tools.timeout_seconds`; `tools.timeouts` still win).
+    timeout_seconds: float = 0.0
+    #: Seconds to start or reach the server and list its tools before the attempt counts as failed.
+    connect_timeout_seconds: float = 10.0
+    #: Restart backoff after the server dies or cannot be reached: first delay ...
+    restart_initial_seconds: float = 0.5
+    #: ... doubling up to this delay.
+    restart_max_seconds: float = 30.0
+    #: Seconds between pings that find a dead HTTP server while no call is running (0: off).
+    ping_interval_seconds: float = 15.0
+
+
+@dataclass
 class ToolsConfig:
     #: Default per-call timeout in seconds.
     timeout_seconds: float = 10.0
@@ -314,6 +342,8 @@ class ToolsConfig:
     timezone: str = ""
     #: Most timers set with `set_timer` that may be pending at once.
     max_timers: int = 100
+    #: MCP servers whose tools are mounted (`[[tools.mcp]]` tables; see docs/mcp.md).
+    mcp: list[McpServerConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -602,6 +632,8 @@ def to_dict(config: Config) -> dict[str, Any]:
 SECRET_KEYS = frozenset({"api_key", "jwt_secret"})
 #: Tables whose keys are secrets (static bearer tokens -> the session each is bound to).
 SECRET_KEYED_TABLES = frozenset({"static_tokens"})
+#: Tables whose values are secrets (an MCP server's environment often holds its API token).
+SECRET_VALUED_TABLES = frozenset({"env"})
 REDACTED = "<redacted>"
 
 
@@ -611,6 +643,8 @@ def redacted(value: Any, key: str = "") -> Any:
         return REDACTED
     if key in SECRET_KEYED_TABLES and isinstance(value, dict):
         return {f"redacted_{n}": bound for n, bound in enumerate(value.values(), 1)}
+    if key in SECRET_VALUED_TABLES and isinstance(value, dict):
+        return {name: REDACTED for name in value}
     if isinstance(value, dict):
         return {k: redacted(v, k) for k, v in value.items()}
     if isinstance(value, list):

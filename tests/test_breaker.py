@@ -239,3 +239,27 @@ def test_opens_exactly_when_fail_max_counted_failures_follow_the_last_success(
         opened = streak >= fail_max
         assert breaker.state == (OPEN if opened else CLOSED)
     assert transitions(changes) == ([(CLOSED, OPEN)] if opened else [])
+
+
+def test_trip_opens_at_once_with_its_reason_and_reset_closes() -> None:
+    clock = Clock()
+    breaker, changes = make(fail_max=3, reset_seconds=10.0, clock=clock)
+    breaker.trip("the server process exited")
+    assert breaker.state == OPEN and not breaker.allow()
+    assert changes[-1].tripped and changes[-1].reason == "the server process exited"
+    with pytest.raises(CircuitOpenError, match="the server process exited"), breaker.guarded():
+        pass
+    breaker.trip("it exited again")  # already open: the reason and the clock move on, no new change
+    assert len(changes) == 1 and breaker.last_failure == "it exited again"
+    breaker.reset("the server is back")
+    assert breaker.state == CLOSED and breaker.allow()
+    assert transitions(changes) == [(CLOSED, OPEN), (OPEN, CLOSED)]
+    assert changes[-1].reason == "the server is back" and not changes[-1].tripped
+    breaker.reset("no-op when closed")
+    assert len(changes) == 2
+    # Tripped, then left alone: it half-opens after reset_seconds like any open circuit.
+    breaker.trip("down")
+    clock.now += 10.0
+    assert breaker.allow() and breaker.state == HALF_OPEN
+    breaker.record_failure(Boom("still down"))
+    assert breaker.state == OPEN and changes[-1].reason.startswith("1 consecutive failures")

@@ -69,6 +69,8 @@ class BreakerChange:
     reset_seconds: float
     #: Why the state changed, in words fit for an event or a log line.
     reason: str
+    #: The owner opened it with `trip` (the dependency is known to be down), not `fail_max` failures.
+    tripped: bool = False
 
     @property
     def proto_state(self) -> events_pb2.BreakerState.ValueType:
@@ -101,6 +103,10 @@ class Breaker:
         self._clock = clock
         self._state = CLOSED
         self._opened_at: float | None = None
+        #: Why `trip` opened the circuit ("" when failures opened it or it is not open).
+        self._tripped = ""
+        #: Why `reset` is closing the circuit, while it does.
+        self._closed_by = ""
         self._circuit = pybreaker.CircuitBreaker(
             fail_max=max(1, fail_max),
             reset_timeout=reset_seconds,
@@ -173,6 +179,26 @@ class Breaker:
             if raised is not exc:
                 raise
 
+    def trip(self, reason: str) -> None:
+        """Open the circuit now, without waiting for `fail_max` failures: the owner knows the dependency
+        is down (a supervised process died). It half-opens after `reset_seconds` as usual, or `reset`
+        closes it once the dependency is back."""
+        self.last_failure = reason
+        self._tripped = reason
+        if self._state == OPEN:
+            self._opened_at = self._clock()
+            return
+        self._circuit.open()
+
+    def reset(self, reason: str = "") -> None:
+        """Close the circuit now (the owner knows the dependency is back); no-op when closed."""
+        if self._state != CLOSED:
+            self._closed_by = reason
+            try:
+                self._circuit.close()
+            finally:
+                self._closed_by = ""
+
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Await `operation()` if the circuit allows it, recording its outcome; CircuitOpenError if not."""
         with self.guarded():
@@ -196,6 +222,8 @@ class Breaker:
 
     def _changed(self, previous: str, state: str) -> None:
         self._state = state
+        if state != OPEN:
+            self._tripped = ""
         if state == OPEN:
             self._opened_at = self._clock()
         change = BreakerChange(
@@ -206,6 +234,7 @@ class Breaker:
             last_failure=self.last_failure,
             reset_seconds=self.reset_seconds,
             reason=self._reason(state),
+            tripped=state == OPEN and bool(self._tripped),
         )
         if self._on_change is None:
             return
@@ -216,11 +245,13 @@ class Breaker:
             log.exception("circuit breaker listener failed", extra={"breaker": self.name, "state": state})
 
     def _reason(self, state: str) -> str:
+        if state == OPEN and self._tripped:
+            return self._tripped
         if state == OPEN:
             return f"{self.failures} consecutive failures; last: {self.last_failure}"
         if state == HALF_OPEN:
             return f"{self.reset_seconds:g}s passed; letting a trial request through"
-        return "a request succeeded"
+        return self._closed_by or "a request succeeded"
 
 
 class _StateHook(pybreaker.CircuitBreakerListener):

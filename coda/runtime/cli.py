@@ -69,6 +69,7 @@ def run_up(args: argparse.Namespace) -> int:
         return 1
     print(banner, flush=True)
     address = banner.split(" on ", 1)[1].split()[0]
+    print(f"coda mcp: MCP clients run `coda mcp --address {address}` (stdio; --http HOST:PORT for HTTP)", flush=True)
     env = {**os.environ, "CODA_BRIDGE__CODA_ADDRESS": address}
     bridge = subprocess.Popen([*base, "bridge"], env=env)
     children: list[subprocess.Popen[Any]] = [bridge, serve]

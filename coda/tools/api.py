@@ -109,6 +109,9 @@ class Tool:
     run: ToolFunction = field(repr=False)
     #: This tool's own default timeout in seconds (None: the configured default).
     timeout_seconds: float | None = None
+    #: The circuit breaker its failures count against; empty: its own, named after the tool. The tools
+    #: of one MCP server share one ("mcp:<server>"), since they fail together when the server does.
+    breaker: str = ""
 
 
 def tool(

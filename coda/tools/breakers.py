@@ -33,20 +33,27 @@ def _says_nothing_about_health(exc: BaseException) -> bool:
     return isinstance(exc, ToolFailure) and exc.code not in COUNTED_CODES
 
 
+def target_of(breaker: str) -> str:
+    """The `component.breaker` target: "tool:<name>", or a shared breaker's own name ("mcp:<server>")."""
+    return breaker if ":" in breaker else f"tool:{breaker}"
+
+
 def _state_events(publish: Callable[[events_pb2.Event], None]) -> Callable[[BreakerChange], None]:
     def changed(change: BreakerChange) -> None:
         metrics.BREAKER_STATE.labels(change.name).set(_GAUGE.get(change.state, 0))
-        reason = (
-            f"{change.failures} consecutive failures; retry after {change.reset_seconds:g}s"
-            if change.state == OPEN
-            else change.state
-        )
+        if change.state != OPEN:
+            # A shared breaker (an MCP server's) says why; a tool's just names the state, as it always has.
+            reason = change.reason if ":" in change.name else change.state
+        elif change.tripped:  # by its owner, e.g. an MCP server that died
+            reason = change.reason
+        else:
+            reason = f"{change.failures} consecutive failures; retry after {change.reset_seconds:g}s"
         publish(
             new_event(
                 "tools",
                 events_pb2.ComponentBreaker(
                     component="tools",
-                    target=f"tool:{change.name}",
+                    target=target_of(change.name),
                     state=change.proto_state,
                     previous_state=change.proto_previous,
                     reason=reason,
@@ -83,6 +90,14 @@ class Breakers:
     def state(self, name: str) -> str:
         return self.for_tool(name).state
 
+    def trip(self, name: str, reason: str) -> None:
+        """Open a breaker at once (its dependency is known to be down); calls answer UNAVAILABLE."""
+        self.for_tool(name).trip(reason)
+
+    def reset(self, name: str, reason: str = "") -> None:
+        """Close a breaker at once (its dependency is known to be back)."""
+        self.for_tool(name).reset(reason)
+
     @contextlib.contextmanager
     def guard(self, name: str) -> Iterator[None]:
         """Run a call's body under the tool's breaker (usable around awaits in one event loop).
@@ -92,6 +107,8 @@ class Breakers:
         """
         breaker = self.for_tool(name)
         if not breaker.allow():
+            if ":" in name:  # a shared breaker: say what is down and why
+                raise BreakerOpen(f"{name} is unavailable: {breaker.last_failure}")
             raise BreakerOpen(
                 f"tool {name!r} is unavailable: its circuit breaker is open after repeated failures; "
                 f"retry in up to {self._reset_seconds:g}s"

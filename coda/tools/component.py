@@ -10,6 +10,8 @@ from coda.runtime.component import ServiceContext
 from coda.tools.breakers import Breakers
 from coda.tools.builtin import Timers, builtin_tools, switched_off
 from coda.tools.executor import Executor, Limits
+from coda.tools.mcp.core import check_servers
+from coda.tools.mcp.source import McpSource, start_all
 from coda.tools.plugins import load_entry_points, load_references
 from coda.tools.registry import ToolRegistry
 from coda.tools.service import ToolsServicer
@@ -29,9 +31,13 @@ class ToolsComponent:
         self.timers = Timers(ctx.publisher, config.max_timers)
         for tool in builtin_tools(config, self.timers):
             self.registry.add(tool)
+        check_servers(config.mcp)
+        breakers = Breakers(config.breaker_fail_max, config.breaker_reset_seconds, ctx.publisher)
+        #: Mounted MCP servers (`[[tools.mcp]]`): their tools join the registry once connected.
+        self.mcp_sources = [McpSource(server, self.registry, breakers) for server in config.mcp]
         self.executor = Executor(
             self.registry,
-            Breakers(config.breaker_fail_max, config.breaker_reset_seconds, ctx.publisher),
+            breakers,
             ctx.publisher,
             Limits(
                 default_timeout_seconds=config.timeout_seconds,
@@ -51,11 +57,14 @@ class ToolsComponent:
         if self._config.entry_points:
             load_entry_points(self.registry)
         load_references(self.registry, self._config.plugins)
+        await start_all(self.mcp_sources)
         log.info("tools ready", extra={"tools": ",".join(entry.name for entry in self.registry.enabled())})
 
     async def stop(self) -> None:
         await self._servicer.close()
         await self.timers.cancel_all()
+        for source in self.mcp_sources:
+            await source.stop()
 
 
 def create(ctx: ServiceContext) -> ToolsComponent:

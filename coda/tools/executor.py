@@ -147,7 +147,7 @@ class Executor:
             timeout = self.timeout_for(request.name, request.timeout_seconds, entry.tool.timeout_seconds)
             ran_from = time.perf_counter()
             try:
-                with self.breakers.guard(request.name):
+                with self.breakers.guard(entry.tool.breaker or request.name):
                     result_json = await self._call(entry.tool.run, arguments, ctx, timeout)
             finally:
                 metrics.DURATION.labels(request.name).observe(time.perf_counter() - ran_from)

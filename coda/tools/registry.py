@@ -55,6 +55,10 @@ class ToolRegistry:
         self._tools[tool.name] = entry
         return entry
 
+    def remove(self, name: str) -> bool:
+        """Unregister a tool (an MCP server dropped it); False when it was not registered."""
+        return self._tools.pop(name, None) is not None
+
     def is_enabled(self, name: str) -> bool:
         return name in self._tools and name not in self._deny and (not self._allow or name in self._allow)
 
