@@ -33,7 +33,15 @@ from coda.runtime.ratelimit import TokenBucket
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, bus_pb2, events_pb2
 
 from . import codec
-from .assistant import AssistantGate, AssistantUnavailable, ConverseStream
+from .assistant import (
+    IMPLICIT_OPEN,
+    AssistantGate,
+    AssistantUnavailable,
+    ConverseStream,
+    SessionRefused,
+    implicit_open,
+    principal_open,
+)
 from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Principal, bearer_token
 from .batching import Coalescer
 from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
@@ -713,28 +721,15 @@ class Connection:
                 frame_id,
             )
             return
-        bound = self.principal
-        if kind == "open" and (bound.session_id or bound.user_id):
-            if bound.session_id and request.open.session_id not in ("", bound.session_id):
-                self.metrics.refusals.labels("permission_denied").inc()
-                self.error(
-                    ErrorCode.ERROR_CODE_PERMISSION_DENIED,
-                    f"your token allows session {bound.session_id!r} only",
-                    frame_id,
-                )
-                return
-            request.open.session_id = bound.session_id or request.open.session_id
-            request.open.user_id = bound.user_id or request.open.user_id
         try:
-            if not self.converse.open and kind != "open" and bound.session_id:
-                # The token decides the session: open it before the first turn.
-                self.converse.submit(
-                    assistant_pb2.ConverseRequest(
-                        open=assistant_pb2.SessionOpen(session_id=bound.session_id, user_id=bound.user_id)
-                    ),
-                    frame_id,
-                )
+            if kind == "open":
+                request.open.CopyFrom(principal_open(self.principal, request.open))
+            elif kind in IMPLICIT_OPEN and not self.converse.open:
+                self.converse.submit(implicit_open(self.principal), frame_id)
             self.converse.submit(request, frame_id)
+        except SessionRefused as exc:
+            self.metrics.refusals.labels("permission_denied").inc()
+            self.error(ErrorCode.ERROR_CODE_PERMISSION_DENIED, str(exc), frame_id)
         except AssistantUnavailable as exc:
             self.metrics.refusals.labels("assistant_unavailable").inc()
             self.error(ErrorCode.ERROR_CODE_UNAVAILABLE, str(exc), frame_id)

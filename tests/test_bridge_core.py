@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge import codec
-from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, bearer_token
+from bridge.assistant import SessionRefused, implicit_open, principal_open
+from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, Principal, bearer_token
 from bridge.batching import COST_SHARE, Coalescer
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode, FrameError
 from bridge.fanout import FanOut, FilterError, compile_filter
@@ -21,7 +22,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.upstream import Backoff
 from coda.runtime.ratelimit import TokenBucket
 from coda.schema import new_event
-from coda.v1 import bridge_pb2, events_pb2
+from coda.v1 import assistant_pb2, bridge_pb2, events_pb2
 
 # --- codec
 
@@ -288,6 +289,25 @@ def test_static_tokens_map_to_sessions() -> None:
     assert auth.authenticate("tok-admin").session_id == ""
     with pytest.raises(HandshakeRefused):
         auth.authenticate("tok-b")
+
+
+def test_the_token_decides_the_session_and_the_user_of_an_open() -> None:
+    Open = assistant_pb2.SessionOpen
+    static = Principal(session_id="kitchen", method="static")
+    # A static token opens its session with no user: memory stays in the session; no user can be claimed.
+    assert principal_open(static, Open(user_id="ada")) == Open(session_id="kitchen")
+    with pytest.raises(SessionRefused):
+        principal_open(static, Open(session_id="hall"))
+    ada = Principal(user_id="ada", session_id="s-ada", method="jwt")
+    assert principal_open(ada, Open(user_id="bob")) == Open(session_id="s-ada", user_id="ada")
+    # A JWT with a user and no session: the user is the token's, the session the client's choice.
+    roaming = Principal(user_id="ada", method="jwt")
+    assert principal_open(roaming, Open(session_id="s-1", user_id="bob")) == Open(session_id="s-1", user_id="ada")
+    # Auth off, or an operator token bound to nothing: the client names both.
+    for trusted in (Principal(), Principal(method="static")):
+        assert principal_open(trusted, Open(session_id="s-2", user_id="cy")) == Open(session_id="s-2", user_id="cy")
+    assert implicit_open(static).open == Open(session_id="kitchen")
+    assert implicit_open(Principal()).open == Open()  # a new session
 
 
 def test_origin_policy() -> None:

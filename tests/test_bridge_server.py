@@ -493,8 +493,10 @@ async def test_converse_is_forwarded_to_the_assistant(tmp_path: Path) -> None:
             assert (await recv(ws)).converse.event.llm_token.text == "echo:hi"
             await ws.send(b"\x00\x01" * 320)  # raw PCM16 on the JSON subprotocol
             assert (await recv(ws)).converse.event.llm_token.text == "audio:640"
+            # A turn as the first converse frame opens a session implicitly, reported as after an open.
             proto = await open_client(bridge.url, PROTO_PROTOCOL)
             await send(proto, bridge_pb2.ClientFrame(converse=converse(text=assistant_pb2.TextInput(text="yo"))))
+            assert (await recv(proto)).converse.session.session_id == "new-session"
             assert (await recv(proto)).converse.event.llm_token.text == "echo:yo"
     finally:
         await server.stop(0)

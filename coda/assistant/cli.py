@@ -29,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="chat with the assistant (typed, piped, or a spoken wav file)")
     chat.add_argument("--address", help="Coda's gRPC address (default: endpoints.assistant or grpc.address)")
     chat.add_argument("--session", default="", help="resume this session id")
-    chat.add_argument("--user", default="", help="user id (default: assistant.default_user_id)")
+    chat.add_argument(
+        "--user",
+        default="",
+        help="user id: memory follows the user across sessions (default: assistant.default_user_id; empty keeps it to the session)",
+    )
     chat.add_argument("--voice", metavar="FILE.wav", help="send this wav (PCM16) as a spoken turn, then exit")
     chat.add_argument("--save-audio", metavar="OUT.wav", help="turn voice output on and write the spoken answer")
     chat.add_argument("--persona", default="", help="persona / system prompt addition for this session")
@@ -83,7 +87,8 @@ class ChatPrinter:
 
     def session(self, info: assistant_pb2.SessionInfo) -> None:
         state = f"resumed, {len(info.history)} earlier turns" if info.resumed else "new"
-        self._note(f"[session {info.session_id} ({state}), user {info.user_id}]")
+        user = info.user_id or "none: memory stays in this session"
+        self._note(f"[session {info.session_id} ({state}), user {user}]")
 
     def event(self, event: events_pb2.Event) -> None:
         kind = event.WhichOneof("payload")
