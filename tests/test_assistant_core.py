@@ -249,9 +249,10 @@ class FakeMemory:
     async def history(self, session_id: str, max_turns: int) -> list[memory_pb2.Turn]:
         return [r.turn for r in self.turns]
 
-    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.MemoryItem:
+    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.StoreResponse:
         self.stored.append(request)
-        return memory_pb2.MemoryItem(id="m1", text=request.item.text, importance=request.item.importance)
+        item = memory_pb2.MemoryItem(id="m1", text=request.item.text, importance=request.item.importance)
+        return memory_pb2.StoreResponse(item=item, event_id="stored-event")
 
 
 class FakeVoice:

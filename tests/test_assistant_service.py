@@ -434,3 +434,26 @@ async def test_the_local_model_answers_what_the_agent_defers_and_traits_shape_it
         events = await chat.turn("hi! how are you doing today?", timeout=180)
         assert not re.search(r"\b\w+['\u2019](m|re|ve|ll|t)\b", final_turn(events).assistant_text, re.IGNORECASE)
         await chat.close()
+
+
+COMPONENT_SOURCES = {"llm", "tools", "voice", "memory"}
+
+
+async def test_component_events_keep_their_bus_id_on_converse(channel: grpc.aio.Channel) -> None:
+    """A client reading Converse and the bus sees each component event once: under the same id in both."""
+    chat = converser(channel)
+    info = await chat.open(open_request(user_id="dee", voice_output=True))
+    shown = await chat.turn("what is twelve times seven", turn_id="turn-ids")
+    published = [e for e in await bus_events(channel, info.session_id, "turn-ids") if e.correlation_id == "turn-ids"]
+    from_components = [e for e in shown if e.source in COMPONENT_SOURCES]
+    assert {"llm.token", "tool.result", "memory.retrieved", "voice.tts_audio"} <= set(types_of(from_components))
+    on_bus = {e.id: e for e in published}
+    assert len(on_bus) == len(published)  # no id twice on the bus: the assistant does not republish them
+    for event in from_components:
+        assert event.id in on_bus, f"{types_of([event])[0]} {event.id} is not on the bus under that id"
+        assert types_of([on_bus[event.id]]) == types_of([event])
+    # And what the components published for the turn reaches Converse under the same ids.
+    shown_ids = {e.id for e in shown}
+    missing = [types_of([e])[0] for e in published if e.source in COMPONENT_SOURCES and e.id not in shown_ids]
+    assert not missing, missing
+    await chat.close()
