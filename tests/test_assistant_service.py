@@ -457,3 +457,51 @@ async def test_component_events_keep_their_bus_id_on_converse(channel: grpc.aio.
     missing = [types_of([e])[0] for e in published if e.source in COMPONENT_SOURCES and e.id not in shown_ids]
     assert not missing, missing
     await chat.close()
+
+
+async def test_a_timer_set_in_a_session_is_announced_and_spoken_there(channel: grpc.aio.Channel) -> None:
+    chat = converser(channel)
+    info = await chat.open(open_request(voice_output=True))
+    events = await chat.turn("set a timer for 1 second called tea", turn_id="turn-timer")
+    set_timer = next(e.tool_result for e in events if e.HasField("tool_result"))
+    assert set_timer.name == "set_timer", set_timer
+    timer_id = json.loads(set_timer.result_json)["timer_id"]
+    # A second later, with no request from the client: the timer's event, the announcement, the speech.
+    later = await chat.read_until(lambda e: e.HasField("voice_tts_finished"), timeout=30)
+    fired = next(e for e in later if e.HasField("tool_timer_fired"))
+    assert (fired.tool_timer_fired.timer_id, fired.tool_timer_fired.label) == (timer_id, "tea")
+    announced = next(e for e in later if e.HasField("conversation_announcement"))
+    announcement = announced.conversation_announcement
+    assert (announcement.reason, announcement.ref_id) == ("timer", timer_id)
+    assert announcement.text == "Your timer is done: tea."
+    assert {e.session_id for e in later} == {info.session_id}
+    assert {e.correlation_id for e in later} == {"turn-timer"}  # tied to the turn that set it
+    spoken = [e.voice_tts_audio for e in later if e.HasField("voice_tts_audio")]
+    assert spoken and spoken[0].text and all(chunk.pcm for chunk in spoken)
+    # The bus has the timer's event and the announcement, each under the id Converse showed.
+    published: set[str] = set()
+
+    async def read_bus() -> None:
+        async for response in subscribe(channel, ["tool.timer_fired", "conversation.announcement"], info.session_id, 0):
+            published.update(e.id for e in response.batch.events)
+            if len(published) >= 2:
+                return
+
+    await asyncio.wait_for(read_bus(), 20)
+    assert published == {fired.id, announced.id}
+    await chat.close()
+
+
+async def test_a_timer_is_announced_only_in_its_own_session(channel: grpc.aio.Channel) -> None:
+    setter, other = converser(channel), converser(channel)
+    await setter.open(open_request())
+    await other.open(open_request())
+    await setter.turn("set a timer for 1 second")
+    announced = await setter.read_until(lambda e: e.HasField("conversation_announcement"), timeout=30)
+    assert announced[-1].conversation_announcement.text == "Your timer is done."
+    assert not any(e.HasField("voice_tts_audio") for e in announced)  # voice output is off
+    # The other session heard nothing: its next turn's events are its own.
+    events = await other.turn("hello")
+    assert not any(e.HasField("conversation_announcement") or e.HasField("tool_timer_fired") for e in events)
+    await setter.close()
+    await other.close()

@@ -12,6 +12,9 @@ The protocol (decided and documented here):
   ("barge_in"). `cancel` interrupts the running turn ("cancel"). `settings` applies to the next turn.
   `close` publishes conversation.ended and ends the stream. A client that goes away without `close`
   leaves the session resumable; its running turn is interrupted ("disconnect") and saved.
+- A timer set in the session that goes off while a stream is attached to it is shown there
+  (tool.timer_fired, under its bus id) and announced (conversation.announcement; spoken with voice
+  output on), between turns or during one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from coda.assistant import metrics
+from coda.assistant.announcements import speak, timer_announcement
 from coda.assistant.ports import EngineError, Engines
 from coda.assistant.sessions import Session, SessionStore, check_session_id, new_session_id
 from coda.assistant.settings import SettingsError, apply_settings, default_settings
@@ -90,6 +94,33 @@ class Conversation:
     def _announce(self, payload: Message, correlation_id: str = "") -> None:
         assert self.session is not None
         self.announce(new_event(SOURCE, payload, session_id=self.session.session_id, correlation_id=correlation_id))
+
+    def timer_fired(self, event: events_pb2.Event) -> None:
+        """A timer set in this session went off: show it, say so, and speak it with voice output on."""
+        if self.session is None:
+            return
+        session_id, correlation_id = self.session.session_id, event.correlation_id
+        self.show(event)  # the tools component's own event, under its bus id
+        fired = event.tool_timer_fired
+        text = timer_announcement(fired)
+        self._announce(
+            events_pb2.ConversationAnnouncement(text=text, reason="timer", ref_id=fired.timer_id), correlation_id
+        )
+        if not self.session.settings.voice_output:
+            return
+        settings = self.session.settings
+        config = voice_pb2.SynthesizeConfig(
+            voice=settings.voice, language=settings.language, session_id=session_id, correlation_id=correlation_id
+        )
+
+        def show(source: str, payload: Message, event_id: str) -> None:
+            self.show(
+                new_event(source, payload, session_id=session_id, correlation_id=correlation_id, event_id=event_id)
+            )
+
+        task = asyncio.create_task(speak(self._engines.voice, config, text, show), name="announcement")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _client_error(self, request: str, message: str, level: int = events_pb2.ERROR_LEVEL_ERROR) -> None:
         """An invalid message: reported on this stream only (it is the client's mistake, not the system's)."""
