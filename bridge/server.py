@@ -46,6 +46,7 @@ from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Prin
 from .batching import Coalescer
 from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
 from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
+from .health import ComponentStates, prime
 from .limits import ConnectionAdmission
 from .metrics import BREAKER_STATES, BridgeMetrics
 from .upstream import RETRYABLE, Backoff, UpstreamLink
@@ -108,6 +109,9 @@ class Bridge:
         #: Set once the upstream link has been up (dispatched_seq is then meaningful).
         self.linked = asyncio.Event()
         self.link_start_seq = 0
+        #: The components' newest state events, sent to each new subscription (bridge/health.py).
+        self.states = ComponentStates()
+        self.priming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -180,6 +184,8 @@ class Bridge:
             self._server = None
         if self._flush_timer is not None:
             self._flush_timer.cancel()
+        if self.priming is not None:
+            self.priming.cancel()
         if self._upstream_task is not None:
             self._upstream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,6 +213,9 @@ class Bridge:
             self.dispatched_seq = max(self.dispatched_seq, self.upstream.cursor or 0)
             self.link_start_seq = self.dispatched_seq
             self.linked.set()
+            self.priming = asyncio.create_task(
+                prime(self.upstream.subscribe, self.states, self.link_start_seq), name="bridge-states"
+            )
         if not up and self.upstream is not None and self.upstream.cursor is not None:
             self.metrics.upstream_reconnects.inc()
 
@@ -228,6 +237,7 @@ class Bridge:
         if not events:
             return
         self.dispatched_seq = events[-1].seq
+        self.states.observe(events)
         self.fanout.dispatch(events)
         self._coalescer.flushed(loop.time() - started)
 
@@ -618,6 +628,11 @@ class Connection:
             return
         self._cancel_replay()
         self.key = key
+        # The components' current state first (bridge/health.py); a resume gets only what is older
+        # than its replay, which brings the rest.
+        states = select(key, self.bridge.states.snapshot(request.after_seq if request.HasField("after_seq") else None))
+        if states:
+            self.enqueue(codec.events_frame(states, self.protocol))
         # Unknown until the upstream link has been up once; the replay then waits for it.
         live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
         resuming = request.HasField("after_seq")

@@ -16,7 +16,8 @@ from bridge.assistant import SessionRefused, implicit_open, principal_open
 from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, Principal, bearer_token
 from bridge.batching import COST_SHARE, Coalescer
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode, FrameError
-from bridge.fanout import FanOut, FilterError, compile_filter
+from bridge.fanout import FanOut, FilterError, compile_filter, select
+from bridge.health import ComponentStates
 from bridge.limits import ConnectionAdmission
 from bridge.metrics import BridgeMetrics
 from bridge.upstream import Backoff
@@ -430,3 +431,30 @@ def test_events_after_trims_a_frame_in_both_subprotocols() -> None:
         assert trimmed == (codec.events_frame(events[1:], protocol), 2, events[1].time_ns)
         assert codec.events_after(frame, 6) is None
         assert codec.events_after(frame, 0) == (frame, 3, events[0].time_ns)
+
+
+def _state(seq: int, payload: object) -> EncodedEvent:
+    event = new_event("coda", payload)  # type: ignore[arg-type]
+    event.seq = seq
+    return EncodedEvent.of(event)
+
+
+def test_component_states_keep_the_newest_state_event_of_each_component() -> None:
+    states = ComponentStates()
+    started = _state(1, events_pb2.SystemStarted(components=["bus", "llm"]))
+    old_health = _state(3, events_pb2.ComponentHealth(component="llm", latency_ms_p50=9))
+    health = _state(7, events_pb2.ComponentHealth(component="llm", latency_ms_p50=4))
+    breaker = _state(
+        5, events_pb2.ComponentBreaker(component="llm", target="openai", state=events_pb2.BREAKER_STATE_OPEN)
+    )
+    degraded = _state(6, events_pb2.ComponentStatus(component="bus", state=events_pb2.COMPONENT_STATE_DEGRADED))
+    token = _state(8, events_pb2.LlmToken(text="not state"))
+    states.observe([started, health, breaker, token])
+    states.observe([old_health, degraded])  # older health (read late from the log) does not win
+    assert [e.seq for e in states.snapshot()] == [1, 5, 6, 7]  # started still names llm
+    assert [e.seq for e in states.snapshot(up_to_seq=5)] == [1, 5]
+    stopping = _state(9, events_pb2.SystemStopping(reason="bye"))
+    states.observe([stopping])
+    assert states.snapshot()[-1] is stopping
+    # Replayed in order, the snapshot matches a subscription's filter like any batch.
+    assert [e.type for e in select(compile_filter(["component.health"], ""), states.snapshot())] == ["component.health"]

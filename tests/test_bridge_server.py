@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL
+from coda.schema import event_type as event_type_of
 from coda.schema import new_event
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, events_pb2
 
@@ -523,3 +524,41 @@ async def test_breaker_opens_and_clients_get_unavailable_fast(tmp_path: Path) ->
         assert bridge.gate.state == "open"
         _, _, metrics = await http_get(f"{bridge.http_url}/metrics")
         assert "coda_bridge_assistant_breaker_state 2.0" in metrics
+
+
+async def test_a_late_subscriber_gets_every_components_current_state(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus") as host, publisher(host.address) as pub:
+        # Reported before the bridge started: only the bus log has these.
+        pub.publish(new_event("llm", events_pb2.ComponentHealth(component="llm", latency_ms_p50=9)))
+        await pub.flush(10)
+        async with running_bridge(config, host.address) as bridge:
+            assert bridge.priming is not None
+            await asyncio.wait_for(bridge.priming, 10)
+            # Reported while the bridge runs, before anyone subscribed.
+            pub.publish(new_event("llm", events_pb2.ComponentHealth(component="llm", latency_ms_p50=4)))
+            pub.publish(new_event("tools", events_pb2.ComponentHealth(component="tools", latency_ms_p50=2)))
+            pub.publish(new_event("llm", events_pb2.LlmToken(text="not a state")))
+            last = await publish_tokens(pub, 1)
+            async with asyncio.timeout(10):
+                while bridge.dispatched_seq < last:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+
+            late = await open_client(bridge.url)
+            await subscribe(late, ["component.*", "system.*"])
+            frame = await recv(late)
+            assert frame.WhichOneof("frame") == "events", frame
+            got = {(event_type_of(e), e.source): e for e in frame.events.events}
+            assert set(got) == {("system.started", "coda"), ("component.health", "llm"), ("component.health", "tools")}
+            assert got[("component.health", "llm")].component_health.latency_ms_p50 == 4  # the newest
+            seqs = [e.seq for e in frame.events.events]
+            assert seqs == sorted(seqs)
+            assert (await recv(late)).pong.nonce == 424242
+            # A filter that matches none of them gets none; live events follow as usual.
+            tokens = await open_client(bridge.url)
+            await subscribe(tokens, ["llm.token"])
+            assert (await recv(tokens)).pong.nonce == 424242
+            after = await publish_tokens(pub, 1)
+            assert await collect_seqs(tokens, after) == [after]
+            for ws in (late, tokens):
+                await ws.close()
