@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from coda import __version__, logs
 from coda.config import Config, ConfigError, load
@@ -50,11 +53,21 @@ def load_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _leave_now(_signum: int, _frame: object) -> None:
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Loading every command's module takes a moment, and a Ctrl-C then would land inside some
+    # module's import (numpy turns it into an ImportError; gRPC's half-initialised core can hang
+    # at exit): leave at once instead, there is nothing to clean up yet.
+    loading = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _leave_now) if loading else None
     try:
-        parser = build_parser()  # imports every command's module: a Ctrl-C here is common
-    except KeyboardInterrupt:
-        return 130
+        parser = build_parser()
+    finally:
+        if loading:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
