@@ -1,8 +1,11 @@
+import signal
 import sys
 
-try:
-    from coda.cli import main
-except KeyboardInterrupt:  # Ctrl-C while the modules load: exit as a Ctrl-C'd command does, quietly
-    sys.exit(130)
+# A Ctrl-C while the modules load ends the process at once, quietly (nothing to clean up yet);
+# `main` hands Ctrl-C back to Python once the commands are loaded. (An ignored SIGINT stays ignored.)
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from coda.cli import main
 
 sys.exit(main())
