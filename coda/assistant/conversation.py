@@ -100,7 +100,10 @@ class Conversation:
         if self.session is None:
             return
         session_id, correlation_id = self.session.session_id, event.correlation_id
-        self.show(event)  # the tools component's own event, under its bus id
+        shown = events_pb2.Event()
+        shown.CopyFrom(event)
+        shown.seq = 0  # like every event on Converse; its id is the bus event's
+        self.show(shown)  # the tools component's own event, under its bus id
         fired = event.tool_timer_fired
         text = timer_announcement(fired)
         self._announce(
