@@ -35,7 +35,12 @@ def timer_announcement(fired: events_pb2.ToolTimerFired) -> str:
 
 
 class Listener(Protocol):
-    def timer_fired(self, event: events_pb2.Event) -> None: ...
+    def timer_fired(
+        self, event: events_pb2.Event, announcement: events_pb2.Event | None = None
+    ) -> events_pb2.Event | None:
+        """Show the timer's event and the announcement; make and publish the announcement when it is
+        None (the session's first stream), and return it for the session's other streams."""
+        ...
 
 
 class Attached:
@@ -57,8 +62,10 @@ class Attached:
     def deliver(self, event: events_pb2.Event) -> int:
         """Hand a timer event to the streams of its session; how many got it."""
         listeners = list(self._by_session.get(event.session_id, ())) if event.session_id else []
+        announcement: events_pb2.Event | None = None
         for listener in listeners:
-            listener.timer_fired(event)
+            # One announcement per session on the bus, however many streams have the session open.
+            announcement = listener.timer_fired(event, announcement) or announcement
         return len(listeners)
 
 

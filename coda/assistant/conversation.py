@@ -95,10 +95,14 @@ class Conversation:
         assert self.session is not None
         self.announce(new_event(SOURCE, payload, session_id=self.session.session_id, correlation_id=correlation_id))
 
-    def timer_fired(self, event: events_pb2.Event) -> None:
-        """A timer set in this session went off: show it, say so, and speak it with voice output on."""
+    def timer_fired(
+        self, event: events_pb2.Event, announcement: events_pb2.Event | None = None
+    ) -> events_pb2.Event | None:
+        """A timer set in this session went off: show it, say so, and speak it with voice output on.
+
+        `announcement`: already published by another stream of the session; shown, not published again."""
         if self.session is None:
-            return
+            return None
         session_id, correlation_id = self.session.session_id, event.correlation_id
         shown = events_pb2.Event()
         shown.CopyFrom(event)
@@ -106,11 +110,18 @@ class Conversation:
         self.show(shown)  # the tools component's own event, under its bus id
         fired = event.tool_timer_fired
         text = timer_announcement(fired)
-        self._announce(
-            events_pb2.ConversationAnnouncement(text=text, reason="timer", ref_id=fired.timer_id), correlation_id
-        )
+        if announcement is None:
+            announcement = new_event(
+                SOURCE,
+                events_pb2.ConversationAnnouncement(text=text, reason="timer", ref_id=fired.timer_id),
+                session_id=session_id,
+                correlation_id=correlation_id,
+            )
+            self.announce(announcement)
+        else:
+            self.show(announcement)
         if not self.session.settings.voice_output:
-            return
+            return announcement
         settings = self.session.settings
         config = voice_pb2.SynthesizeConfig(
             voice=settings.voice, language=settings.language, session_id=session_id, correlation_id=correlation_id
@@ -124,6 +135,7 @@ class Conversation:
         task = asyncio.create_task(speak(self._engines.voice, config, text, show), name="announcement")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return announcement
 
     def _client_error(self, request: str, message: str, level: int = events_pb2.ERROR_LEVEL_ERROR) -> None:
         """An invalid message: reported on this stream only (it is the client's mistake, not the system's)."""

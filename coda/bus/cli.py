@@ -92,7 +92,8 @@ def run_tail(args: argparse.Namespace) -> int:
     async def read(channel: grpc.aio.Channel) -> int:
         printed = 0
         try:
-            async with contextlib.aclosing(
+            # Closed here (the call cancelled) rather than by a finalizer after the loop is gone.
+            async with contextlib.aclosing(  # type: ignore[type-var]
                 subscribe(channel, args.types or ["*"], args.session, args.after_seq)
             ) as responses:
                 async for response in responses:
