@@ -628,11 +628,13 @@ class Connection:
             return
         self._cancel_replay()
         self.key = key
-        # The components' current state first (bridge/health.py); a resume gets only what is older
-        # than its replay, which brings the rest.
-        states = select(key, self.bridge.states.snapshot(request.after_seq if request.HasField("after_seq") else None))
-        if states:
-            self.enqueue(codec.events_frame(states, self.protocol))
+        if request.current_state:
+            # The components' current state first (bridge/health.py); with after_seq only what is
+            # older than the replay, which brings the rest.
+            after = request.after_seq if request.HasField("after_seq") else None
+            states = select(key, self.bridge.states.snapshot(after))
+            if states:
+                self.enqueue(codec.events_frame(states, self.protocol))
         # Unknown until the upstream link has been up once; the replay then waits for it.
         live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
         resuming = request.HasField("after_seq")

@@ -544,8 +544,18 @@ async def test_a_late_subscriber_gets_every_components_current_state(tmp_path: P
                 while bridge.dispatched_seq < last:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
 
+            # Asked for: without current_state a subscription starts with live events only.
+            plain = await open_client(bridge.url)
+            await subscribe(plain, ["component.*", "system.*"])
+            assert (await recv(plain)).pong.nonce == 424242
             late = await open_client(bridge.url)
-            await subscribe(late, ["component.*", "system.*"])
+            await send(
+                late,
+                bridge_pb2.ClientFrame(
+                    subscribe=bridge_pb2.SubscribeFrame(types=["component.*", "system.*"], current_state=True)
+                ),
+            )
+            await send(late, bridge_pb2.ClientFrame(ping=bridge_pb2.PingFrame(nonce=424242)))
             frame = await recv(late)
             assert frame.WhichOneof("frame") == "events", frame
             got = {(event_type_of(e), e.source): e for e in frame.events.events}
@@ -560,5 +570,14 @@ async def test_a_late_subscriber_gets_every_components_current_state(tmp_path: P
             assert (await recv(tokens)).pong.nonce == 424242
             after = await publish_tokens(pub, 1)
             assert await collect_seqs(tokens, after) == [after]
-            for ws in (late, tokens):
+            # A resume gets only those older than its after_seq: the replay brings the newer ones.
+            resumed = await open_client(bridge.url)
+            frame = bridge_pb2.SubscribeFrame(types=["component.*", "system.*"], current_state=True, after_seq=seqs[0])
+            await send(resumed, bridge_pb2.ClientFrame(subscribe=frame))
+            first, replayed = (await recv(resumed)).events.events, (await recv(resumed)).events.events
+            assert [e.seq for e in first] == [seqs[0]]
+            replayed_seqs = [e.seq for e in replayed]  # every state event after it, the older health too
+            assert replayed_seqs == sorted(replayed_seqs) and replayed_seqs[0] > seqs[0]
+            assert set(seqs[1:]) <= set(replayed_seqs)
+            for ws in (plain, late, tokens, resumed):
                 await ws.close()
