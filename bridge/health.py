@@ -41,8 +41,11 @@ class ComponentStates:
         self._health: dict[str, EncodedEvent] = {}
         self._stopping: EncodedEvent | None = None
 
-    def observe(self, events: Iterable[EncodedEvent]) -> None:
-        """Take dispatched events (any type; in any order: the newer seq wins per key)."""
+    def observe(self, events: Iterable[EncodedEvent], *, from_log: bool = False) -> None:
+        """Take events of any type. Live ones (dispatched in order) replace what is kept: after a bus
+        restart without a durable log they may number lower. Ones read `from_log` (possibly after
+        live ones) replace only older ones."""
+        keep = _keep_newer if from_log else _keep
         for encoded in events:
             kind = encoded.type
             if kind not in STATE_TYPES:
@@ -50,15 +53,15 @@ class ComponentStates:
             event = encoded.event
             if kind == "system.started":
                 for component in event.system_started.components:
-                    _keep_newer(self._lifecycle, component, encoded)
+                    keep(self._lifecycle, component, encoded)
             elif kind == "component.status":
-                _keep_newer(self._lifecycle, event.component_status.component, encoded)
+                keep(self._lifecycle, event.component_status.component, encoded)
             elif kind == "component.breaker":
                 breaker = event.component_breaker
-                _keep_newer(self._breakers, (breaker.component, breaker.target), encoded)
+                keep(self._breakers, (breaker.component, breaker.target), encoded)
             elif kind == "component.health":
-                _keep_newer(self._health, event.component_health.component, encoded)
-            elif self._stopping is None or encoded.seq > self._stopping.seq:
+                keep(self._health, event.component_health.component, encoded)
+            elif not from_log or self._stopping is None or encoded.seq > self._stopping.seq:
                 self._stopping = encoded
 
     def snapshot(self, up_to_seq: int | None = None) -> list[EncodedEvent]:
@@ -75,6 +78,10 @@ class ComponentStates:
         if up_to_seq is not None:
             events = [e for e in events if e.seq <= up_to_seq]
         return events
+
+
+def _keep(table: dict, key: object, encoded: EncodedEvent) -> None:  # type: ignore[type-arg]
+    table[key] = encoded
 
 
 def _keep_newer(table: dict, key: object, encoded: EncodedEvent) -> None:  # type: ignore[type-arg]
@@ -108,7 +115,7 @@ async def prime(
             if response.HasField("gap"):
                 continue
             events = [EncodedEvent.of(e) for e in response.batch.events]
-            states.observe(e for e in events if e.seq <= up_to_seq)
+            states.observe((e for e in events if e.seq <= up_to_seq), from_log=True)
             if events and events[-1].seq >= up_to_seq:
                 return
     except grpc.aio.AioRpcError as exc:

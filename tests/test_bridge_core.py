@@ -450,11 +450,16 @@ def test_component_states_keep_the_newest_state_event_of_each_component() -> Non
     degraded = _state(6, events_pb2.ComponentStatus(component="bus", state=events_pb2.COMPONENT_STATE_DEGRADED))
     token = _state(8, events_pb2.LlmToken(text="not state"))
     states.observe([started, health, breaker, token])
-    states.observe([old_health, degraded])  # older health (read late from the log) does not win
+    states.observe([degraded])
+    states.observe([old_health], from_log=True)  # older health, read late from the log, does not win
     assert [e.seq for e in states.snapshot()] == [1, 5, 6, 7]  # started still names llm
     assert [e.seq for e in states.snapshot(up_to_seq=5)] == [1, 5]
     stopping = _state(9, events_pb2.SystemStopping(reason="bye"))
     states.observe([stopping])
     assert states.snapshot()[-1] is stopping
+    # A bus restarted without a durable log numbers from 1 again: what it says live is the newest.
+    restarted = _state(1, events_pb2.ComponentHealth(component="llm", latency_ms_p50=1))
+    states.observe([restarted])
+    assert restarted in states.snapshot() and health not in states.snapshot()
     # Replayed in order, the snapshot matches a subscription's filter like any batch.
     assert [e.type for e in select(compile_filter(["component.health"], ""), states.snapshot())] == ["component.health"]
