@@ -1,4 +1,9 @@
-"""Converse streams to the Assistant, one per connection, opened lazily, behind a circuit breaker."""
+"""Converse streams to the Assistant, one per connection, opened lazily, behind a circuit breaker.
+
+Who a connection is decides the session it opens and whose memory it sees (`principal_open`): a
+token's user, else its session. A client that sends a turn before `open` gets a session opened for
+it (`implicit_open`), so `{"converse":{"text":…}}` alone is a complete conversation.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import grpc
 from coda.runtime.breaker import Breaker, BreakerChange
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2
 
+from .auth import Principal
 from .codec import ErrorCode, error_frame
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,41 @@ CLIENT_ERRORS = {
 
 class AssistantUnavailable(Exception):
     pass
+
+
+class SessionRefused(Exception):
+    """The token does not allow the session the client asked for."""
+
+
+def principal_open(principal: Principal, requested: assistant_pb2.SessionOpen) -> assistant_pb2.SessionOpen:
+    """The SessionOpen a principal may send: its token decides the session and the user.
+
+    - Authentication off: the client names the session and the user (it is trusted).
+    - A token bound to a session opens that session only (SessionRefused for another).
+    - The user is the token's user (a JWT's `sub`). A token bound to a session but carrying no
+      user (a static token) opens with no user: memory is then scoped to that session, and the
+      client cannot claim a user it was not given. An operator token (bound to nothing) may name one.
+    """
+    if principal.method == "none":
+        return requested
+    if principal.session_id and requested.session_id not in ("", principal.session_id):
+        raise SessionRefused(f"your token allows session {principal.session_id!r} only")
+    opened = assistant_pb2.SessionOpen()
+    opened.CopyFrom(requested)
+    opened.session_id = principal.session_id or requested.session_id
+    if principal.user_id or principal.session_id:
+        opened.user_id = principal.user_id
+    return opened
+
+
+#: Requests that open a session implicitly when none is open (`close` without a session is an error).
+IMPLICIT_OPEN = frozenset({"text", "audio_start", "audio_chunk", "audio_end", "cancel", "settings"})
+
+
+def implicit_open(principal: Principal) -> assistant_pb2.ConverseRequest:
+    """The open sent for a client whose first converse frame is a turn: the token's session if it is
+    bound to one, else a new session; the SessionInfo answer reaches the client as after an open."""
+    return assistant_pb2.ConverseRequest(open=principal_open(principal, assistant_pb2.SessionOpen()))
 
 
 class _Failure(Exception):

@@ -35,11 +35,20 @@ from coda.runtime.ratelimit import TokenBucket
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, bus_pb2, events_pb2
 
 from . import codec
-from .assistant import AssistantGate, AssistantUnavailable, ConverseStream
+from .assistant import (
+    IMPLICIT_OPEN,
+    AssistantGate,
+    AssistantUnavailable,
+    ConverseStream,
+    SessionRefused,
+    implicit_open,
+    principal_open,
+)
 from .auth import ANONYMOUS, Authenticator, HandshakeRefused, OriginPolicy, Principal, bearer_token
 from .batching import Coalescer
 from .codec import JSON_PROTOCOL, PROTOCOLS, EncodedEvent, ErrorCode, FrameError
 from .fanout import FanOut, FilterError, GroupKey, compile_filter, select
+from .health import ComponentStates, prime
 from .http import HttpFront
 from .limits import ConnectionAdmission, DropNotices
 from .metrics import BREAKER_STATES, BridgeMetrics
@@ -123,6 +132,9 @@ class Bridge:
         #: Set once the upstream link has been up (dispatched_seq is then meaningful).
         self.linked = asyncio.Event()
         self.link_start_seq = 0
+        #: The components' newest state events, sent to each new subscription (bridge/health.py).
+        self.states = ComponentStates()
+        self.priming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -212,6 +224,8 @@ class Bridge:
             self._flush_timer.cancel()
         if self._churn_timer is not None:
             self._churn_timer.cancel()
+        if self.priming is not None:
+            self.priming.cancel()
         if self._upstream_task is not None:
             self._upstream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -239,6 +253,9 @@ class Bridge:
             self.dispatched_seq = max(self.dispatched_seq, self.upstream.cursor or 0)
             self.link_start_seq = self.dispatched_seq
             self.linked.set()
+            self.priming = asyncio.create_task(
+                prime(self.upstream.subscribe, self.states, self.link_start_seq), name="bridge-states"
+            )
         if not up and self.upstream is not None and self.upstream.cursor is not None:
             self.metrics.upstream_reconnects.inc()
 
@@ -270,6 +287,7 @@ class Bridge:
             return
         self.dispatched_seq = events[-1].seq
         try:
+            self.states.observe(events)
             self.fanout.dispatch(events)
         except Exception:
             # A bug here must not stop delivery for good: this batch is lost (logged), the next goes.
@@ -747,6 +765,13 @@ class Connection:
             return
         self._cancel_replay()
         self.key = key
+        if request.current_state:
+            # The components' current state first (bridge/health.py); with after_seq only what is
+            # older than the replay, which brings the rest.
+            after = request.after_seq if request.HasField("after_seq") else None
+            states = select(key, self.bridge.states.snapshot(after))
+            if states:
+                self.enqueue(codec.events_frame(states, self.protocol))
         # Unknown until the upstream link has been up once; the replay then waits for it.
         live_start = self.bridge.dispatched_seq if self.bridge.linked.is_set() else None
         resuming = request.HasField("after_seq")
@@ -854,28 +879,15 @@ class Connection:
             self.metrics.refusals.labels("audio_rate_limited").inc()
             self.dropped(ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED, frame_id)
             return
-        bound = self.principal
-        if kind == "open" and (bound.session_id or bound.user_id):
-            if bound.session_id and request.open.session_id not in ("", bound.session_id):
-                self.metrics.refusals.labels("permission_denied").inc()
-                self.error(
-                    ErrorCode.ERROR_CODE_PERMISSION_DENIED,
-                    f"your token allows session {bound.session_id!r} only",
-                    frame_id,
-                )
-                return
-            request.open.session_id = bound.session_id or request.open.session_id
-            request.open.user_id = bound.user_id or request.open.user_id
         try:
-            if not self.converse.open and kind != "open" and bound.session_id:
-                # The token decides the session: open it before the first turn.
-                self.converse.submit(
-                    assistant_pb2.ConverseRequest(
-                        open=assistant_pb2.SessionOpen(session_id=bound.session_id, user_id=bound.user_id)
-                    ),
-                    frame_id,
-                )
+            if kind == "open":
+                request.open.CopyFrom(principal_open(self.principal, request.open))
+            elif kind in IMPLICIT_OPEN and not self.converse.open:
+                self.converse.submit(implicit_open(self.principal), frame_id)
             self.converse.submit(request, frame_id)
+        except SessionRefused as exc:
+            self.metrics.refusals.labels("permission_denied").inc()
+            self.error(ErrorCode.ERROR_CODE_PERMISSION_DENIED, str(exc), frame_id)
         except AssistantUnavailable as exc:
             self.metrics.refusals.labels("assistant_unavailable").inc()
             self.error(ErrorCode.ERROR_CODE_UNAVAILABLE, str(exc), frame_id)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from coda import __version__, logs
 from coda.config import Config, ConfigError, load
@@ -53,7 +55,20 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    # Loading every command's module takes a moment, and a Ctrl-C then would land inside some
+    # module's import (numpy and dataclasses turn it into other errors; gRPC's half-initialised core
+    # can hang at exit): the default action ends the process at once, quietly; there is nothing to
+    # clean up yet. Commands then get Python's KeyboardInterrupt back.
+    previous = signal.getsignal(signal.SIGINT)
+    loading = threading.current_thread() is threading.main_thread() and previous is not signal.SIG_IGN
+    if loading:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        parser = build_parser()
+    finally:
+        if loading:
+            keep = previous not in (None, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, previous if keep else signal.default_int_handler)  # type: ignore[arg-type]
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

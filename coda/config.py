@@ -445,8 +445,10 @@ class AssistantConfig:
     traits: dict[str, float] = field(
         default_factory=lambda: {"warmth": 0.6, "humor": 0.3, "verbosity": 0.4, "formality": 0.4}
     )
-    #: User id of sessions opened without one.
-    default_user_id: str = "local"
+    #: User id of sessions opened without one. Empty (the default): such a session is its own
+    #: principal and its memory stays in it. Set it only on a one-person machine: every session
+    #: opened without a user then shares that user's memory (static bridge tokens included).
+    default_user_id: str = ""
     #: Long-term memory items recalled as context for each turn.
     recall_items: int = 5
     #: Recent turns of the session replayed to the model for each turn.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 import wave
 from pathlib import Path
 
@@ -78,3 +80,34 @@ def test_read_wav_rejects_what_it_cannot_send(tmp_path: Path) -> None:
         out.writeframes(b"\x10\x00\x30\x00" * 100)
     mono = read_wav(stereo)
     assert mono.sample_rate == 8000 and len(mono.pcm) == 200 and mono.pcm[:2] == b"\x20\x00"
+
+
+def test_coda_chat_announces_a_timer_while_waiting_for_input(processes: Processes, tmp_path: Path) -> None:
+    server, banner = processes.start(["-m", "coda", "serve"], env=serve_env(tmp_path), banner="coda serving")
+    address = banner.split(" on ", 1)[1].split()[0]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "coda", "chat", "--address", address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert child.stdin is not None and child.stdout is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        child.stdin.write("set a timer for 1 second called tea\n")
+        child.stdin.flush()
+        # The answer, then (nothing typed since) the announcement, printed while the chat waits for input.
+        answer = lines.get(timeout=60)
+        assert "1 second" in answer, answer
+        assert lines.get(timeout=30) == "Your timer is done: tea.\n"
+        child.stdin.close()
+        assert child.wait(30) == 0, child.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    processes.stop(server)

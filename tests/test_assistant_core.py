@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from coda.assistant.announcements import Attached, timer_announcement
 from coda.assistant.personality import (
     FormalRegister,
     TraitError,
@@ -249,9 +250,10 @@ class FakeMemory:
     async def history(self, session_id: str, max_turns: int) -> list[memory_pb2.Turn]:
         return [r.turn for r in self.turns]
 
-    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.MemoryItem:
+    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.StoreResponse:
         self.stored.append(request)
-        return memory_pb2.MemoryItem(id="m1", text=request.item.text, importance=request.item.importance)
+        item = memory_pb2.MemoryItem(id="m1", text=request.item.text, importance=request.item.importance)
+        return memory_pb2.StoreResponse(item=item, event_id="stored-event")
 
 
 class FakeVoice:
@@ -466,3 +468,38 @@ async def test_a_text_memory_refuses_is_not_reported_as_memory_down() -> None:
     assert any("did not search for this text" in w and "at most 8000" in w for w in warnings), warnings
     assert not any("unavailable" in w for w in warnings)
     assert sink.shown[-1].conversation_turn.assistant_text == "Long read."
+
+
+class _Stream:
+    """A Converse stream as `Attached` sees it: records what it was handed."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str | None]] = []
+
+    def timer_fired(
+        self, event: events_pb2.Event, announcement: events_pb2.Event | None = None
+    ) -> events_pb2.Event | None:
+        made = announcement or events_pb2.Event(id=f"announced-by-{id(self)}")
+        self.got.append((event.id, announcement.id if announcement else None))
+        return made
+
+
+def test_a_timer_event_reaches_the_streams_of_its_session_with_one_announcement() -> None:
+    attached = Attached()
+    first, second, elsewhere = _Stream(), _Stream(), _Stream()
+    attached.attach("s-1", first)
+    attached.attach("s-1", second)
+    attached.attach("s-2", elsewhere)
+    fired = events_pb2.Event(id="timer-event", session_id="s-1", tool_timer_fired=events_pb2.ToolTimerFired())
+    assert attached.deliver(fired) == 2
+    # One stream made (and published) the announcement; the other was handed that one.
+    (maker,) = [stream for stream in (first, second) if stream.got == [("timer-event", None)]]
+    handed = second if maker is first else first
+    assert handed.got == [("timer-event", f"announced-by-{id(maker)}")]
+    assert elsewhere.got == []
+    attached.detach("s-1", first)
+    attached.detach("s-1", second)
+    assert attached.deliver(fired) == 0
+    assert attached.deliver(events_pb2.Event(id="no-session", tool_timer_fired=events_pb2.ToolTimerFired())) == 0
+    assert timer_announcement(events_pb2.ToolTimerFired(label="tea.")) == "Your timer is done: tea."
+    assert timer_announcement(events_pb2.ToolTimerFired()) == "Your timer is done."

@@ -434,3 +434,87 @@ async def test_the_local_model_answers_what_the_agent_defers_and_traits_shape_it
         events = await chat.turn("hi! how are you doing today?", timeout=180)
         assert not re.search(r"\b\w+['\u2019](m|re|ve|ll|t)\b", final_turn(events).assistant_text, re.IGNORECASE)
         await chat.close()
+
+
+COMPONENT_SOURCES = {"llm", "tools", "voice", "memory"}
+
+
+async def test_component_events_keep_their_bus_id_on_converse(channel: grpc.aio.Channel) -> None:
+    """A client reading Converse and the bus sees each component event once: under the same id in both."""
+    chat = converser(channel)
+    info = await chat.open(open_request(user_id="dee", voice_output=True))
+    shown = await chat.turn("what is twelve times seven", turn_id="turn-ids")
+    published = [e for e in await bus_events(channel, info.session_id, "turn-ids") if e.correlation_id == "turn-ids"]
+    from_components = [e for e in shown if e.source in COMPONENT_SOURCES]
+    assert {"llm.token", "tool.result", "memory.retrieved", "voice.tts_audio"} <= set(types_of(from_components))
+    on_bus = {e.id: e for e in published}
+    assert len(on_bus) == len(published)  # no id twice on the bus: the assistant does not republish them
+    for event in from_components:
+        assert event.id in on_bus, f"{types_of([event])[0]} {event.id} is not on the bus under that id"
+        assert types_of([on_bus[event.id]]) == types_of([event])
+    # And what the components published for the turn reaches Converse under the same ids.
+    shown_ids = {e.id for e in shown}
+    missing = [types_of([e])[0] for e in published if e.source in COMPONENT_SOURCES and e.id not in shown_ids]
+    assert not missing, missing
+    await chat.close()
+
+
+async def test_a_timer_set_in_a_session_is_announced_and_spoken_there(channel: grpc.aio.Channel) -> None:
+    chat = converser(channel)
+    info = await chat.open(open_request(voice_output=True))
+    events = await chat.turn("set a timer for 1 second called tea", turn_id="turn-timer")
+    set_timer = next(e.tool_result for e in events if e.HasField("tool_result"))
+    assert set_timer.name == "set_timer", set_timer
+    timer_id = json.loads(set_timer.result_json)["timer_id"]
+    # A second later, with no request from the client: the timer's event, the announcement, the speech
+    # (on a slow machine it may come while the answer itself is still being spoken).
+    seen = list(events)
+
+    def spoken_announcement(event: events_pb2.Event) -> bool:
+        return event.HasField("voice_tts_audio") and event.voice_tts_audio.text.startswith("Your timer is done")
+
+    def complete(event: events_pb2.Event | None = None) -> bool:
+        if event is not None:
+            seen.append(event)
+        return any(e.HasField("conversation_announcement") for e in seen) and any(map(spoken_announcement, seen))
+
+    if not complete():
+        await chat.read_until(complete, timeout=30)
+    fired = next(e for e in seen if e.HasField("tool_timer_fired"))
+    assert (fired.tool_timer_fired.timer_id, fired.tool_timer_fired.label) == (timer_id, "tea")
+    announced = next(e for e in seen if e.HasField("conversation_announcement"))
+    announcement = announced.conversation_announcement
+    assert (announcement.reason, announcement.ref_id) == ("timer", timer_id)
+    assert announcement.text == "Your timer is done: tea."
+    for event in (fired, announced, next(filter(spoken_announcement, seen))):
+        assert (event.session_id, event.correlation_id) == (info.session_id, "turn-timer")  # the turn that set it
+    assert next(filter(spoken_announcement, seen)).voice_tts_audio.pcm
+    # The bus has the timer's event and the announcement, each under the id Converse showed.
+    published: set[str] = set()
+
+    async def read_bus() -> None:
+        async for response in subscribe(channel, ["tool.timer_fired", "conversation.announcement"], info.session_id, 0):
+            published.update(e.id for e in response.batch.events)
+            if len(published) >= 2:
+                return
+
+    await asyncio.wait_for(read_bus(), 20)
+    assert published == {fired.id, announced.id}
+    await chat.close()
+
+
+async def test_a_timer_is_announced_only_in_its_own_session(channel: grpc.aio.Channel) -> None:
+    setter, other = converser(channel), converser(channel)
+    await setter.open(open_request())
+    await other.open(open_request())
+    heard = await setter.turn("set a timer for 1 second")
+    if not any(e.HasField("conversation_announcement") for e in heard):  # not while the turn ran
+        heard += await setter.read_until(lambda e: e.HasField("conversation_announcement"), timeout=30)
+    announced = next(e for e in heard if e.HasField("conversation_announcement"))
+    assert announced.conversation_announcement.text == "Your timer is done."
+    assert not any(e.HasField("voice_tts_audio") for e in heard)  # voice output is off
+    # The other session heard nothing: its next turn's events are its own.
+    events = await other.turn("hello")
+    assert not any(e.HasField("conversation_announcement") or e.HasField("tool_timer_fired") for e in events)
+    await setter.close()
+    await other.close()

@@ -13,16 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge import codec
-from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, bearer_token
+from bridge.assistant import SessionRefused, implicit_open, principal_open
+from bridge.auth import Authenticator, HandshakeRefused, OriginPolicy, Principal, bearer_token
 from bridge.batching import COST_SHARE, Coalescer
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL, EncodedEvent, ErrorCode, FrameError
-from bridge.fanout import FanOut, FilterError, compile_filter
+from bridge.fanout import FanOut, FilterError, compile_filter, select
+from bridge.health import ComponentStates
 from bridge.limits import ConnectionAdmission, DropNotices
 from bridge.metrics import BridgeMetrics
 from bridge.upstream import Backoff
 from coda.runtime.ratelimit import TokenBucket
 from coda.schema import new_event
-from coda.v1 import bridge_pb2, events_pb2
+from coda.v1 import assistant_pb2, bridge_pb2, events_pb2
 
 # --- codec
 
@@ -322,6 +324,25 @@ def test_static_tokens_map_to_sessions() -> None:
         auth.authenticate("tok-b")
 
 
+def test_the_token_decides_the_session_and_the_user_of_an_open() -> None:
+    Open = assistant_pb2.SessionOpen
+    static = Principal(session_id="kitchen", method="static")
+    # A static token opens its session with no user: memory stays in the session; no user can be claimed.
+    assert principal_open(static, Open(user_id="ada")) == Open(session_id="kitchen")
+    with pytest.raises(SessionRefused):
+        principal_open(static, Open(session_id="hall"))
+    ada = Principal(user_id="ada", session_id="s-ada", method="jwt")
+    assert principal_open(ada, Open(user_id="bob")) == Open(session_id="s-ada", user_id="ada")
+    # A JWT with a user and no session: the user is the token's, the session the client's choice.
+    roaming = Principal(user_id="ada", method="jwt")
+    assert principal_open(roaming, Open(session_id="s-1", user_id="bob")) == Open(session_id="s-1", user_id="ada")
+    # Auth off, or an operator token bound to nothing: the client names both.
+    for trusted in (Principal(), Principal(method="static")):
+        assert principal_open(trusted, Open(session_id="s-2", user_id="cy")) == Open(session_id="s-2", user_id="cy")
+    assert implicit_open(static).open == Open(session_id="kitchen")
+    assert implicit_open(Principal()).open == Open()  # a new session
+
+
 def test_origin_policy() -> None:
     OriginPolicy([]).check("http://evil.example")
     policy = OriginPolicy(["http://127.0.0.1:8765/"])
@@ -442,3 +463,35 @@ def test_events_after_trims_a_frame_in_both_subprotocols() -> None:
         assert trimmed == (codec.events_frame(events[1:], protocol), 2, events[1].time_ns)
         assert codec.events_after(frame, 6) is None
         assert codec.events_after(frame, 0) == (frame, 3, events[0].time_ns)
+
+
+def _state(seq: int, payload: object) -> EncodedEvent:
+    event = new_event("coda", payload)  # type: ignore[arg-type]
+    event.seq = seq
+    return EncodedEvent.of(event)
+
+
+def test_component_states_keep_the_newest_state_event_of_each_component() -> None:
+    states = ComponentStates()
+    started = _state(1, events_pb2.SystemStarted(components=["bus", "llm"]))
+    old_health = _state(3, events_pb2.ComponentHealth(component="llm", latency_ms_p50=9))
+    health = _state(7, events_pb2.ComponentHealth(component="llm", latency_ms_p50=4))
+    breaker = _state(
+        5, events_pb2.ComponentBreaker(component="llm", target="openai", state=events_pb2.BREAKER_STATE_OPEN)
+    )
+    degraded = _state(6, events_pb2.ComponentStatus(component="bus", state=events_pb2.COMPONENT_STATE_DEGRADED))
+    token = _state(8, events_pb2.LlmToken(text="not state"))
+    states.observe([started, health, breaker, token])
+    states.observe([degraded])
+    states.observe([old_health], from_log=True)  # older health, read late from the log, does not win
+    assert [e.seq for e in states.snapshot()] == [1, 5, 6, 7]  # started still names llm
+    assert [e.seq for e in states.snapshot(up_to_seq=5)] == [1, 5]
+    stopping = _state(9, events_pb2.SystemStopping(reason="bye"))
+    states.observe([stopping])
+    assert states.snapshot()[-1] is stopping
+    # A bus restarted without a durable log numbers from 1 again: what it says live is the newest.
+    restarted = _state(1, events_pb2.ComponentHealth(component="llm", latency_ms_p50=1))
+    states.observe([restarted])
+    assert restarted in states.snapshot() and health not in states.snapshot()
+    # Replayed in order, the snapshot matches a subscription's filter like any batch.
+    assert [e.type for e in select(compile_filter(["component.health"], ""), states.snapshot())] == ["component.health"]

@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL
+from coda.schema import event_type as event_type_of
 from coda.schema import new_event
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, bridge_pb2, events_pb2
 
@@ -493,8 +494,10 @@ async def test_converse_is_forwarded_to_the_assistant(tmp_path: Path) -> None:
             assert (await recv(ws)).converse.event.llm_token.text == "echo:hi"
             await ws.send(b"\x00\x01" * 320)  # raw PCM16 on the JSON subprotocol
             assert (await recv(ws)).converse.event.llm_token.text == "audio:640"
+            # A turn as the first converse frame opens a session implicitly, reported as after an open.
             proto = await open_client(bridge.url, PROTO_PROTOCOL)
             await send(proto, bridge_pb2.ClientFrame(converse=converse(text=assistant_pb2.TextInput(text="yo"))))
+            assert (await recv(proto)).converse.session.session_id == "new-session"
             assert (await recv(proto)).converse.event.llm_token.text == "echo:yo"
     finally:
         await server.stop(0)
@@ -557,3 +560,60 @@ async def test_a_burst_far_above_the_rate_gets_few_coalesced_errors_and_the_conn
         await asyncio.sleep(1.1)
         await send(ws, bridge_pb2.ClientFrame(ping=bridge_pb2.PingFrame(nonce=99)))
         assert (await recv(ws)).pong.nonce == 99
+
+
+async def test_a_late_subscriber_gets_every_components_current_state(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus") as host, publisher(host.address) as pub:
+        # Reported before the bridge started: only the bus log has these.
+        pub.publish(new_event("llm", events_pb2.ComponentHealth(component="llm", latency_ms_p50=9)))
+        await pub.flush(10)
+        async with running_bridge(config, host.address) as bridge:
+            assert bridge.priming is not None
+            await asyncio.wait_for(bridge.priming, 10)
+            # Reported while the bridge runs, before anyone subscribed.
+            pub.publish(new_event("llm", events_pb2.ComponentHealth(component="llm", latency_ms_p50=4)))
+            pub.publish(new_event("tools", events_pb2.ComponentHealth(component="tools", latency_ms_p50=2)))
+            pub.publish(new_event("llm", events_pb2.LlmToken(text="not a state")))
+            last = await publish_tokens(pub, 1)
+            async with asyncio.timeout(10):
+                while bridge.dispatched_seq < last:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+
+            # Asked for: without current_state a subscription starts with live events only.
+            plain = await open_client(bridge.url)
+            await subscribe(plain, ["component.*", "system.*"])
+            assert (await recv(plain)).pong.nonce == 424242
+            late = await open_client(bridge.url)
+            await send(
+                late,
+                bridge_pb2.ClientFrame(
+                    subscribe=bridge_pb2.SubscribeFrame(types=["component.*", "system.*"], current_state=True)
+                ),
+            )
+            await send(late, bridge_pb2.ClientFrame(ping=bridge_pb2.PingFrame(nonce=424242)))
+            frame = await recv(late)
+            assert frame.WhichOneof("frame") == "events", frame
+            got = {(event_type_of(e), e.source): e for e in frame.events.events}
+            assert set(got) == {("system.started", "coda"), ("component.health", "llm"), ("component.health", "tools")}
+            assert got[("component.health", "llm")].component_health.latency_ms_p50 == 4  # the newest
+            seqs = [e.seq for e in frame.events.events]
+            assert seqs == sorted(seqs)
+            assert (await recv(late)).pong.nonce == 424242
+            # A filter that matches none of them gets none; live events follow as usual.
+            tokens = await open_client(bridge.url)
+            await subscribe(tokens, ["llm.token"])
+            assert (await recv(tokens)).pong.nonce == 424242
+            after = await publish_tokens(pub, 1)
+            assert await collect_seqs(tokens, after) == [after]
+            # A resume gets only those older than its after_seq: the replay brings the newer ones.
+            resumed = await open_client(bridge.url)
+            frame = bridge_pb2.SubscribeFrame(types=["component.*", "system.*"], current_state=True, after_seq=seqs[0])
+            await send(resumed, bridge_pb2.ClientFrame(subscribe=frame))
+            first, replayed = (await recv(resumed)).events.events, (await recv(resumed)).events.events
+            assert [e.seq for e in first] == [seqs[0]]
+            replayed_seqs = [e.seq for e in replayed]  # every state event after it, the older health too
+            assert replayed_seqs == sorted(replayed_seqs) and replayed_seqs[0] > seqs[0]
+            assert set(seqs[1:]) <= set(replayed_seqs)
+            for ws in (plain, late, tokens, resumed):
+                await ws.close()

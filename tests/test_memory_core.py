@@ -106,6 +106,17 @@ def test_scope_rules() -> None:
     assert Scope(user_id="u2", session_id="s9").allows(item("global"))
 
 
+def test_a_session_scoped_principal_never_sees_a_users_items_from_elsewhere() -> None:
+    # A Converse without a user (a static token's session) asks with the session alone.
+    theirs = item("x", user="u1")  # a user's fact, bound to no session (what `remember` stores)
+    assert not Scope(session_id="s2").allows(theirs)
+    assert not Scope(session_id="s2").allows(item("x", user="u1", session="s1"))
+    assert Scope(session_id="s1").allows(item("x", user="u1", session="s1"))  # stored in this session
+    assert Scope(session_id="s2").allows(item("x", session="s2"))
+    assert Scope(session_id="s2").allows(item("global"))
+    assert Scope().allows(theirs)  # an operator's search sees everything
+
+
 def test_boosts_reorder_relevant_items_but_never_create_relevance() -> None:
     weights = Weights()
     assert boosted(weights, 0.0, 1.0, 0.0) == 0.0

@@ -330,3 +330,18 @@ async def test_hostile_payloads_and_answers_do_not_inject(stack: Stack) -> None:
         )
         assert set(rendered["attrs"]) <= {"href", "rel", "target"}, rendered
         assert rendered["hrefs"] == ["https://ok.example/?q=%3Cx%3E", "https://plain.example/path"], rendered
+
+
+async def test_a_page_opened_after_start_up_shows_every_component(stack: Stack) -> None:
+    # Enough later events that the page's history replay (the last 300) no longer reaches the start.
+    async with publisher(stack.coda_address) as pub:
+        for index in range(400):
+            pub.publish(new_event("llm", events_pb2.LlmToken(text=f"filler {index}")))
+        await pub.flush(10)
+    async with browser_page(stack.url) as page:
+        tiles = page.locator("#health .tile")
+        await tiles.nth(5).wait_for(timeout=20_000)
+        names = set(await tiles.locator(".name").all_text_contents())
+        assert {"bus", "memory", "tools", "llm", "voice", "assistant"} <= names, names
+        assert await page.locator("#health .tile[data-state='ready']").count() >= 6
+        await screenshot(page, "late-page-health.png")

@@ -546,6 +546,6 @@ document.addEventListener("keydown", (e) => {
 
 renderSessions();
 client.connect();
-client.subscribe({ types: ["*"], history: 300 });
+client.subscribe({ types: ["*"], history: 300, currentState: true });
 client.openSession({ sessionId: sessionStore.current }).catch(() => {});
 input.focus();

@@ -324,6 +324,9 @@ export class ChatView {
       case "conversation.interrupted":
         if (this.answers.has(turnId)) this.answers.get(turnId).interrupted(p.reason);
         break;
+      case "conversation.announcement":
+        this.note(p.text || "");  // said unprompted, e.g. a timer set in this session went off
+        break;
       default:
         break;
     }

@@ -335,12 +335,14 @@ export class CodaClient extends EventTarget {
    * @param {string} [options.sessionId] only this session's events
    * @param {number} [options.history]   on the first subscribe, also replay up to this many retained events
    * @param {number} [options.afterSeq]  resume after this seq (default: the last seq seen)
+   * @param {boolean} [options.currentState] first get the components' newest state events (health tiles)
    */
   subscribe(options = {}) {
     this._subscription = {
       types: options.types || [],
       sessionId: options.sessionId || "",
       history: options.history || 0,
+      currentState: Boolean(options.currentState),
     };
     if (options.afterSeq !== undefined) this.lastSeq = options.afterSeq;
     this._sendSubscribe();
@@ -354,6 +356,7 @@ export class CodaClient extends EventTarget {
   _sendSubscribe() {
     const sub = this._subscription;
     const frame = { types: sub.types, sessionId: sub.sessionId };
+    if (sub.currentState) frame.currentState = true;
     if (this.lastSeq > 0 || this._fromStart) {
       frame.afterSeq = String(this.lastSeq);
       if (this.epoch) frame.epoch = this.epoch;

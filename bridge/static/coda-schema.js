@@ -35,6 +35,7 @@ export const EVENT_TYPES = Object.freeze({
   "conversationEnded": "conversation.ended",
   "conversationInterrupted": "conversation.interrupted",
   "conversationSettings": "conversation.settings",
+  "conversationAnnouncement": "conversation.announcement",
   "voiceSttStarted": "voice.stt_started",
   "voiceSttPartial": "voice.stt_partial",
   "voiceSttFinal": "voice.stt_final",

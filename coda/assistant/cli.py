@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="chat with the assistant (typed, piped, or a spoken wav file)")
     chat.add_argument("--address", help="Coda's gRPC address (default: endpoints.assistant or grpc.address)")
     chat.add_argument("--session", default="", help="resume this session id")
-    chat.add_argument("--user", default="", help="user id (default: assistant.default_user_id)")
+    chat.add_argument(
+        "--user",
+        default="",
+        help="user id: memory follows the user across sessions (default: assistant.default_user_id; empty keeps it to the session)",
+    )
     chat.add_argument("--voice", metavar="FILE.wav", help="send this wav (PCM16) as a spoken turn, then exit")
     chat.add_argument("--save-audio", metavar="OUT.wav", help="turn voice output on and write the spoken answer")
     chat.add_argument("--persona", default="", help="persona / system prompt addition for this session")
@@ -83,7 +87,8 @@ class ChatPrinter:
 
     def session(self, info: assistant_pb2.SessionInfo) -> None:
         state = f"resumed, {len(info.history)} earlier turns" if info.resumed else "new"
-        self._note(f"[session {info.session_id} ({state}), user {info.user_id}]")
+        user = info.user_id or "none: memory stays in this session"
+        self._note(f"[session {info.session_id} ({state}), user {user}]")
 
     def event(self, event: events_pb2.Event) -> None:
         kind = event.WhichOneof("payload")
@@ -110,6 +115,13 @@ class ChatPrinter:
         elif kind == "voice_tts_audio":
             self.audio += event.voice_tts_audio.pcm
             self.audio_rate = self.audio_rate or event.voice_tts_audio.sample_rate
+        elif kind == "conversation_announcement":
+            # Said without a question (a timer went off): a line of its own among the answers.
+            if self._mid_line:
+                self.out.write("\n")
+                self._mid_line = False
+            self.out.write(event.conversation_announcement.text + "\n")
+            self.out.flush()
         elif kind == "conversation_interrupted":
             self._note("[interrupted]")
         elif kind == "conversation_turn" and self._mid_line:
@@ -127,19 +139,24 @@ class ChatPrinter:
 
 
 class ChatSession:
-    """One Converse call driven turn by turn."""
+    """One Converse call driven turn by turn. Everything the assistant sends is printed as it arrives,
+    also between turns while the user is typing (a timer going off is announced at once)."""
 
     def __init__(self, call: grpc.aio.StreamStreamCall, printer: ChatPrinter) -> None:
         self._call = call
         self._printer = printer
+        self._waiting: list[tuple[Callable[[events_pb2.Event], bool], asyncio.Future[None]]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
     async def open(self, request: assistant_pb2.SessionOpen) -> None:
-        await self._call.write(Request(open=request))
-        await self._until(lambda e: e.HasField("conversation_started"))
+        await self._send(Request(open=request), lambda e: e.HasField("conversation_started"))
 
     async def say(self, text: str) -> None:
-        await self._call.write(Request(text=assistant_pb2.TextInput(text=text)))
-        await self._until(lambda e: e.HasField("conversation_turn") or _ends_input(e))
+        await self._send(
+            Request(text=assistant_pb2.TextInput(text=text)),
+            lambda e: e.HasField("conversation_turn") or _ends_input(e),
+        )
 
     async def speak(self, spoken: SpokenInput) -> None:
         audio_format = voice_pb2.AudioFormat(
@@ -150,25 +167,54 @@ class ChatSession:
         for offset in range(0, len(spoken.pcm), step):
             chunk = assistant_pb2.AudioInputChunk(audio=spoken.pcm[offset : offset + step])
             await self._call.write(Request(audio_chunk=chunk))
-        await self._call.write(Request(audio_end=assistant_pb2.AudioInputEnd()))
-        await self._until(lambda e: e.HasField("conversation_turn") or _ends_input(e))
+        await self._send(
+            Request(audio_end=assistant_pb2.AudioInputEnd()),
+            lambda e: e.HasField("conversation_turn") or _ends_input(e),
+        )
 
     async def close(self) -> None:
-        await self._call.write(Request(close=assistant_pb2.SessionClose(reason="coda chat exited")))
-        await self._until(lambda e: e.HasField("conversation_ended"))
+        await self._send(
+            Request(close=assistant_pb2.SessionClose(reason="coda chat exited")),
+            lambda e: e.HasField("conversation_ended"),
+        )
         await self._call.done_writing()
+        if self._reader is not None:
+            await self._reader  # prints what is left, until the call ends
 
-    async def _until(self, done) -> None:  # type: ignore[no-untyped-def]
-        while True:
-            response = await self._call.read()
-            if response == grpc.aio.EOF:
-                raise ConnectionError("the assistant ended the conversation")
-            if response.HasField("session"):
-                self._printer.session(response.session)
-                continue
-            self._printer.event(response.event)
-            if done(response.event):
-                return
+    async def _send(self, request: Request, done: Callable[[events_pb2.Event], bool]) -> None:
+        """Write a request and wait for the event `done` accepts (registered first: none is missed)."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+        if self._failure is not None:
+            raise self._failure
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (done, waiter)
+        self._waiting.append(entry)
+        try:
+            await self._call.write(request)
+            await waiter
+        finally:
+            self._waiting.remove(entry)
+
+    async def _read(self) -> None:
+        """Print every response; wake the waiter whose event arrived; hand a failure to the waiters."""
+        try:
+            while True:
+                response = await self._call.read()
+                if response == grpc.aio.EOF:
+                    raise ConnectionError("the assistant ended the conversation")
+                if response.HasField("session"):
+                    self._printer.session(response.session)
+                    continue
+                self._printer.event(response.event)
+                for done, waiter in self._waiting:
+                    if not waiter.done() and done(response.event):
+                        waiter.set_result(None)
+        except (grpc.aio.AioRpcError, ConnectionError) as exc:
+            self._failure = exc
+            for _, waiter in self._waiting:
+                if not waiter.done():
+                    waiter.set_exception(exc)
 
 
 def _ends_input(event: events_pb2.Event) -> bool:

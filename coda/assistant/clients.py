@@ -152,10 +152,9 @@ class GrpcMemory:
             )
         return list(response.turns)
 
-    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.MemoryItem:
+    async def store(self, request: memory_pb2.StoreRequest) -> memory_pb2.StoreResponse:
         with _translated("memory"):
-            response = await self._stub().Store(request, timeout=self._timeout)
-        return response.item
+            return await self._stub().Store(request, timeout=self._timeout)
 
 
 class GrpcVoice:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from coda.assistant.announcements import TimerWatch
 from coda.assistant.clients import GrpcEngines
 from coda.assistant.service import AssistantServicer
 from coda.assistant.sessions import SessionStore
@@ -23,14 +24,17 @@ class AssistantComponent:
         # Channels are looked up per call, so building the clients here does no I/O.
         engines = GrpcEngines.over(ctx.channel, config.memory_timeout_seconds)
         self.servicer = AssistantServicer(config, engines, lambda: ctx.publisher)
+        self._timers = TimerWatch(lambda: ctx.channel("bus"), self.servicer.attached)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         assistant_pb2_grpc.add_AssistantServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         self.servicer.attach_store(SessionStore(self._ctx.config.assistant.sessions_path))
+        self._timers.start()
 
     async def stop(self) -> None:
+        await self._timers.stop()
         await self.servicer.drain(self._ctx.config.assistant.cancel_grace_seconds + 2.0)
         self.servicer.close()
 

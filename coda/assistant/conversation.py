@@ -14,6 +14,9 @@ The protocol (decided and documented here):
   history and continuation (clients that keep the conversation themselves, like the OpenAI-compatible
   API): invalid ones are refused like any invalid message. A client that goes away without `close`
   leaves the session resumable; its running turn is interrupted ("disconnect") and saved.
+- A timer set in the session that goes off while a stream is attached to it is shown there
+  (tool.timer_fired, under its bus id) and announced (conversation.announcement; spoken with voice
+  output on), between turns or during one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from coda.assistant import metrics
+from coda.assistant.announcements import speak, timer_announcement
 from coda.assistant.ports import EngineError, Engines
 from coda.assistant.sessions import Session, SessionStore, check_session_id, new_session_id
 from coda.assistant.settings import SettingsError, apply_settings, default_settings
@@ -128,6 +132,48 @@ class Conversation:
     def _announce(self, payload: Message, correlation_id: str = "") -> None:
         assert self.session is not None
         self.announce(new_event(SOURCE, payload, session_id=self.session.session_id, correlation_id=correlation_id))
+
+    def timer_fired(
+        self, event: events_pb2.Event, announcement: events_pb2.Event | None = None
+    ) -> events_pb2.Event | None:
+        """A timer set in this session went off: show it, say so, and speak it with voice output on.
+
+        `announcement`: already published by another stream of the session; shown, not published again."""
+        if self.session is None:
+            return None
+        session_id, correlation_id = self.session.session_id, event.correlation_id
+        shown = events_pb2.Event()
+        shown.CopyFrom(event)
+        shown.seq = 0  # like every event on Converse; its id is the bus event's
+        self.show(shown)  # the tools component's own event, under its bus id
+        fired = event.tool_timer_fired
+        text = timer_announcement(fired)
+        if announcement is None:
+            announcement = new_event(
+                SOURCE,
+                events_pb2.ConversationAnnouncement(text=text, reason="timer", ref_id=fired.timer_id),
+                session_id=session_id,
+                correlation_id=correlation_id,
+            )
+            self.announce(announcement)
+        else:
+            self.show(announcement)
+        if not self.session.settings.voice_output:
+            return announcement
+        settings = self.session.settings
+        config = voice_pb2.SynthesizeConfig(
+            voice=settings.voice, language=settings.language, session_id=session_id, correlation_id=correlation_id
+        )
+
+        def show(source: str, payload: Message, event_id: str) -> None:
+            self.show(
+                new_event(source, payload, session_id=session_id, correlation_id=correlation_id, event_id=event_id)
+            )
+
+        task = asyncio.create_task(speak(self._engines.voice, config, text, show), name="announcement")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return announcement
 
     def _client_error(self, request: str, message: str, level: int = events_pb2.ERROR_LEVEL_ERROR) -> None:
         """An invalid message: reported on this stream only (it is the client's mistake, not the system's)."""

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from coda.assistant.announcements import Attached
 from coda.assistant.conversation import ClientError, Conversation
 from coda.assistant.ports import EngineError, Engines
 from coda.assistant.sessions import SessionStore
@@ -34,6 +35,8 @@ class AssistantServicer(assistant_pb2_grpc.AssistantServicer):
         self._tools = ToolCatalog(engines, config.tools_cache_seconds)
         #: Turns still running, across streams (a turn outlives a dropped stream while it saves itself).
         self._turns: set[asyncio.Future[None]] = set()
+        #: The streams attached to each session, for timer events addressed to the session.
+        self.attached = Attached()
 
     def attach_store(self, store: SessionStore) -> None:
         self._store = store
@@ -80,6 +83,8 @@ class AssistantServicer(assistant_pb2_grpc.AssistantServicer):
         except ClientError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
         yield assistant_pb2.ConverseResponse(session=info)
+        session_id = info.session_id
+        self.attached.attach(session_id, conversation)
 
         async def pump() -> None:
             try:
@@ -107,6 +112,7 @@ class AssistantServicer(assistant_pb2_grpc.AssistantServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            self.attached.detach(session_id, conversation)
             conversation.detach()
 
     async def GetSession(

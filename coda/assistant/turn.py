@@ -4,8 +4,12 @@ A `Turn` drives the other components through the ports (`ports.py`) and reports 
 through a `TurnSink`:
 - `show(event)` puts an event on the client's Converse stream only. Used for what the components
   publish on the bus themselves (llm.*, tool.*, voice.*, memory.*): the turn rebuilds those events from
-  the component's responses (same payload, same session and correlation id) so the client sees them in
-  order, and audio chunks keep their pcm (the bus copy, published by Voice, carries none).
+  the component's responses (same payload, same session and correlation id, and the same event id,
+  which each response carries as `event_id`) so the client sees them in order, and a client reading
+  both Converse and the bus sees each event once. The Converse copy may carry what only the caller
+  has: audio chunks keep their pcm (the bus copy, published by Voice, carries none), tokens are what
+  the session's style let through, memory.retrieved has the assistant's round-trip time. Events a
+  component did not publish (its errors as the assistant saw them) get ids of their own.
 - `announce(event)` publishes to the bus AND shows it: conversation.*, personality.*, trace.* and the
   turn's own errors, which only the assistant knows about.
 
@@ -358,7 +362,7 @@ class Turn:
                 kind = response.WhichOneof("response")
                 if kind is None:
                     continue
-                self._show("voice", getattr(response, kind))
+                self._show("voice", getattr(response, kind), response.event_id)
                 if kind == "speech_started" and self._on_speech_started is not None:
                     await self._on_speech_started(self)
                 elif kind == "speech_ended":
@@ -413,6 +417,7 @@ class Turn:
                 scores=[s.score for s in recalled.items],
                 duration_ms=(ended - began) * 1000.0,
             ),
+            recalled.event_id,
         )
         self._announce(self.clock.span("memory", began, ended, {"items": str(len(recalled.items))}))
         return recalled
@@ -449,11 +454,11 @@ class Turn:
                 payload = getattr(response, kind)
                 if kind == "token":
                     text = register.feed(payload.text) if register is not None else payload.text
-                    await self._say_token(text, payload.index, answer, sentences, parts)
+                    await self._say_token(text, payload.index, answer, sentences, parts, response.event_id)
                     continue
                 if kind == "finished" and register is not None:
                     await self._say_token(register.flush(), 0, answer, sentences, parts)
-                self._show("llm", payload)
+                self._show("llm", payload, response.event_id)
                 if kind == "tool_call":
                     answer.tool_calls.append(payload)
                 elif kind == "started":
@@ -493,13 +498,17 @@ class Turn:
         )
         return answer
 
-    async def _say_token(self, text: str, index: int, answer: _Round, sentences: SentenceCap, parts: list[str]) -> None:
-        """Pass on what of a token the session's style lets through; stop the model at the sentence cap."""
+    async def _say_token(
+        self, text: str, index: int, answer: _Round, sentences: SentenceCap, parts: list[str], event_id: str = ""
+    ) -> None:
+        """Pass on what of a token the session's style lets through; stop the model at the sentence cap.
+
+        `event_id`: the model's llm.token on the bus, which this one stands for on Converse."""
         if answer.capped:
             return  # in flight when the model was told to stop
         said = sentences.add(text)
         if said:
-            self._show("llm", events_pb2.LlmToken(text=said, index=index))
+            self._show("llm", events_pb2.LlmToken(text=said, index=index), event_id)
             parts.append(said)
             await self._on_token(said)
         if sentences.reached and self._generation is not None:
@@ -550,7 +559,7 @@ class Turn:
                 if kind is None:
                     continue
                 payload = getattr(response, kind)
-                self._show("tools", payload)
+                self._show("tools", payload, response.event_id)
                 if kind == "started":
                     began[payload.call_id] = self.clock.now()
                 elif kind == "result":
@@ -623,7 +632,7 @@ class Turn:
                         self._announce(self.clock.span("first_audio", self.clock.started, now))
                     if payload.text:
                         self._spoken.append(payload.text)
-                self._show("voice", payload)
+                self._show("voice", payload, response.event_id)
                 if kind == "finished":
                     return
         except EngineError as exc:
@@ -740,24 +749,29 @@ class Turn:
             user_id=self.session.user_id,
         )
         try:
-            stored = await self._engines.memory.store(memory_pb2.StoreRequest(item=item, correlation_id=self.turn_id))
+            response = await self._engines.memory.store(memory_pb2.StoreRequest(item=item, correlation_id=self.turn_id))
         except EngineError as exc:
             log.warning("episode not stored", extra={"turn_id": self.turn_id, "error": str(exc)})
             return
+        stored = response.item
         self._show(
             "memory",
             events_pb2.MemoryStored(
                 memory_id=stored.id, kind="episode", importance=stored.importance, preview=stored.text[:80]
             ),
+            response.event_id,
         )
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _event(self, source: str, payload: Message) -> events_pb2.Event:
-        return new_event(source, payload, session_id=self.session.session_id, correlation_id=self.turn_id)
+    def _event(self, source: str, payload: Message, event_id: str = "") -> events_pb2.Event:
+        return new_event(
+            source, payload, session_id=self.session.session_id, correlation_id=self.turn_id, event_id=event_id
+        )
 
-    def _show(self, source: str, payload: Message) -> None:
-        self._sink.show(self._event(source, payload))
+    def _show(self, source: str, payload: Message, event_id: str = "") -> None:
+        """Show a component's event under the id it has on the bus (`event_id`; "" = a new id)."""
+        self._sink.show(self._event(source, payload, event_id))
 
     def _announce(self, payload: Message) -> None:
         self._sink.announce(self._event(SOURCE, payload))

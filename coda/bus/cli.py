@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import signal
 import sys
 
 import grpc
@@ -88,11 +89,14 @@ def event_line(event: events_pb2.Event) -> str:
 def run_tail(args: argparse.Namespace) -> int:
     address = _address(args)
 
-    async def tail() -> int:
+    async def read(channel: grpc.aio.Channel) -> int:
         printed = 0
-        async with grpc.aio.insecure_channel(address) as channel:
-            try:
-                async for response in subscribe(channel, args.types or ["*"], args.session, args.after_seq):
+        try:
+            # Closed here (the call cancelled) rather than by a finalizer after the loop is gone.
+            async with contextlib.aclosing(  # type: ignore[type-var]
+                subscribe(channel, args.types or ["*"], args.session, args.after_seq)
+            ) as responses:
+                async for response in responses:
                     if response.HasField("gap"):
                         gap = response.gap
                         print(
@@ -107,11 +111,33 @@ def run_tail(args: argparse.Namespace) -> int:
                         printed += 1
                         if args.count and printed >= args.count:
                             return 0
-            except grpc.aio.AioRpcError as exc:
-                return _rpc_failure(exc, address)
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_failure(exc, address)
         return 0
 
-    with contextlib.suppress(KeyboardInterrupt):
+    async def tail() -> int:
+        # Ctrl-C sets an event instead of raising KeyboardInterrupt wherever the loop happens to be
+        # (inside gRPC's call or channel code, whose finalizers then print a traceback at exit): the
+        # subscription is cancelled and the channel closed before the process ends.
+        loop = asyncio.get_running_loop()
+        interrupted = asyncio.Event()
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+        channel = grpc.aio.insecure_channel(address)
+        reader = asyncio.create_task(read(channel))
+        waiter = asyncio.create_task(interrupted.wait())
+        try:
+            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, waiter):
+                task.cancel()
+            await asyncio.gather(reader, waiter, return_exceptions=True)
+            await channel.close()
+            loop.remove_signal_handler(signal.SIGINT)
+        if interrupted.is_set() or reader.cancelled():
+            return 130
+        return reader.result()
+
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the loop took over
         return asyncio.run(tail())
     return 130
 

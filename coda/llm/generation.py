@@ -183,13 +183,14 @@ class Generation:
         raise GenerationUnavailable(message)
 
     def _emit(self, response: llm_pb2.GenerateResponse, payload: ProtoMessage) -> llm_pb2.GenerateResponse:
-        self._publish(payload)
+        # The caller forwards the payload as an event under the bus copy's id: one event, not two.
+        response.event_id = self._publish(payload)
         return response
 
-    def _publish(self, payload: ProtoMessage) -> None:
-        self._publisher.publish(
-            new_event("llm", payload, session_id=self._session_id, correlation_id=self._correlation_id)
-        )
+    def _publish(self, payload: ProtoMessage) -> str:
+        event = new_event("llm", payload, session_id=self._session_id, correlation_id=self._correlation_id)
+        self._publisher.publish(event)
+        return event.id
 
 
 def _reason(exc: BaseException) -> str:

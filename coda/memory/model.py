@@ -47,11 +47,14 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which items a request may see.
+    """Which items a request may see: those of the principal asking, a user or else a session.
 
-    An empty field does not restrict. A named user excludes items of other users; a named session
-    excludes items bound to other sessions, except items owned by the named user, which follow
-    their user across sessions. Items with neither user nor session are global and always visible.
+    A named user sees its own items in every session, the items of the named session that belong to
+    no user, and global items; never another user's. A session without a user (a session-scoped
+    principal, e.g. a static token or a Converse opened without user_id) sees the items stored in
+    that session and global items; never a user's items from elsewhere, even ones bound to no
+    session. Items with neither user nor session are global and always visible. Neither field
+    named: every item (an operator's search).
     """
 
     user_id: str = ""
@@ -61,7 +64,10 @@ class Scope:
     def allows(self, item: Item) -> bool:
         if self.kinds and item.kind not in self.kinds:
             return False
-        if self.user_id and item.user_id and item.user_id != self.user_id:
+        if self.user_id:
+            if item.user_id and item.user_id != self.user_id:
+                return False
+        elif self.session_id and item.user_id and item.session_id != self.session_id:
             return False
         owned = bool(self.user_id) and item.user_id == self.user_id
         return not (self.session_id and item.session_id and item.session_id != self.session_id and not owned)

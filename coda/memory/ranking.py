@@ -71,6 +71,9 @@ def scope_mask(scope: Scope, users: Interner, sessions: Interner, kinds: Interne
             mask &= np.isin(labels[:, KIND], kind_codes)
         if scope.user_id:
             mask &= (labels[:, USER] == 0) | (labels[:, USER] == user)
+        elif scope.session_id:
+            # A session-scoped principal: a user's items only where stored in this very session.
+            mask &= (labels[:, USER] == 0) | (labels[:, SESSION] == session)
         if scope.session_id:
             owned = (labels[:, USER] == user) if scope.user_id else np.zeros(len(labels), dtype=bool)
             mask &= (labels[:, SESSION] == 0) | (labels[:, SESSION] == session) | owned

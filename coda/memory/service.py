@@ -13,6 +13,7 @@ from coda.memory import metrics
 from coda.memory.model import KINDS, InvalidRequest, Item, NotFound, Scope, Turn
 from coda.memory.store import Hit
 from coda.memory.worker import MemoryWorker
+from coda.schema import new_event_id
 from coda.v1 import memory_pb2, memory_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class MemoryService(memory_pb2_grpc.MemoryServicer):
             session_id=m.session_id,
             user_id=m.user_id,
         )
-        stored = await self._worker.store_item(item, request.correlation_id)
-        return memory_pb2.StoreResponse(item=item_message(stored))
+        # The memory.stored event's id goes back with the item, so a caller forwarding it keeps the id.
+        event_id = new_event_id()
+        stored = await self._worker.store_item(item, request.correlation_id, event_id)
+        return memory_pb2.StoreResponse(item=item_message(stored), event_id=event_id)
 
     async def _search(self, request: memory_pb2.SearchRequest) -> memory_pb2.SearchResponse:
         scope = Scope(request.user_id, request.session_id, frozenset(kind_of(k) for k in request.kinds))
@@ -91,6 +94,8 @@ class MemoryService(memory_pb2_grpc.MemoryServicer):
         return memory_pb2.SearchResponse(results=scored(hits))
 
     async def _recall(self, request: memory_pb2.RecallRequest) -> memory_pb2.RecallResponse:
+        searched = bool(request.text.strip())
+        event_id = new_event_id() if searched else ""
         recall = await self._worker.recall(
             request.session_id,
             request.user_id,
@@ -98,9 +103,10 @@ class MemoryService(memory_pb2_grpc.MemoryServicer):
             request.max_items,
             request.max_turns,
             request.correlation_id,
+            event_id,
         )
         return memory_pb2.RecallResponse(
-            items=scored(recall.hits), recent_turns=[turn_message(t) for t in recall.turns]
+            items=scored(recall.hits), recent_turns=[turn_message(t) for t in recall.turns], event_id=event_id
         )
 
     async def _update(self, request: memory_pb2.UpdateRequest) -> memory_pb2.UpdateResponse:

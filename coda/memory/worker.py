@@ -199,32 +199,38 @@ class MemoryWorker:
         metrics.ITEMS.set(len(self.store))
         metrics.EMBEDDED_ITEMS.set(self.store.embedded_count)
 
-    def _publish(self, payload: Message, session_id: str = "", correlation_id: str = "") -> None:
+    def _publish(self, payload: Message, session_id: str = "", correlation_id: str = "", event_id: str = "") -> None:
+        """`event_id`: chosen by a caller that returns it, so whoever forwards the event keeps its id."""
         if self._publisher is not None:
-            self._publisher.publish(new_event(SOURCE, payload, session_id=session_id, correlation_id=correlation_id))
+            self._publisher.publish(
+                new_event(SOURCE, payload, session_id=session_id, correlation_id=correlation_id, event_id=event_id)
+            )
 
     # --- long-term items
 
-    async def store_item(self, item: Item, correlation_id: str = "") -> Item:
+    async def store_item(self, item: Item, correlation_id: str = "", event_id: str = "") -> Item:
         check_text(item.text, self.config.max_text_chars)
         check_kind(item.kind)
         check_importance(item.importance)
-        (stored,) = await self._store_items([_fresh(item)], correlation_id)
+        (stored,) = await self._store_items([_fresh(item)], correlation_id, [event_id])
         return stored
 
-    async def _store_items(self, items: list[Item], correlation_id: str = "") -> list[Item]:
+    async def _store_items(
+        self, items: list[Item], correlation_id: str = "", event_ids: list[str] | None = None
+    ) -> list[Item]:
         vectors = await self._embed([i.text for i in items])
         stored = await self._db(self.store.store_many, items, vectors)
         if vectors is None and self.embedder is not None:
             self.kick_backfill()
         await self._refresh_gauges()
-        for item in stored:
+        for index, item in enumerate(stored):
             self._publish(
                 events_pb2.MemoryStored(
                     memory_id=item.id, kind=item.kind, importance=item.importance, preview=item.text[:80]
                 ),
                 session_id=item.session_id,
                 correlation_id=correlation_id,
+                event_id=event_ids[index] if event_ids else "",
             )
         return stored
 
@@ -236,6 +242,7 @@ class MemoryWorker:
         min_score: float = 0.0,
         correlation_id: str = "",
         touch: bool = False,
+        event_id: str = "",
     ) -> list[Hit]:
         check_text(query, self.config.max_text_chars, "query")
         check_limit(limit, self.config.max_results)
@@ -267,11 +274,19 @@ class MemoryWorker:
             ),
             session_id=scope.session_id,
             correlation_id=correlation_id,
+            event_id=event_id,
         )
         return hits
 
     async def recall(
-        self, session_id: str, user_id: str, text: str, max_items: int, max_turns: int, correlation_id: str = ""
+        self,
+        session_id: str,
+        user_id: str,
+        text: str,
+        max_items: int,
+        max_turns: int,
+        correlation_id: str = "",
+        event_id: str = "",
     ) -> Recall:
         require(bool(session_id or user_id), "recall needs a session_id or a user_id")
         check_limit(max_items, self.config.max_results, "max_items")
@@ -284,6 +299,7 @@ class MemoryWorker:
                 Scope(user_id=user_id, session_id=session_id),
                 correlation_id=correlation_id,
                 touch=True,
+                event_id=event_id,
             )
         turns = await self.history(session_id, max_turns) if session_id else []
         return Recall(hits, turns)

@@ -36,7 +36,8 @@ MAX_CALLS_IN_FLIGHT = 256
 #: Progress messages longer than this are cut.
 MAX_PROGRESS_CHARS = 1024
 
-Emit = Callable[[Message], None]
+#: Hands a payload to the caller's stream, with the id of its bus event ("" when not published).
+Emit = Callable[[Message, str], None]
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,15 @@ class Executor:
         finished = False
 
         def send(payload: Message) -> None:
-            emit(payload)
+            event_id = ""
             if self._publisher is not None:
-                self._publisher.publish(
-                    new_event("tools", payload, session_id=request.session_id, correlation_id=request.correlation_id)
+                event = new_event(
+                    "tools", payload, session_id=request.session_id, correlation_id=request.correlation_id
                 )
+                event_id = event.id
+                self._publisher.publish(event)
+            # The caller forwards the payload under the bus event's id: one event, not two.
+            emit(payload, event_id)
 
         def progress(message: str, fraction: float) -> None:
             if not finished:
@@ -217,8 +222,8 @@ _RESPONSE_FIELD = {
 }
 
 
-def as_response(payload: Message) -> tools_pb2.ExecuteResponse:
-    response = tools_pb2.ExecuteResponse()
+def as_response(payload: Message, event_id: str = "") -> tools_pb2.ExecuteResponse:
+    response = tools_pb2.ExecuteResponse(event_id=event_id)
     getattr(response, _RESPONSE_FIELD[type(payload)]).CopyFrom(payload)
     return response
 
@@ -239,13 +244,13 @@ class CallSession:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def _emit(self, payload: Message) -> None:
+    def _emit(self, payload: Message, event_id: str = "") -> None:
         call_id = payload.call_id  # type: ignore[attr-defined]
         if isinstance(payload, events_pb2.ToolCallStarted):
             self._not_started.discard(call_id)
         elif isinstance(payload, events_pb2.ToolResult | events_pb2.ToolError):
             self._not_ended.discard(call_id)
-        self._queue.put_nowait(as_response(payload))
+        self._queue.put_nowait(as_response(payload, event_id))
 
     def _refuse(self, request: CallRequest, code: int, message: str, field: str = "") -> None:
         metrics.CALLS.labels(request.name, outcome_name(code)).inc()

@@ -27,31 +27,31 @@ from coda.v1 import bus_pb2 as coda_dot_v1_dot_bus__pb2
 from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63oda/v1/bridge.proto\x12\x07\x63oda.v1\x1a\x17\x63oda/v1/assistant.proto\x1a\x11\x63oda/v1/bus.proto\x1a\x14\x63oda/v1/events.proto\"\xd4\x01\n\x0b\x43lientFrame\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\tsubscribe\x18\x02 \x01(\x0b\x32\x17.coda.v1.SubscribeFrameH\x00\x12\x30\n\x0bunsubscribe\x18\x03 \x01(\x0b\x32\x19.coda.v1.UnsubscribeFrameH\x00\x12,\n\x08\x63onverse\x18\x04 \x01(\x0b\x32\x18.coda.v1.ConverseRequestH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.coda.v1.PingFrameH\x00\x42\x07\n\x05\x66rame\"h\n\x0eSubscribeFrame\x12\r\n\x05types\x18\x01 \x03(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05\x65poch\x18\x04 \x01(\tB\x0c\n\n_after_seq\"\x12\n\x10UnsubscribeFrame\"\x1a\n\tPingFrame\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\x9f\x01\n\x10\x43onnectionLimits\x12\x17\n\x0fmax_frame_bytes\x18\x01 \x01(\r\x12\x19\n\x11\x66rames_per_second\x18\x02 \x01(\r\x12\x1e\n\x16\x61udio_bytes_per_second\x18\x03 \x01(\r\x12\x1c\n\x14idle_timeout_seconds\x18\x04 \x01(\r\x12\x19\n\x11send_queue_frames\x18\x05 \x01(\r\"\xbe\x01\n\nHelloFrame\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12\x10\n\x08head_seq\x18\x04 \x01(\x04\x12)\n\x06limits\x18\x05 \x01(\x0b\x32\x19.coda.v1.ConnectionLimits\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\r\n\x05\x65poch\x18\x08 \x01(\t\"p\n\nErrorFrame\x12 \n\x04\x63ode\x18\x01 \x01(\x0e\x32\x12.coda.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_frame_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64ropped_frames\x18\x04 \x01(\r\",\n\tPongFrame\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x10\n\x08head_seq\x18\x02 \x01(\x04\"\x9d\x02\n\x0bServerFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.coda.v1.HelloFrameH\x00\x12%\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x13.coda.v1.EventBatchH\x00\x12\x1b\n\x03gap\x18\x03 \x01(\x0b\x32\x0c.coda.v1.GapH\x00\x12$\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.coda.v1.ErrorFrameH\x00\x12\"\n\x04pong\x18\x05 \x01(\x0b\x32\x12.coda.v1.PongFrameH\x00\x12-\n\x08\x63onverse\x18\x06 \x01(\x0b\x32\x19.coda.v1.ConverseResponseH\x00\x12\"\n\x05reset\x18\x07 \x01(\x0b\x32\x11.coda.v1.LogResetH\x00\x42\x07\n\x05\x66rame*\xc2\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_MALFORMED_FRAME\x10\x01\x12!\n\x1d\x45RROR_CODE_UNKNOWN_FRAME_TYPE\x10\x02\x12\x1e\n\x1a\x45RROR_CODE_FRAME_TOO_LARGE\x10\x03\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x04\x12!\n\x1d\x45RROR_CODE_AUDIO_RATE_LIMITED\x10\x05\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x06\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x07\x12 \n\x1c\x45RROR_CODE_PERMISSION_DENIED\x10\x08\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63oda/v1/bridge.proto\x12\x07\x63oda.v1\x1a\x17\x63oda/v1/assistant.proto\x1a\x11\x63oda/v1/bus.proto\x1a\x14\x63oda/v1/events.proto\"\xd4\x01\n\x0b\x43lientFrame\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\tsubscribe\x18\x02 \x01(\x0b\x32\x17.coda.v1.SubscribeFrameH\x00\x12\x30\n\x0bunsubscribe\x18\x03 \x01(\x0b\x32\x19.coda.v1.UnsubscribeFrameH\x00\x12,\n\x08\x63onverse\x18\x04 \x01(\x0b\x32\x18.coda.v1.ConverseRequestH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.coda.v1.PingFrameH\x00\x42\x07\n\x05\x66rame\"\x7f\n\x0eSubscribeFrame\x12\r\n\x05types\x18\x01 \x03(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\tafter_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x15\n\rcurrent_state\x18\x05 \x01(\x08\x42\x0c\n\n_after_seq\"\x12\n\x10UnsubscribeFrame\"\x1a\n\tPingFrame\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\x9f\x01\n\x10\x43onnectionLimits\x12\x17\n\x0fmax_frame_bytes\x18\x01 \x01(\r\x12\x19\n\x11\x66rames_per_second\x18\x02 \x01(\r\x12\x1e\n\x16\x61udio_bytes_per_second\x18\x03 \x01(\r\x12\x1c\n\x14idle_timeout_seconds\x18\x04 \x01(\r\x12\x19\n\x11send_queue_frames\x18\x05 \x01(\r\"\xbe\x01\n\nHelloFrame\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12\x10\n\x08head_seq\x18\x04 \x01(\x04\x12)\n\x06limits\x18\x05 \x01(\x0b\x32\x19.coda.v1.ConnectionLimits\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\r\n\x05\x65poch\x18\x08 \x01(\t\"p\n\nErrorFrame\x12 \n\x04\x63ode\x18\x01 \x01(\x0e\x32\x12.coda.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_frame_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64ropped_frames\x18\x04 \x01(\r\",\n\tPongFrame\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x10\n\x08head_seq\x18\x02 \x01(\x04\"\x9d\x02\n\x0bServerFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.coda.v1.HelloFrameH\x00\x12%\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x13.coda.v1.EventBatchH\x00\x12\x1b\n\x03gap\x18\x03 \x01(\x0b\x32\x0c.coda.v1.GapH\x00\x12$\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.coda.v1.ErrorFrameH\x00\x12\"\n\x04pong\x18\x05 \x01(\x0b\x32\x12.coda.v1.PongFrameH\x00\x12-\n\x08\x63onverse\x18\x06 \x01(\x0b\x32\x19.coda.v1.ConverseResponseH\x00\x12\"\n\x05reset\x18\x07 \x01(\x0b\x32\x11.coda.v1.LogResetH\x00\x42\x07\n\x05\x66rame*\xc2\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_MALFORMED_FRAME\x10\x01\x12!\n\x1d\x45RROR_CODE_UNKNOWN_FRAME_TYPE\x10\x02\x12\x1e\n\x1a\x45RROR_CODE_FRAME_TOO_LARGE\x10\x03\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x04\x12!\n\x1d\x45RROR_CODE_AUDIO_RATE_LIMITED\x10\x05\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x06\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x07\x12 \n\x1c\x45RROR_CODE_PERMISSION_DENIED\x10\x08\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coda.v1.bridge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=1272
-  _globals['_ERRORCODE']._serialized_end=1594
+  _globals['_ERRORCODE']._serialized_start=1295
+  _globals['_ERRORCODE']._serialized_end=1617
   _globals['_CLIENTFRAME']._serialized_start=100
   _globals['_CLIENTFRAME']._serialized_end=312
   _globals['_SUBSCRIBEFRAME']._serialized_start=314
-  _globals['_SUBSCRIBEFRAME']._serialized_end=418
-  _globals['_UNSUBSCRIBEFRAME']._serialized_start=420
-  _globals['_UNSUBSCRIBEFRAME']._serialized_end=438
-  _globals['_PINGFRAME']._serialized_start=440
-  _globals['_PINGFRAME']._serialized_end=466
-  _globals['_CONNECTIONLIMITS']._serialized_start=469
-  _globals['_CONNECTIONLIMITS']._serialized_end=628
-  _globals['_HELLOFRAME']._serialized_start=631
-  _globals['_HELLOFRAME']._serialized_end=821
-  _globals['_ERRORFRAME']._serialized_start=823
-  _globals['_ERRORFRAME']._serialized_end=935
-  _globals['_PONGFRAME']._serialized_start=937
-  _globals['_PONGFRAME']._serialized_end=981
-  _globals['_SERVERFRAME']._serialized_start=984
-  _globals['_SERVERFRAME']._serialized_end=1269
+  _globals['_SUBSCRIBEFRAME']._serialized_end=441
+  _globals['_UNSUBSCRIBEFRAME']._serialized_start=443
+  _globals['_UNSUBSCRIBEFRAME']._serialized_end=461
+  _globals['_PINGFRAME']._serialized_start=463
+  _globals['_PINGFRAME']._serialized_end=489
+  _globals['_CONNECTIONLIMITS']._serialized_start=492
+  _globals['_CONNECTIONLIMITS']._serialized_end=651
+  _globals['_HELLOFRAME']._serialized_start=654
+  _globals['_HELLOFRAME']._serialized_end=844
+  _globals['_ERRORFRAME']._serialized_start=846
+  _globals['_ERRORFRAME']._serialized_end=958
+  _globals['_PONGFRAME']._serialized_start=960
+  _globals['_PONGFRAME']._serialized_end=1004
+  _globals['_SERVERFRAME']._serialized_start=1007
+  _globals['_SERVERFRAME']._serialized_end=1292
 # @@protoc_insertion_point(module_scope)

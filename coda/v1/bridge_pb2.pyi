@@ -116,12 +116,18 @@ class SubscribeFrame(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    CURRENT_STATE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     after_seq: _builtins.int
     """Resume: every retained event with seq > after_seq, then live ones."""
     epoch: _builtins.str
     """The epoch `after_seq` belongs to (from the hello or reset frame). When it is not the bus's
     epoch, the bridge answers with a reset frame and replays the bus's log from its start.
+    """
+    current_state: _builtins.bool
+    """First send the components' current state: the newest system.started/stopping and
+    component.status/breaker/health event of each component that the filter matches (those older
+    than after_seq when it is set; the replay brings the rest), in seq order, in one events frame.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -132,10 +138,11 @@ class SubscribeFrame(_message.Message):
         session_id: _builtins.str = ...,
         after_seq: _builtins.int | None = ...,
         epoch: _builtins.str = ...,
+        current_state: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "epoch", b"epoch", "session_id", b"session_id", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "current_state", b"current_state", "epoch", b"epoch", "session_id", b"session_id", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
     _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015

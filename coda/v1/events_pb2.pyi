@@ -151,6 +151,7 @@ class Event(_message.Message):
     CONVERSATION_ENDED_FIELD_NUMBER: _builtins.int
     CONVERSATION_INTERRUPTED_FIELD_NUMBER: _builtins.int
     CONVERSATION_SETTINGS_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ANNOUNCEMENT_FIELD_NUMBER: _builtins.int
     VOICE_STT_STARTED_FIELD_NUMBER: _builtins.int
     VOICE_STT_PARTIAL_FIELD_NUMBER: _builtins.int
     VOICE_STT_FINAL_FIELD_NUMBER: _builtins.int
@@ -227,6 +228,8 @@ class Event(_message.Message):
     def conversation_interrupted(self) -> Global___ConversationInterrupted: ...
     @_builtins.property
     def conversation_settings(self) -> Global___ConversationSettings: ...
+    @_builtins.property
+    def conversation_announcement(self) -> Global___ConversationAnnouncement: ...
     @_builtins.property
     def voice_stt_started(self) -> Global___VoiceSttStarted:
         """voice.*"""
@@ -318,6 +321,7 @@ class Event(_message.Message):
         conversation_ended: Global___ConversationEnded | None = ...,
         conversation_interrupted: Global___ConversationInterrupted | None = ...,
         conversation_settings: Global___ConversationSettings | None = ...,
+        conversation_announcement: Global___ConversationAnnouncement | None = ...,
         voice_stt_started: Global___VoiceSttStarted | None = ...,
         voice_stt_partial: Global___VoiceSttPartial | None = ...,
         voice_stt_final: Global___VoiceSttFinal | None = ...,
@@ -347,11 +351,11 @@ class Event(_message.Message):
         personality_updated: Global___PersonalityUpdated | None = ...,
         trace_span: Global___TraceSpan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["component_breaker", b"component_breaker", "component_error", b"component_error", "component_health", b"component_health", "component_status", b"component_status", "conversation_ended", b"conversation_ended", "conversation_interrupted", b"conversation_interrupted", "conversation_settings", b"conversation_settings", "conversation_started", b"conversation_started", "conversation_turn", b"conversation_turn", "llm_error", b"llm_error", "llm_finished", b"llm_finished", "llm_provider_fallback", b"llm_provider_fallback", "llm_request_started", b"llm_request_started", "llm_token", b"llm_token", "llm_tool_call_requested", b"llm_tool_call_requested", "memory_consolidated", b"memory_consolidated", "memory_forgotten", b"memory_forgotten", "memory_retrieved", b"memory_retrieved", "memory_stored", b"memory_stored", "memory_updated", b"memory_updated", "payload", b"payload", "personality_updated", b"personality_updated", "system_error", b"system_error", "system_metrics", b"system_metrics", "system_started", b"system_started", "system_status", b"system_status", "system_stopping", b"system_stopping", "time", b"time", "tool_call_started", b"tool_call_started", "tool_error", b"tool_error", "tool_progress", b"tool_progress", "tool_result", b"tool_result", "tool_timer_fired", b"tool_timer_fired", "trace_span", b"trace_span", "voice_stt_error", b"voice_stt_error", "voice_stt_final", b"voice_stt_final", "voice_stt_partial", b"voice_stt_partial", "voice_stt_started", b"voice_stt_started", "voice_tts_audio", b"voice_tts_audio", "voice_tts_error", b"voice_tts_error", "voice_tts_finished", b"voice_tts_finished", "voice_tts_started", b"voice_tts_started", "voice_vad_speech_ended", b"voice_vad_speech_ended", "voice_vad_speech_started", b"voice_vad_speech_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["component_breaker", b"component_breaker", "component_error", b"component_error", "component_health", b"component_health", "component_status", b"component_status", "conversation_announcement", b"conversation_announcement", "conversation_ended", b"conversation_ended", "conversation_interrupted", b"conversation_interrupted", "conversation_settings", b"conversation_settings", "conversation_started", b"conversation_started", "conversation_turn", b"conversation_turn", "llm_error", b"llm_error", "llm_finished", b"llm_finished", "llm_provider_fallback", b"llm_provider_fallback", "llm_request_started", b"llm_request_started", "llm_token", b"llm_token", "llm_tool_call_requested", b"llm_tool_call_requested", "memory_consolidated", b"memory_consolidated", "memory_forgotten", b"memory_forgotten", "memory_retrieved", b"memory_retrieved", "memory_stored", b"memory_stored", "memory_updated", b"memory_updated", "payload", b"payload", "personality_updated", b"personality_updated", "system_error", b"system_error", "system_metrics", b"system_metrics", "system_started", b"system_started", "system_status", b"system_status", "system_stopping", b"system_stopping", "time", b"time", "tool_call_started", b"tool_call_started", "tool_error", b"tool_error", "tool_progress", b"tool_progress", "tool_result", b"tool_result", "tool_timer_fired", b"tool_timer_fired", "trace_span", b"trace_span", "voice_stt_error", b"voice_stt_error", "voice_stt_final", b"voice_stt_final", "voice_stt_partial", b"voice_stt_partial", "voice_stt_started", b"voice_stt_started", "voice_tts_audio", b"voice_tts_audio", "voice_tts_error", b"voice_tts_error", "voice_tts_finished", b"voice_tts_finished", "voice_tts_started", b"voice_tts_started", "voice_vad_speech_ended", b"voice_vad_speech_ended", "voice_vad_speech_started", b"voice_vad_speech_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["component_breaker", b"component_breaker", "component_error", b"component_error", "component_health", b"component_health", "component_status", b"component_status", "conversation_ended", b"conversation_ended", "conversation_interrupted", b"conversation_interrupted", "conversation_settings", b"conversation_settings", "conversation_started", b"conversation_started", "conversation_turn", b"conversation_turn", "correlation_id", b"correlation_id", "id", b"id", "llm_error", b"llm_error", "llm_finished", b"llm_finished", "llm_provider_fallback", b"llm_provider_fallback", "llm_request_started", b"llm_request_started", "llm_token", b"llm_token", "llm_tool_call_requested", b"llm_tool_call_requested", "memory_consolidated", b"memory_consolidated", "memory_forgotten", b"memory_forgotten", "memory_retrieved", b"memory_retrieved", "memory_stored", b"memory_stored", "memory_updated", b"memory_updated", "payload", b"payload", "personality_updated", b"personality_updated", "seq", b"seq", "session_id", b"session_id", "source", b"source", "system_error", b"system_error", "system_metrics", b"system_metrics", "system_started", b"system_started", "system_status", b"system_status", "system_stopping", b"system_stopping", "time", b"time", "tool_call_started", b"tool_call_started", "tool_error", b"tool_error", "tool_progress", b"tool_progress", "tool_result", b"tool_result", "tool_timer_fired", b"tool_timer_fired", "trace_span", b"trace_span", "voice_stt_error", b"voice_stt_error", "voice_stt_final", b"voice_stt_final", "voice_stt_partial", b"voice_stt_partial", "voice_stt_started", b"voice_stt_started", "voice_tts_audio", b"voice_tts_audio", "voice_tts_error", b"voice_tts_error", "voice_tts_finished", b"voice_tts_finished", "voice_tts_started", b"voice_tts_started", "voice_vad_speech_ended", b"voice_vad_speech_ended", "voice_vad_speech_started", b"voice_vad_speech_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component_breaker", b"component_breaker", "component_error", b"component_error", "component_health", b"component_health", "component_status", b"component_status", "conversation_announcement", b"conversation_announcement", "conversation_ended", b"conversation_ended", "conversation_interrupted", b"conversation_interrupted", "conversation_settings", b"conversation_settings", "conversation_started", b"conversation_started", "conversation_turn", b"conversation_turn", "correlation_id", b"correlation_id", "id", b"id", "llm_error", b"llm_error", "llm_finished", b"llm_finished", "llm_provider_fallback", b"llm_provider_fallback", "llm_request_started", b"llm_request_started", "llm_token", b"llm_token", "llm_tool_call_requested", b"llm_tool_call_requested", "memory_consolidated", b"memory_consolidated", "memory_forgotten", b"memory_forgotten", "memory_retrieved", b"memory_retrieved", "memory_stored", b"memory_stored", "memory_updated", b"memory_updated", "payload", b"payload", "personality_updated", b"personality_updated", "seq", b"seq", "session_id", b"session_id", "source", b"source", "system_error", b"system_error", "system_metrics", b"system_metrics", "system_started", b"system_started", "system_status", b"system_status", "system_stopping", b"system_stopping", "time", b"time", "tool_call_started", b"tool_call_started", "tool_error", b"tool_error", "tool_progress", b"tool_progress", "tool_result", b"tool_result", "tool_timer_fired", b"tool_timer_fired", "trace_span", b"trace_span", "voice_stt_error", b"voice_stt_error", "voice_stt_final", b"voice_stt_final", "voice_stt_partial", b"voice_stt_partial", "voice_stt_started", b"voice_stt_started", "voice_tts_audio", b"voice_tts_audio", "voice_tts_error", b"voice_tts_error", "voice_tts_finished", b"voice_tts_finished", "voice_tts_started", b"voice_tts_started", "voice_vad_speech_ended", b"voice_vad_speech_ended", "voice_vad_speech_started", b"voice_vad_speech_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["system_started", "system_stopping", "system_error", "system_status", "system_metrics", "component_status", "component_health", "component_error", "component_breaker", "conversation_started", "conversation_turn", "conversation_ended", "conversation_interrupted", "conversation_settings", "voice_stt_started", "voice_stt_partial", "voice_stt_final", "voice_stt_error", "voice_vad_speech_started", "voice_vad_speech_ended", "voice_tts_started", "voice_tts_audio", "voice_tts_finished", "voice_tts_error", "llm_request_started", "llm_token", "llm_tool_call_requested", "llm_finished", "llm_error", "llm_provider_fallback", "memory_stored", "memory_retrieved", "memory_updated", "memory_forgotten", "memory_consolidated", "tool_call_started", "tool_progress", "tool_result", "tool_error", "tool_timer_fired", "personality_updated", "trace_span"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["system_started", "system_stopping", "system_error", "system_status", "system_metrics", "component_status", "component_health", "component_error", "component_breaker", "conversation_started", "conversation_turn", "conversation_ended", "conversation_interrupted", "conversation_settings", "conversation_announcement", "voice_stt_started", "voice_stt_partial", "voice_stt_final", "voice_stt_error", "voice_vad_speech_started", "voice_vad_speech_ended", "voice_tts_started", "voice_tts_audio", "voice_tts_finished", "voice_tts_error", "llm_request_started", "llm_token", "llm_tool_call_requested", "llm_finished", "llm_error", "llm_provider_fallback", "memory_stored", "memory_retrieved", "memory_updated", "memory_forgotten", "memory_consolidated", "tool_call_started", "tool_progress", "tool_result", "tool_error", "tool_timer_fired", "personality_updated", "trace_span"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -834,6 +838,37 @@ class ConversationInterrupted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConversationInterrupted: _TypeAlias = ConversationInterrupted  # noqa: Y015
+
+@_typing.final
+class ConversationAnnouncement(_message.Message):
+    """conversation.announcement: the assistant speaks up in a session without being asked (a timer
+    set in it went off). Shown on the session's Converse stream, and spoken with voice output on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REF_ID_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    reason: _builtins.str
+    """Why: "timer"."""
+    ref_id: _builtins.str
+    """What it is about, e.g. the timer_id."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        ref_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "ref_id", b"ref_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversationAnnouncement: _TypeAlias = ConversationAnnouncement  # noqa: Y015
 
 @_typing.final
 class ConversationSettings(_message.Message):

@@ -261,6 +261,11 @@ class GenerateResponse(_message.Message):
     TOOL_CALL_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The id of the bus event the component published with this same payload: a caller that
+    forwards the payload as an event keeps this id, so a client reading both sees one event.
+    """
     @_builtins.property
     def started(self) -> _events_pb2.LlmRequestStarted: ...
     @_builtins.property
@@ -279,10 +284,11 @@ class GenerateResponse(_message.Message):
         tool_call: _events_pb2.LlmToolCallRequested | None = ...,
         finished: _events_pb2.LlmFinished | None = ...,
         fallback: _events_pb2.LlmProviderFallback | None = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "finished", b"finished", "response", b"response", "started", b"started", "token", b"token", "tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "finished", b"finished", "response", b"response", "started", b"started", "token", b"token", "tool_call", b"tool_call"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fallback", b"fallback", "finished", b"finished", "response", b"response", "started", b"started", "token", b"token", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["started", "token", "tool_call", "finished", "fallback"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015

@@ -26,7 +26,7 @@ from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
 from coda.v1 import llm_pb2 as coda_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63oda/v1/tools.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\x1a\x11\x63oda/v1/llm.proto\"\x12\n\x10ListToolsRequest\"5\n\x11ListToolsResponse\x12 \n\x05tools\x18\x01 \x03(\x0b\x32\x11.coda.v1.ToolSpec\"\x92\x01\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"!\n\x0e\x43\x61ncelToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"i\n\x0e\x45xecuteRequest\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x11.coda.v1.ToolCallH\x00\x12)\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x17.coda.v1.CancelToolCallH\x00\x42\t\n\x07request\"\xc1\x01\n\x0f\x45xecuteResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.coda.v1.ToolCallStartedH\x00\x12)\n\x08progress\x18\x02 \x01(\x0b\x32\x15.coda.v1.ToolProgressH\x00\x12%\n\x06result\x18\x03 \x01(\x0b\x32\x13.coda.v1.ToolResultH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.coda.v1.ToolErrorH\x00\x42\n\n\x08response2\x8d\x01\n\x05Tools\x12\x42\n\tListTools\x12\x19.coda.v1.ListToolsRequest\x1a\x1a.coda.v1.ListToolsResponse\x12@\n\x07\x45xecute\x12\x17.coda.v1.ExecuteRequest\x1a\x18.coda.v1.ExecuteResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63oda/v1/tools.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\x1a\x11\x63oda/v1/llm.proto\"\x12\n\x10ListToolsRequest\"5\n\x11ListToolsResponse\x12 \n\x05tools\x18\x01 \x03(\x0b\x32\x11.coda.v1.ToolSpec\"\x92\x01\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"!\n\x0e\x43\x61ncelToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"i\n\x0e\x45xecuteRequest\x12!\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x11.coda.v1.ToolCallH\x00\x12)\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x17.coda.v1.CancelToolCallH\x00\x42\t\n\x07request\"\xd3\x01\n\x0f\x45xecuteResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.coda.v1.ToolCallStartedH\x00\x12)\n\x08progress\x18\x02 \x01(\x0b\x32\x15.coda.v1.ToolProgressH\x00\x12%\n\x06result\x18\x03 \x01(\x0b\x32\x13.coda.v1.ToolResultH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.coda.v1.ToolErrorH\x00\x12\x10\n\x08\x65vent_id\x18\x0f \x01(\tB\n\n\x08response2\x8d\x01\n\x05Tools\x12\x42\n\tListTools\x12\x19.coda.v1.ListToolsRequest\x1a\x1a.coda.v1.ListToolsResponse\x12@\n\x07\x45xecute\x12\x17.coda.v1.ExecuteRequest\x1a\x18.coda.v1.ExecuteResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREQUEST']._serialized_start=332
   _globals['_EXECUTEREQUEST']._serialized_end=437
   _globals['_EXECUTERESPONSE']._serialized_start=440
-  _globals['_EXECUTERESPONSE']._serialized_end=633
-  _globals['_TOOLS']._serialized_start=636
-  _globals['_TOOLS']._serialized_end=777
+  _globals['_EXECUTERESPONSE']._serialized_end=651
+  _globals['_TOOLS']._serialized_start=654
+  _globals['_TOOLS']._serialized_end=795
 # @@protoc_insertion_point(module_scope)

@@ -160,6 +160,11 @@ class ExecuteResponse(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The id of the bus event the component published with this same payload: a caller that
+    forwards the payload as an event keeps this id, so a client reading both sees one event.
+    """
     @_builtins.property
     def started(self) -> _events_pb2.ToolCallStarted: ...
     @_builtins.property
@@ -175,10 +180,11 @@ class ExecuteResponse(_message.Message):
         progress: _events_pb2.ToolProgress | None = ...,
         result: _events_pb2.ToolResult | None = ...,
         error: _events_pb2.ToolError | None = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "progress", b"progress", "response", b"response", "result", b"result", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "progress", b"progress", "response", b"response", "result", b"result", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event_id", b"event_id", "progress", b"progress", "response", b"response", "result", b"result", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["started", "progress", "result", "error"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015

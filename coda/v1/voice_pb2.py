@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63oda/v1/voice.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"^\n\x0b\x41udioFormat\x12(\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x16.coda.v1.AudioEncoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"\xb0\x01\n\x10TranscribeConfig\x12$\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x14.coda.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\nsilence_ms\x18\x03 \x01(\r\x12\x10\n\x08partials\x18\x04 \x01(\x08\x12\x12\n\ncontinuous\x18\x05 \x01(\x08\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\"\x10\n\x0e\x41udioStreamEnd\"\x84\x01\n\x11TranscribeRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.coda.v1.TranscribeConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12&\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x17.coda.v1.AudioStreamEndH\x00\x42\t\n\x07request\"\x93\x02\n\x12TranscribeResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.coda.v1.VoiceSttStartedH\x00\x12\x38\n\x0espeech_started\x18\x02 \x01(\x0b\x32\x1e.coda.v1.VoiceVadSpeechStartedH\x00\x12\x34\n\x0cspeech_ended\x18\x03 \x01(\x0b\x32\x1c.coda.v1.VoiceVadSpeechEndedH\x00\x12+\n\x07partial\x18\x04 \x01(\x0b\x32\x18.coda.v1.VoiceSttPartialH\x00\x12\'\n\x05\x66inal\x18\x05 \x01(\x0b\x32\x16.coda.v1.VoiceSttFinalH\x00\x42\n\n\x08response\"t\n\x10SynthesizeConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\"-\n\x0eSynthesizeText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05\x66lush\x18\x02 \x01(\x08\"\x12\n\x10SynthesizeCancel\"\xa1\x01\n\x11SynthesizeRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.coda.v1.SynthesizeConfigH\x00\x12\'\n\x04text\x18\x02 \x01(\x0b\x32\x17.coda.v1.SynthesizeTextH\x00\x12+\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x19.coda.v1.SynthesizeCancelH\x00\x42\t\n\x07request\"\xa5\x01\n\x12SynthesizeResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.coda.v1.VoiceTtsStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.coda.v1.VoiceTtsAudioH\x00\x12-\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x19.coda.v1.VoiceTtsFinishedH\x00\x42\n\n\x08response\"\x16\n\x14\x44\x65scribeVoiceRequest\"f\n\x15\x44\x65scribeVoiceResponse\x12\x12\n\nstt_engine\x18\x01 \x01(\t\x12\x12\n\ntts_engine\x18\x02 \x01(\t\x12\x0e\n\x06voices\x18\x03 \x03(\t\x12\x15\n\rdefault_voice\x18\x04 \x01(\t*e\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x12\x1a\n\x16\x41UDIO_ENCODING_FLOAT32\x10\x02\x32\xe8\x01\n\x05Voice\x12I\n\nTranscribe\x12\x1a.coda.v1.TranscribeRequest\x1a\x1b.coda.v1.TranscribeResponse(\x01\x30\x01\x12I\n\nSynthesize\x12\x1a.coda.v1.SynthesizeRequest\x1a\x1b.coda.v1.SynthesizeResponse(\x01\x30\x01\x12I\n\x08\x44\x65scribe\x12\x1d.coda.v1.DescribeVoiceRequest\x1a\x1e.coda.v1.DescribeVoiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63oda/v1/voice.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"^\n\x0b\x41udioFormat\x12(\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x16.coda.v1.AudioEncoding\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"\xb0\x01\n\x10TranscribeConfig\x12$\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x14.coda.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\nsilence_ms\x18\x03 \x01(\r\x12\x10\n\x08partials\x18\x04 \x01(\x08\x12\x12\n\ncontinuous\x18\x05 \x01(\x08\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\"\x10\n\x0e\x41udioStreamEnd\"\x84\x01\n\x11TranscribeRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.coda.v1.TranscribeConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12&\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x17.coda.v1.AudioStreamEndH\x00\x42\t\n\x07request\"\xa5\x02\n\x12TranscribeResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.coda.v1.VoiceSttStartedH\x00\x12\x38\n\x0espeech_started\x18\x02 \x01(\x0b\x32\x1e.coda.v1.VoiceVadSpeechStartedH\x00\x12\x34\n\x0cspeech_ended\x18\x03 \x01(\x0b\x32\x1c.coda.v1.VoiceVadSpeechEndedH\x00\x12+\n\x07partial\x18\x04 \x01(\x0b\x32\x18.coda.v1.VoiceSttPartialH\x00\x12\'\n\x05\x66inal\x18\x05 \x01(\x0b\x32\x16.coda.v1.VoiceSttFinalH\x00\x12\x10\n\x08\x65vent_id\x18\x0f \x01(\tB\n\n\x08response\"t\n\x10SynthesizeConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\"-\n\x0eSynthesizeText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05\x66lush\x18\x02 \x01(\x08\"\x12\n\x10SynthesizeCancel\"\xa1\x01\n\x11SynthesizeRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.coda.v1.SynthesizeConfigH\x00\x12\'\n\x04text\x18\x02 \x01(\x0b\x32\x17.coda.v1.SynthesizeTextH\x00\x12+\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x19.coda.v1.SynthesizeCancelH\x00\x42\t\n\x07request\"\xb7\x01\n\x12SynthesizeResponse\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.coda.v1.VoiceTtsStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.coda.v1.VoiceTtsAudioH\x00\x12-\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x19.coda.v1.VoiceTtsFinishedH\x00\x12\x10\n\x08\x65vent_id\x18\x0f \x01(\tB\n\n\x08response\"\x16\n\x14\x44\x65scribeVoiceRequest\"f\n\x15\x44\x65scribeVoiceResponse\x12\x12\n\nstt_engine\x18\x01 \x01(\t\x12\x12\n\ntts_engine\x18\x02 \x01(\t\x12\x0e\n\x06voices\x18\x03 \x03(\t\x12\x15\n\rdefault_voice\x18\x04 \x01(\t*e\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x12\x1a\n\x16\x41UDIO_ENCODING_FLOAT32\x10\x02\x32\xe8\x01\n\x05Voice\x12I\n\nTranscribe\x12\x1a.coda.v1.TranscribeRequest\x1a\x1b.coda.v1.TranscribeResponse(\x01\x30\x01\x12I\n\nSynthesize\x12\x1a.coda.v1.SynthesizeRequest\x1a\x1b.coda.v1.SynthesizeResponse(\x01\x30\x01\x12I\n\x08\x44\x65scribe\x12\x1d.coda.v1.DescribeVoiceRequest\x1a\x1e.coda.v1.DescribeVoiceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coda.v1.voice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1405
-  _globals['_AUDIOENCODING']._serialized_end=1506
+  _globals['_AUDIOENCODING']._serialized_start=1441
+  _globals['_AUDIOENCODING']._serialized_end=1542
   _globals['_AUDIOFORMAT']._serialized_start=54
   _globals['_AUDIOFORMAT']._serialized_end=148
   _globals['_TRANSCRIBECONFIG']._serialized_start=151
@@ -43,21 +43,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIBEREQUEST']._serialized_start=348
   _globals['_TRANSCRIBEREQUEST']._serialized_end=480
   _globals['_TRANSCRIBERESPONSE']._serialized_start=483
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=758
-  _globals['_SYNTHESIZECONFIG']._serialized_start=760
-  _globals['_SYNTHESIZECONFIG']._serialized_end=876
-  _globals['_SYNTHESIZETEXT']._serialized_start=878
-  _globals['_SYNTHESIZETEXT']._serialized_end=923
-  _globals['_SYNTHESIZECANCEL']._serialized_start=925
-  _globals['_SYNTHESIZECANCEL']._serialized_end=943
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=946
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=1107
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=1110
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=1275
-  _globals['_DESCRIBEVOICEREQUEST']._serialized_start=1277
-  _globals['_DESCRIBEVOICEREQUEST']._serialized_end=1299
-  _globals['_DESCRIBEVOICERESPONSE']._serialized_start=1301
-  _globals['_DESCRIBEVOICERESPONSE']._serialized_end=1403
-  _globals['_VOICE']._serialized_start=1509
-  _globals['_VOICE']._serialized_end=1741
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=776
+  _globals['_SYNTHESIZECONFIG']._serialized_start=778
+  _globals['_SYNTHESIZECONFIG']._serialized_end=894
+  _globals['_SYNTHESIZETEXT']._serialized_start=896
+  _globals['_SYNTHESIZETEXT']._serialized_end=941
+  _globals['_SYNTHESIZECANCEL']._serialized_start=943
+  _globals['_SYNTHESIZECANCEL']._serialized_end=961
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=964
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=1125
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=1128
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=1311
+  _globals['_DESCRIBEVOICEREQUEST']._serialized_start=1313
+  _globals['_DESCRIBEVOICEREQUEST']._serialized_end=1335
+  _globals['_DESCRIBEVOICERESPONSE']._serialized_start=1337
+  _globals['_DESCRIBEVOICERESPONSE']._serialized_end=1439
+  _globals['_VOICE']._serialized_start=1545
+  _globals['_VOICE']._serialized_end=1777
 # @@protoc_insertion_point(module_scope)

@@ -171,6 +171,11 @@ class TranscribeResponse(_message.Message):
     SPEECH_ENDED_FIELD_NUMBER: _builtins.int
     PARTIAL_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The id of the bus event the component published with this same payload: a caller that
+    forwards the payload as an event keeps this id, so a client reading both sees one event.
+    """
     @_builtins.property
     def started(self) -> _events_pb2.VoiceSttStarted: ...
     @_builtins.property
@@ -189,10 +194,11 @@ class TranscribeResponse(_message.Message):
         speech_ended: _events_pb2.VoiceVadSpeechEnded | None = ...,
         partial: _events_pb2.VoiceSttPartial | None = ...,
         final: _events_pb2.VoiceSttFinal | None = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "partial", b"partial", "response", b"response", "speech_ended", b"speech_ended", "speech_started", b"speech_started", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "partial", b"partial", "response", b"response", "speech_ended", b"speech_ended", "speech_started", b"speech_started", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "final", b"final", "partial", b"partial", "response", b"response", "speech_ended", b"speech_ended", "speech_started", b"speech_started", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["started", "speech_started", "speech_ended", "partial", "final"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
@@ -319,6 +325,12 @@ class SynthesizeResponse(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     AUDIO_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The id of the bus event the component published with this same payload: a caller that
+    forwards the payload as an event keeps this id, so a client reading both sees one event.
+    (The bus copy of voice.tts_audio carries no pcm.)
+    """
     @_builtins.property
     def started(self) -> _events_pb2.VoiceTtsStarted: ...
     @_builtins.property
@@ -331,10 +343,11 @@ class SynthesizeResponse(_message.Message):
         started: _events_pb2.VoiceTtsStarted | None = ...,
         audio: _events_pb2.VoiceTtsAudio | None = ...,
         finished: _events_pb2.VoiceTtsFinished | None = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "finished", b"finished", "response", b"response", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "finished", b"finished", "response", b"response", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "event_id", b"event_id", "finished", b"finished", "response", b"response", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["started", "audio", "finished"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015

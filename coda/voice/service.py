@@ -82,10 +82,12 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         assert self._engines is not None
         return self._engines
 
-    def _publish(self, payload: Message, ids: _Ids) -> None:
-        self._publisher.publish(
-            new_event(SOURCE, payload, session_id=ids.session_id, correlation_id=ids.correlation_id)
-        )
+    def _publish(self, payload: Message, ids: _Ids) -> str:
+        """Publish the payload as an event; its id goes on the response that carries the same payload,
+        so a caller forwarding it keeps the id (one event, not two)."""
+        event = new_event(SOURCE, payload, session_id=ids.session_id, correlation_id=ids.correlation_id)
+        self._publisher.publish(event)
+        return event.id
 
     async def Describe(
         self, request: voice_pb2.DescribeVoiceRequest, context: grpc.aio.ServicerContext
@@ -141,8 +143,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         started = events_pb2.VoiceSttStarted(
             mode="stream", engine=engines.stt.name, sample_rate=fmt.sample_rate, language=language
         )
-        self._publish(started, ids)
-        yield voice_pb2.TranscribeResponse(started=started)
+        yield voice_pb2.TranscribeResponse(started=started, event_id=self._publish(started, ids))
 
         stream: SttStream | None = None
         since_partial = 0
@@ -169,8 +170,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                         audio_seconds = len(action.audio) / (2 * rate)
                         await stream.feed(action.audio)
                         payload = events_pb2.VoiceVadSpeechStarted(offset_ms=action.offset_ms)
-                        self._publish(payload, ids)
-                        yield voice_pb2.TranscribeResponse(speech_started=payload)
+                        yield voice_pb2.TranscribeResponse(speech_started=payload, event_id=self._publish(payload, ids))
                     elif isinstance(action, SpeechAudio) and stream is not None:
                         await stream.feed(action.audio)
                         audio_seconds += len(action.audio) / (2 * rate)
@@ -183,8 +183,9 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                             if text and text != last_partial:
                                 last_partial = text
                                 partial = events_pb2.VoiceSttPartial(text=text)
-                                self._publish(partial, ids)
-                                yield voice_pb2.TranscribeResponse(partial=partial)
+                                yield voice_pb2.TranscribeResponse(
+                                    partial=partial, event_id=self._publish(partial, ids)
+                                )
                     elif isinstance(action, SpeechPaused) and stream is not None:
                         # The rest of silence_ms is what the end of speech would have fed.
                         await stream.pause(max(0, settings.silence_ms - settings.pause_ms))
@@ -194,8 +195,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                         ended = events_pb2.VoiceVadSpeechEnded(
                             offset_ms=action.offset_ms, speech_duration_ms=action.duration_ms
                         )
-                        self._publish(ended, ids)
-                        yield voice_pb2.TranscribeResponse(speech_ended=ended)
+                        yield voice_pb2.TranscribeResponse(speech_ended=ended, event_id=self._publish(ended, ids))
                         began = time.perf_counter()
                         transcript = await stream.finish()
                         stream = None
@@ -209,8 +209,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                             language=transcript.language or language,
                             engine=transcript.engine or engines.stt.name,
                         )
-                        self._publish(final, ids)
-                        yield voice_pb2.TranscribeResponse(final=final)
+                        yield voice_pb2.TranscribeResponse(final=final, event_id=self._publish(final, ids))
                 if segmenter.done:
                     finished = True
         except EngineError as exc:
@@ -287,7 +286,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         spoken_chars = [0]
         reader = asyncio.create_task(read_text())
         started = events_pb2.VoiceTtsStarted(voice=voice, engine=engines.tts.name, sample_rate=out_rate)
-        self._publish(started, ids)
+        started_id = self._publish(started, ids)
         chunk_bytes = max(1, out_rate * self._config.tts_chunk_ms // 1000) * 2
         sequence = 0
         total_samples = 0
@@ -302,16 +301,16 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                 offset_ms=total_samples * 1000 / out_rate,
                 text=text,
             )
-            self._publish(meta, ids)  # metadata only: audio stays off the bus
+            meta_id = self._publish(meta, ids)  # metadata only: audio stays off the bus
             sequence += 1
             total_samples += samples
             audio = events_pb2.VoiceTtsAudio()
             audio.CopyFrom(meta)
             audio.pcm = pcm
-            return voice_pb2.SynthesizeResponse(audio=audio)
+            return voice_pb2.SynthesizeResponse(audio=audio, event_id=meta_id)
 
         try:
-            yield voice_pb2.SynthesizeResponse(started=started)
+            yield voice_pb2.SynthesizeResponse(started=started, event_id=started_id)
             while not cancelled.is_set():
                 sentence = await sentences.get()
                 if sentence is None or cancelled.is_set():
@@ -355,8 +354,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
             finished = events_pb2.VoiceTtsFinished(
                 audio_duration_ms=total_samples * 1000 / out_rate, cancelled=cancelled.is_set()
             )
-            self._publish(finished, ids)
-            yield voice_pb2.SynthesizeResponse(finished=finished)
+            yield voice_pb2.SynthesizeResponse(finished=finished, event_id=self._publish(finished, ids))
         except VoiceNotFound as exc:
             metrics.ERRORS.labels(operation="synthesize", cause="VoiceNotFound").inc()
             self._publish(events_pb2.VoiceTtsError(message=str(exc), engine=engines.tts.name), ids)

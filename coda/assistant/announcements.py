@@ -1,0 +1,122 @@
+"""The assistant speaking up unprompted: a timer set in a session went off.
+
+Timers live in the tools component, which publishes tool.timer_fired on the bus with the session
+that set the timer. The assistant follows those events (`TimerWatch`, one bus subscription per
+assistant process) and hands each to the Converse streams attached to that session
+(`Attached`), which show it and announce it (conversation.announcement, spoken with voice output
+on). A session with no stream attached just has the event on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import grpc
+from google.protobuf.message import Message
+
+from coda.assistant.ports import EngineError, VoicePort
+from coda.assistant.speech import speakable
+from coda.bus.client import ResumingSubscription
+from coda.v1 import events_pb2, voice_pb2
+
+log = logging.getLogger(__name__)
+
+TIMER_TYPES = ("tool.timer_fired",)
+
+
+def timer_announcement(fired: events_pb2.ToolTimerFired) -> str:
+    """What the assistant says when a timer goes off."""
+    label = fired.label.strip().rstrip(".")
+    return f"Your timer is done: {label}." if label else "Your timer is done."
+
+
+class Listener(Protocol):
+    def timer_fired(
+        self, event: events_pb2.Event, announcement: events_pb2.Event | None = None
+    ) -> events_pb2.Event | None:
+        """Show the timer's event and the announcement; make and publish the announcement when it is
+        None (the session's first stream), and return it for the session's other streams."""
+        ...
+
+
+class Attached:
+    """The Converse streams attached to each session, for events addressed to a session."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, set[Listener]] = {}
+
+    def attach(self, session_id: str, listener: Listener) -> None:
+        self._by_session.setdefault(session_id, set()).add(listener)
+
+    def detach(self, session_id: str, listener: Listener) -> None:
+        listeners = self._by_session.get(session_id)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._by_session[session_id]
+
+    def deliver(self, event: events_pb2.Event) -> int:
+        """Hand a timer event to the streams of its session; how many got it."""
+        listeners = list(self._by_session.get(event.session_id, ())) if event.session_id else []
+        announcement: events_pb2.Event | None = None
+        for listener in listeners:
+            # One announcement per session on the bus, however many streams have the session open.
+            announcement = listener.timer_fired(event, announcement) or announcement
+        return len(listeners)
+
+
+class TimerWatch:
+    """Follows tool.timer_fired on the bus (resuming across bus restarts) and delivers each event."""
+
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], attached: Attached) -> None:
+        self._subscription = ResumingSubscription(channel, TIMER_TYPES)
+        self._attached = attached
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="assistant-timer-watch")
+
+    async def _run(self) -> None:
+        try:
+            async for response in self._subscription:
+                for event in response.batch.events:
+                    if event.HasField("tool_timer_fired"):
+                        self._attached.deliver(event)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("timer events unavailable", extra={"code": exc.code().name, "details": exc.details()})
+
+    async def stop(self) -> None:
+        self._subscription.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def speak(
+    voice: VoicePort,
+    config: voice_pb2.SynthesizeConfig,
+    text: str,
+    show: Callable[[str, Message, str], None],
+) -> None:
+    """Speak `text` on its own (not part of a turn); every voice event goes to `show(source, payload,
+    event_id)` under the id Voice published it with."""
+    try:
+        synthesis = await voice.synthesize(config)
+
+        async def read() -> None:
+            async for response in synthesis:
+                kind = response.WhichOneof("response")
+                if kind is not None:
+                    show("voice", getattr(response, kind), response.event_id)
+
+        reader = asyncio.create_task(read())
+        await synthesis.send(speakable(text))
+        await synthesis.finish()
+        await reader
+    except EngineError as exc:
+        show("assistant", events_pb2.VoiceTtsError(message=exc.message), "")
