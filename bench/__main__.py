@@ -10,7 +10,20 @@ import sys
 import time
 
 #: Benchmark modules, in run order; add yours with a one-line edit.
-BENCHES = ["bus", "bridge", "llm", "tools", "mcp", "memory", "voice", "tts", "assistant", "nats", "quality", "openai_api"]
+BENCHES = [
+    "bus",
+    "bridge",
+    "llm",
+    "tools",
+    "mcp",
+    "memory",
+    "voice",
+    "tts",
+    "assistant",
+    "nats",
+    "quality",
+    "openai_api",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
