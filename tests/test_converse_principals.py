@@ -23,7 +23,9 @@ from bridge.codec import JSON_PROTOCOL
 from coda.v1 import assistant_pb2, bridge_pb2, events_pb2
 
 SECRET = "test-secret-that-is-32-bytes-long!!"
-FACT = "remember that my locker code is 4711"
+FACT = "remember that my locker code is tangerine"
+#: What only the stored fact contains (a number could turn up in any event's time or timings).
+SECRET_WORD = "tangerine"
 QUESTION = "what is my locker code"
 
 
@@ -84,12 +86,14 @@ async def test_static_tokens_of_two_sessions_do_not_share_memory(tmp_path: Path)
         assert _stored_by_remember(stored)
         # The same session still recalls it (so the check below is not empty)...
         _, again = await _turn(kitchen, QUESTION)
-        assert "4711" in final_turn(again).assistant_text
+        assert SECRET_WORD in final_turn(again).assistant_text
         # ...another static token's session does not: not in its recall, tool results or answer.
         hall = await _client(bridge.url, "tok-hall")
         session, asked = await _turn(hall, QUESTION)
         assert session is not None and session.session_id == "s-hall"
-        assert not _mentions(asked, "4711"), [json_format.MessageToJson(e) for e in asked if _mentions([e], "4711")]
+        assert not _mentions(asked, SECRET_WORD), [
+            json_format.MessageToJson(e) for e in asked if _mentions([e], SECRET_WORD)
+        ]
         for ws in (kitchen, hall):
             await ws.close()
 
@@ -104,11 +108,11 @@ async def test_two_jwt_sessions_of_one_user_share_memory(tmp_path: Path) -> None
         second = await _client(bridge.url, _jwt(sub="ada", sid="s-ada-laptop"))
         session, asked = await _turn(second, QUESTION)
         assert session is not None and (session.session_id, session.user_id) == ("s-ada-laptop", "ada")
-        assert "4711" in final_turn(asked).assistant_text
+        assert SECRET_WORD in final_turn(asked).assistant_text
         # Another user's token does not see it.
         other = await _client(bridge.url, _jwt(sub="bob", sid="s-bob"))
         _, theirs = await _turn(other, QUESTION)
-        assert not _mentions(theirs, "4711")
+        assert not _mentions(theirs, SECRET_WORD)
         for ws in (first, second, other):
             await ws.close()
 
@@ -120,10 +124,10 @@ async def test_grpc_converse_without_a_user_is_scoped_to_its_session(tmp_path: P
         info = await first.open(open_request())
         assert info.user_id == ""  # not a shared "local" user
         assert _stored_by_remember(await first.turn(FACT))
-        assert "4711" in final_turn(await first.turn(QUESTION)).assistant_text
+        assert SECRET_WORD in final_turn(await first.turn(QUESTION)).assistant_text
         await first.close()
         second = converser(channel)
         await second.open(open_request())
         asked = await second.turn(QUESTION)
-        assert not _mentions(asked, "4711")
+        assert not _mentions(asked, SECRET_WORD)
         await second.close()
