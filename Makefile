@@ -66,10 +66,11 @@ buf-lint: $(BUF)
 	$(BUF) lint
 	bash scripts/buf_breaking.sh $(BUF)
 
-## lint: ruff + buf
+## lint: ruff + mypy + buf
 lint: $(DEV_STAMP) buf-lint
 	$(VENV)/bin/ruff check coda bridge tests bench
 	$(VENV)/bin/ruff format --check coda bridge tests bench
+	$(VENV)/bin/mypy
 
 fmt: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix coda bridge tests bench

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -131,7 +131,7 @@ class ConverseStream:
 
     def __init__(
         self,
-        stub: assistant_pb2_grpc.AssistantStub,
+        stub: assistant_pb2_grpc.AssistantAsyncStub,
         gate: AssistantGate,
         send: Callable[[bridge_pb2.ServerFrame], None],
     ) -> None:
@@ -158,7 +158,7 @@ class ConverseStream:
 
     async def _requests_of(
         self, queue: asyncio.Queue[assistant_pb2.ConverseRequest | None]
-    ) -> assistant_pb2.ConverseRequest:
+    ) -> AsyncIterator[assistant_pb2.ConverseRequest]:
         while (request := await queue.get()) is not None:
             yield request
 

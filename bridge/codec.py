@@ -37,7 +37,7 @@ _KNOWN_KEYS = frozenset({f.json_name for f in _FRAME_FIELDS} | {f.name for f in 
 class FrameError(Exception):
     """A client frame that cannot be used; becomes an error frame, the connection stays open."""
 
-    def __init__(self, code: int, message: str, client_frame_id: str = "") -> None:
+    def __init__(self, code: bridge_pb2.ErrorCode.ValueType, message: str, client_frame_id: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -47,7 +47,9 @@ class FrameError(Exception):
         return error_frame(self.code, self.message, self.client_frame_id)
 
 
-def error_frame(code: int, message: str, client_frame_id: str = "") -> bridge_pb2.ServerFrame:
+def error_frame(
+    code: bridge_pb2.ErrorCode.ValueType, message: str, client_frame_id: str = ""
+) -> bridge_pb2.ServerFrame:
     return ServerFrame(error=bridge_pb2.ErrorFrame(code=code, message=message, client_frame_id=client_frame_id))
 
 
@@ -85,7 +87,7 @@ def decode_text(text: str, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
         raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, "not a frame: a string holds a lone UTF-16 surrogate")
     if not isinstance(data, dict):
         raise FrameError(ErrorCode.ERROR_CODE_MALFORMED_FRAME, f"a frame is a JSON object, got {type(data).__name__}")
-    frame_id = data.get("id") if isinstance(data.get("id"), str) else ""
+    frame_id = data["id"] if isinstance(data.get("id"), str) else ""
     unknown = sorted(k for k in data if k not in _KNOWN_KEYS)
     if unknown:
         raise FrameError(
@@ -121,7 +123,8 @@ def decode_binary(data: bytes, max_bytes: int = 0) -> bridge_pb2.ClientFrame:
 
 def _unknown_field(message: Message, path: str = "ClientFrame") -> str:
     """The first field number the schema does not know, as "Message.field_path #N" ("" if none)."""
-    for field in unknown_fields.UnknownFieldSet(message):
+    # types-protobuf declares UnknownFieldSet without its iteration.
+    for field in unknown_fields.UnknownFieldSet(message):  # type: ignore[attr-defined]
         return f"{path} #{field.field_number}"
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None:

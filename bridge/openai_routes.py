@@ -75,7 +75,7 @@ class OpenAiRoutes:
         self._burst = settings.frames_burst
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._created = int(time.time())
-        self._voice_stub: voice_pb2_grpc.VoiceStub | None = None
+        self._voice_stub: voice_pb2_grpc.VoiceAsyncStub | None = None
 
     def admit(self, client_ip: str) -> HttpResponse | None:
         """A new HTTP connection counts against the bridge's connection limits, as a WebSocket does."""
@@ -245,7 +245,7 @@ class OpenAiRoutes:
 
     # --- audio
 
-    def _voice(self) -> voice_pb2_grpc.VoiceStub:
+    def _voice(self) -> voice_pb2_grpc.VoiceAsyncStub:
         if self._voice_stub is None:
             self._voice_stub = voice_pb2_grpc.VoiceStub(self.bridge.voice_channel())
         return self._voice_stub

@@ -18,6 +18,7 @@ import signal
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from coda import __version__
 from coda.config import Config
@@ -126,7 +128,7 @@ class Bridge:
         self.upstream: UpstreamLink | None = None
         self._upstream_task: asyncio.Task[None] | None = None
         self._server: Server | None = None
-        self.assistant: assistant_pb2_grpc.AssistantStub | None = None
+        self.assistant: assistant_pb2_grpc.AssistantAsyncStub | None = None
         self.port = 0
         self._principals: dict[int, Principal] = {}
         #: Set once the upstream link has been up (dispatched_seq is then meaningful).
@@ -179,7 +181,7 @@ class Bridge:
             self._handle,
             settings.host,
             settings.port,
-            subprotocols=[codec.JSON_PROTOCOL, codec.PROTO_PROTOCOL],  # type: ignore[list-item]
+            subprotocols=[Subprotocol(codec.JSON_PROTOCOL), Subprotocol(codec.PROTO_PROTOCOL)],
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             compression=None,
@@ -408,7 +410,7 @@ class Bridge:
         self.churn.collect()
 
 
-def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     # A client that offers no subprotocol gets JSON; one that offers only unknown ones gets none,
     # which a browser treats as a failed handshake.
     for protocol in offered:
@@ -464,11 +466,11 @@ class Connection:
         self.frames = TokenBucket(settings.frames_per_second, settings.frames_burst)
         self.audio = TokenBucket(settings.audio_bytes_per_second, settings.audio_bytes_per_second)
         #: Rate-limit errors are coalesced, one per second per code (see DropNotices).
-        self.drop_notices: dict[int, DropNotices] = {
+        self.drop_notices: dict[bridge_pb2.ErrorCode.ValueType, DropNotices] = {
             ErrorCode.ERROR_CODE_RATE_LIMITED: DropNotices(),
             ErrorCode.ERROR_CODE_AUDIO_RATE_LIMITED: DropNotices(),
         }
-        self._drop_timers: dict[int, asyncio.TimerHandle] = {}
+        self._drop_timers: dict[bridge_pb2.ErrorCode.ValueType, asyncio.TimerHandle] = {}
         self.max_frame_bytes = settings.max_frame_bytes
         self.idle_timeout = settings.idle_timeout_seconds
         self.last_activity = time.monotonic()
@@ -546,10 +548,10 @@ class Connection:
         """Queue a frame of this connection only (hello, error, pong, converse)."""
         self.enqueue(codec.encode(frame, self.protocol))
 
-    def error(self, code: int, message: str, client_frame_id: str = "") -> None:
+    def error(self, code: bridge_pb2.ErrorCode.ValueType, message: str, client_frame_id: str = "") -> None:
         self.send(codec.error_frame(code, message, client_frame_id))
 
-    def dropped(self, code: int, frame_id: str = "") -> None:
+    def dropped(self, code: bridge_pb2.ErrorCode.ValueType, frame_id: str = "") -> None:
         """A frame was dropped by a rate limit: report it now, or count it into the next report."""
         count = self.drop_notices[code].drop(asyncio.get_running_loop().time())
         if count:
@@ -557,19 +559,19 @@ class Connection:
         else:
             self._arm_drop_timer(code)
 
-    def _arm_drop_timer(self, code: int) -> None:
+    def _arm_drop_timer(self, code: bridge_pb2.ErrorCode.ValueType) -> None:
         due = self.drop_notices[code].due
         if due is not None and code not in self._drop_timers and not self.closing:
             self._drop_timers[code] = asyncio.get_running_loop().call_at(due, self._drop_timer_fired, code)
 
-    def _drop_timer_fired(self, code: int) -> None:
+    def _drop_timer_fired(self, code: bridge_pb2.ErrorCode.ValueType) -> None:
         self._drop_timers.pop(code, None)
         count = self.drop_notices[code].flush(asyncio.get_running_loop().time())
         if count:
             self._report_drops(code, count)
         self._arm_drop_timer(code)
 
-    def _report_drops(self, code: int, count: int, frame_id: str = "") -> None:
+    def _report_drops(self, code: bridge_pb2.ErrorCode.ValueType, count: int, frame_id: str = "") -> None:
         if code == ErrorCode.ERROR_CODE_RATE_LIMITED:
             message = (
                 f"more than {self.frames.rate:g} frames per second; {count} frame(s) dropped, "

@@ -358,7 +358,7 @@ def test_subscription_batches_are_the_queued_events_in_order(sizes: list[int], l
         batch = subscription.take(limit)
         subscription.sent(now=0.0)
         events = bus_pb2.SubscribeResponse.FromString(batch.message).batch.events
-        assert len(events) == batch.count <= limit
+        assert len(events) == batch.event_count <= limit
         assert events[-1].seq == batch.last_seq
         received.extend(events)
     assert [e.seq for e in received] == [e.seq for e in entries]
@@ -415,7 +415,7 @@ def test_pacer_sends_a_lone_event_at_once_then_one_batch_per_tick_for_everyone_t
     fanout.deliver(stored[3:6])  # five queued = a full batch: goes without waiting
     assert all(s.ready.is_set() for s in subscribers)
     for subscription in subscribers:
-        assert subscription.take(5).count == 5
+        assert subscription.take(5).event_count == 5
         subscription.sent(clock.now)
     fanout.deliver(stored[6:7])
     assert not any(s.ready.is_set() for s in subscribers)

@@ -201,7 +201,7 @@ class ChatSession:
         try:
             while True:
                 response = await self._call.read()
-                if response == grpc.aio.EOF:
+                if not isinstance(response, assistant_pb2.ConverseResponse):  # grpc.aio.EOF
                     raise ConnectionError("the assistant ended the conversation")
                 if response.HasField("session"):
                     self._printer.session(response.session)

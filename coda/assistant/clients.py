@@ -134,7 +134,7 @@ class GrpcMemory:
         self._channel_of = channel_of
         self._timeout = timeout
 
-    def _stub(self) -> memory_pb2_grpc.MemoryStub:
+    def _stub(self) -> memory_pb2_grpc.MemoryAsyncStub:
         return memory_pb2_grpc.MemoryStub(self._channel_of("memory"))
 
     async def recall(self, request: memory_pb2.RecallRequest) -> memory_pb2.RecallResponse:

@@ -175,7 +175,9 @@ class Conversation:
         task.add_done_callback(self._tasks.discard)
         return announcement
 
-    def _client_error(self, request: str, message: str, level: int = events_pb2.ERROR_LEVEL_ERROR) -> None:
+    def _client_error(
+        self, request: str, message: str, level: events_pb2.ErrorLevel.ValueType = events_pb2.ERROR_LEVEL_ERROR
+    ) -> None:
         """An invalid message: reported on this stream only (it is the client's mistake, not the system's)."""
         metrics.CLIENT_ERRORS.labels(request).inc()
         details = json.dumps({"code": "INVALID_ARGUMENT", "request": request})

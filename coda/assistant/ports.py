@@ -83,7 +83,12 @@ class VoicePort(Protocol):
 
 
 class Engines(Protocol):
-    llm: LlmPort
-    tools: ToolsPort
-    memory: MemoryPort
-    voice: VoicePort
+    # Read-only, so that a holder of more specific ports (GrpcEngines, test fakes) qualifies.
+    @property
+    def llm(self) -> LlmPort: ...
+    @property
+    def tools(self) -> ToolsPort: ...
+    @property
+    def memory(self) -> MemoryPort: ...
+    @property
+    def voice(self) -> VoicePort: ...

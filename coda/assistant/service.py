@@ -95,7 +95,8 @@ class AssistantServicer(assistant_pb2_grpc.AssistantServicer):
                 await conversation.wait_idle()
             except Exception as exc:
                 if not isinstance(exc, (grpc.aio.AioRpcError, asyncio.CancelledError)):
-                    log.exception("converse failed", extra={"session_id": conversation.session.session_id})
+                    session_id = conversation.session.session_id if conversation.session else ""
+                    log.exception("converse failed", extra={"session_id": session_id})
             finally:
                 outbox.put_nowait(_END)
 

@@ -776,5 +776,7 @@ class Turn:
     def _announce(self, payload: Message) -> None:
         self._sink.announce(self._event(SOURCE, payload))
 
-    def _announce_error(self, message: str, level: int = events_pb2.ERROR_LEVEL_ERROR) -> None:
+    def _announce_error(
+        self, message: str, level: events_pb2.ErrorLevel.ValueType = events_pb2.ERROR_LEVEL_ERROR
+    ) -> None:
         self._announce(events_pb2.SystemError(level=level, message=message, details=f"turn {self.turn_id}"))

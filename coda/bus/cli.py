@@ -174,6 +174,8 @@ def run_publish(args: argparse.Namespace) -> int:
                 response = await call.read()
             except grpc.aio.AioRpcError as exc:
                 return _rpc_failure(exc, address)
+            if not isinstance(response, bus_pb2.PublishResponse):  # grpc.aio.EOF
+                return _fail("the bus ended the stream without an answer")
             ack = response.acks[0]
             if ack.error:
                 return _fail(f"rejected: {ack.error}")

@@ -19,7 +19,7 @@ import collections
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
 import grpc
 
@@ -181,7 +181,7 @@ class GrpcPublisher:
         async def read_acks() -> None:
             while True:
                 response = await call.read()
-                if response is grpc.aio.EOF:
+                if not isinstance(response, bus_pb2.PublishResponse):  # grpc.aio.EOF
                     raise grpc.aio.AioRpcError(
                         grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "stream ended"
                     )
@@ -235,7 +235,7 @@ async def subscribe(
     session_id: str = "",
     after_seq: int | None = None,
     epoch: str = "",
-) -> AsyncIterator[bus_pb2.SubscribeResponse]:
+) -> AsyncGenerator[bus_pb2.SubscribeResponse, None]:
     """One Subscribe stream: batches (and gap or reset notices) until it ends; errors raise
     AioRpcError. `epoch`: the log epoch `after_seq` belongs to (see SubscribeRequest.epoch)."""
     request = bus_pb2.SubscribeRequest(types=list(types), session_id=session_id, epoch=epoch)

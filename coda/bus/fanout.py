@@ -56,7 +56,7 @@ class Batch(NamedTuple):
 
     #: The encoded `SubscribeResponse` (its `batch` field), ready to send.
     message: bytes
-    count: int
+    event_count: int
     last_seq: int
     #: When the oldest event in it was appended (monotonic ns), for the delivery-latency metric.
     appended_ns: int

@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from coda.schema import TYPE_BY_FIELD, event_type
 from coda.v1 import events_pb2
@@ -31,7 +31,13 @@ MAX_SHARED_SESSION_IDS = 4096
 #: events), and handing the log's own tuple on costs no object per event per step.
 #: `StoredEvent.from_entry` gives the same with attribute names, for tools and tests.
 Entry = tuple[int, str, str, str, bytes, int]
-SEQ, ID, TYPE, SESSION_ID, FRAME, APPENDED_NS = range(6)
+# Final, so that type checkers know which member of an Entry each index reads.
+SEQ: Final = 0
+ID: Final = 1
+TYPE: Final = 2
+SESSION_ID: Final = 3
+FRAME: Final = 4
+APPENDED_NS: Final = 5
 
 
 def make_entry(seq: int, event_id: str, type_: str, session_id: str, data: bytes, appended_ns: int) -> Entry:

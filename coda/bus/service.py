@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 
@@ -348,7 +349,7 @@ class BusService:
             yield batch.message
             subscription.sent(clock())
             subscription.last_sent_seq = batch.last_seq
-            metrics.DELIVERY.delivered(batch.count, (time.monotonic_ns() - batch.appended_ns) / 1e9)
+            metrics.DELIVERY.delivered(batch.event_count, (time.monotonic_ns() - batch.appended_ns) / 1e9)
 
     async def Describe(
         self, request: bus_pb2.DescribeRequest, context: grpc.aio.ServicerContext
@@ -367,7 +368,7 @@ def _parse_publish(data: bytes) -> tuple[bus_pb2.PublishRequest, int]:
 
 def add_to_server(service: BusService, server: grpc.aio.Server) -> None:
     """Register the EventBus methods; Subscribe sends the pre-encoded bytes it yields as they are."""
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Publish": grpc.stream_stream_rpc_method_handler(
             service.Publish,
             request_deserializer=_parse_publish,

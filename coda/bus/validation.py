@@ -39,7 +39,8 @@ def event_problem(event: events_pb2.Event, max_event_bytes: int) -> str | None:
     if len(event.id) > MAX_EVENT_ID_CHARS:
         return f"event id is {len(event.id)} characters; at most {MAX_EVENT_ID_CHARS} allowed"
     if event.WhichOneof("payload") is None:
-        unknown = sorted({field.field_number for field in UnknownFieldSet(event)})
+        # types-protobuf declares UnknownFieldSet without its iteration.
+        unknown = sorted({field.field_number for field in UnknownFieldSet(event)})  # type: ignore[attr-defined]
         if unknown:
             return (
                 f"event payload is of a type this bus does not know (Event field {', '.join(map(str, unknown))}); "

@@ -42,7 +42,9 @@ NO_ARGUMENTS: Mapping[str, Any] = {"type": "object", "properties": {}, "addition
 class ToolFailure(Exception):
     """A tool call failed for a reason the caller should see (code, message, offending field)."""
 
-    def __init__(self, message: str, code: int = ErrorCode.TOOL_ERROR_CODE_FAILED, field: str = "") -> None:
+    def __init__(
+        self, message: str, code: ErrorCode.ValueType = ErrorCode.TOOL_ERROR_CODE_FAILED, field: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code

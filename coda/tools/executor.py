@@ -10,6 +10,7 @@ Nothing here touches a socket; the servicer only converts messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -61,7 +62,7 @@ class Limits:
     output_max_bytes: int = 64 * 1024
 
 
-def outcome_name(code: int) -> str:
+def outcome_name(code: events_pb2.ToolErrorCode.ValueType) -> str:
     return events_pb2.ToolErrorCode.Name(code).removeprefix("TOOL_ERROR_CODE_").lower()
 
 
@@ -116,7 +117,7 @@ class Executor:
                     )
                 )
 
-        def fail(code: int, message: str, field: str = "") -> None:
+        def fail(code: events_pb2.ToolErrorCode.ValueType, message: str, field: str = "") -> None:
             elapsed = time.perf_counter() - start
             metrics.CALLS.labels(request.name, outcome_name(code)).inc()
             send(
@@ -252,7 +253,9 @@ class CallSession:
             self._not_ended.discard(call_id)
         self._queue.put_nowait(as_response(payload, event_id))
 
-    def _refuse(self, request: CallRequest, code: int, message: str, field: str = "") -> None:
+    def _refuse(
+        self, request: CallRequest, code: events_pb2.ToolErrorCode.ValueType, message: str, field: str = ""
+    ) -> None:
         metrics.CALLS.labels(request.name, outcome_name(code)).inc()
         self._emit(
             events_pb2.ToolError(call_id=request.call_id, name=request.name, code=code, message=message, field=field)  # type: ignore[arg-type]
@@ -284,7 +287,10 @@ class CallSession:
         self._tasks[request.call_id] = task
         self._not_started.add(request.call_id)
         self._not_ended.add(request.call_id)
-        task.add_done_callback(lambda _task, request=request: self._finished(request))
+        task.add_done_callback(functools.partial(self._finished_task, request))
+
+    def _finished_task(self, request: CallRequest, _task: asyncio.Task[None]) -> None:
+        self._finished(request)
 
     def _finished(self, request: CallRequest) -> None:
         self._tasks.pop(request.call_id, None)

@@ -41,7 +41,7 @@ RECALL_PARAMETERS = {
 }
 
 
-def _memory(ctx: ToolContext) -> memory_pb2_grpc.MemoryStub:
+def _memory(ctx: ToolContext) -> memory_pb2_grpc.MemoryAsyncStub:
     return memory_pb2_grpc.MemoryStub(ctx.channel("memory"))
 
 
