@@ -185,6 +185,18 @@ async def test_session_resumes_after_the_client_drops(host: Host) -> None:
         assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_a_refused_open_reports_its_status_to_a_client_still_writing(channel: grpc.aio.Channel) -> None:
+    """open and the first text sent together (as the bridge, the OpenAI API and Wyoming do): the
+    refusal must say why, not INTERNAL "Internal error from Core" (grpc/grpc#36066)."""
+    stub = assistant_pb2_grpc.AssistantStub(channel)
+    for _ in range(40):
+        requests = [open_request(session_id="../../etc/passwd"), text_request("hello")]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _response in stub.Converse(iter(requests)):
+                pass
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+
+
 async def test_invalid_messages_get_clear_errors(channel: grpc.aio.Channel) -> None:
     early = converser(channel)
     await early.send(text_request("hello"))

@@ -16,6 +16,7 @@ from coda.assistant.sessions import SessionStore
 from coda.assistant.turn import ToolCatalog
 from coda.bus.publisher import EventPublisher
 from coda.config import AssistantConfig
+from coda.runtime.refusal import refuse
 from coda.v1 import assistant_pb2, assistant_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,17 @@ class AssistantServicer(assistant_pb2_grpc.AssistantServicer):
         if first is None:
             return
         if first.WhichOneof("request") != "open":
-            await context.abort(
+            await refuse(
+                context,
+                requests,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the first Converse message must be `open` (SessionOpen), got `{first.WhichOneof('request')}`",
             )
         try:
             info = await conversation.open(first.open)
         except ClientError as exc:
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
+            # A client sends open and its first text together: it must learn why it was refused.
+            await refuse(context, requests, grpc.StatusCode[exc.code], exc.message)
         yield assistant_pb2.ConverseResponse(session=info)
         session_id = info.session_id
         self.attached.attach(session_id, conversation)
