@@ -13,55 +13,17 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import numpy as np
 
+from bench.tools import Caller
 from coda import config as config_module
 from coda.runtime.host import Host
-from coda.v1 import tools_pb2, tools_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Caller:
-    """One Execute stream; `call(name, args)` sends a call and waits for its result."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._requests: asyncio.Queue[tools_pb2.ExecuteRequest | None] = asyncio.Queue()
-        self._waiting: dict[str, asyncio.Future[tools_pb2.ExecuteResponse]] = {}
-        self._rpc = tools_pb2_grpc.ToolsStub(channel).Execute(self._generate())
-        self._reader = asyncio.create_task(self._read())
-        self._next_id = 0
-
-    async def _generate(self) -> AsyncIterator[tools_pb2.ExecuteRequest]:
-        while (request := await self._requests.get()) is not None:
-            yield request
-
-    async def _read(self) -> None:
-        async for response in self._rpc:
-            kind = response.WhichOneof("response")
-            if kind in ("result", "error"):
-                future = self._waiting.pop(getattr(response, kind).call_id, None)
-                if future is not None:
-                    future.set_result(response)
-
-    async def call(self, name: str, arguments: str) -> None:
-        self._next_id += 1
-        call_id = str(self._next_id)
-        future: asyncio.Future[tools_pb2.ExecuteResponse] = asyncio.get_running_loop().create_future()
-        self._waiting[call_id] = future
-        call = tools_pb2.ToolCall(call_id=call_id, name=name, arguments_json=arguments)
-        self._requests.put_nowait(tools_pb2.ExecuteRequest(call=call))
-        response = await future
-        if response.WhichOneof("response") != "result":
-            raise RuntimeError(f"{name} failed: {response}")
-
-    async def close(self) -> None:
-        self._requests.put_nowait(None)
-        await self._reader
 
 
 async def timed(call: Callable[[], Awaitable[object]], calls: int) -> np.ndarray:

@@ -26,7 +26,7 @@ EXPRESSION = json.dumps({"expression": "(17 * 23 + 4) / 3 - sqrt(2) ** 2"})
 
 
 class Caller:
-    """One Execute stream; `call()` sends a call and waits for its final message."""
+    """One Execute stream; `call(name, arguments)` sends a call, waits for its result, returns seconds."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._requests: asyncio.Queue[tools_pb2.ExecuteRequest | None] = asyncio.Queue()
@@ -48,21 +48,18 @@ class Caller:
                 if future is not None:
                     future.set_result(response)
 
-    async def call(self) -> float:
+    async def call(self, name: str = "calculate", arguments: str = EXPRESSION) -> float:
         self._next_id += 1
         call_id = str(self._next_id)
         future: asyncio.Future[tools_pb2.ExecuteResponse] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = future
         start = time.perf_counter()
-        self._requests.put_nowait(
-            tools_pb2.ExecuteRequest(
-                call=tools_pb2.ToolCall(call_id=call_id, name="calculate", arguments_json=EXPRESSION)
-            )
-        )
+        call = tools_pb2.ToolCall(call_id=call_id, name=name, arguments_json=arguments)
+        self._requests.put_nowait(tools_pb2.ExecuteRequest(call=call))
         response = await future
         elapsed = time.perf_counter() - start
         if response.WhichOneof("response") != "result":
-            raise RuntimeError(f"call failed: {response}")
+            raise RuntimeError(f"{name} failed: {response}")
         return elapsed
 
     async def close(self) -> None:
