@@ -369,6 +369,9 @@ class VoiceConfig:
     whisper_workers: int = 1
     #: Beam width of Whisper's final decode (partials are greedy); 1 is ~30% faster, slightly less accurate.
     whisper_beam_size: int = 5
+    #: Subtract steady background noise (hiss, fans) from each utterance before Whisper decodes it, the
+    #: noise estimated from the utterance's quietest frames; clean audio passes almost unchanged.
+    whisper_denoise: bool = True
     #: Language model of pocketsphinx: "domain" (the assistant's own commands, built at start from
     #: the intent agent's templates; far more accurate on commands) or "general" (pocketsphinx's
     #: bundled en-US model, for free dictation such as questions to a configured LLM).
