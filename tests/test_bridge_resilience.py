@@ -187,6 +187,57 @@ async def test_a_memory_bus_restart_reaches_clients_as_a_reset_and_they_get_ever
             assert await texts_until(again, f"new{after - 1}") == [f"new{i}" for i in range(after)]
 
 
+@pytest.mark.parametrize("after", [30, 5], ids=["new-head-passes-cursor", "new-head-below"])
+async def test_a_resume_replay_meeting_a_replaced_bus_log_ends_in_a_reset_not_its_events(
+    tmp_path: Path, after: int
+) -> None:
+    """Found by tests/test_faults.py: a client resuming while the bus restarted (its link not back
+    yet) had its replay read the new log under the old one's seqs (events under the wrong seq, or
+    an error frame when the new head was below the position). The replay now asks with the epoch."""
+    address = free_address()
+    # The link retries 2.5-5 s after the bus went away; the replay below starts before that.
+    config = make_config(
+        tmp_path,
+        CODA_GRPC__ADDRESS=address,
+        CODA_BRIDGE__RECONNECT_INITIAL_SECONDS="5",
+        CODA_BRIDGE__RECONNECT_MAX_SECONDS="5",
+    )
+    async with running_bridge(config, address, linked=False) as bridge:
+        async with running_host(config, only="bus"):
+            await asyncio.wait_for(bridge.linked.wait(), 20)
+            ws = await open_client(bridge.url)
+            await subscribe(ws, ["llm.*"])
+            assert (await recv(ws)).WhichOneof("frame") == "pong"
+            old_epoch = bridge.epoch()
+            last = await publish(address, [f"old{i}" for i in range(20)])
+            await texts_until(ws, "old19")
+            await ws.close()
+        async with running_host(config, only="bus"):
+            await publish(address, [f"new{i}" for i in range(after)])
+            assert bridge.epoch() == old_epoch  # the link is not back yet
+            again = await open_client(bridge.url)
+            await send(
+                again,
+                bridge_pb2.ClientFrame(
+                    subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=last - 10, epoch=old_epoch)
+                ),
+            )
+            frames: list[bridge_pb2.ServerFrame] = []
+            async with asyncio.timeout(20):
+                while not any(f"new{after - 1}" in str(f.events) for f in frames):
+                    frames.append(await recv(again, 20))
+            kinds = [f.WhichOneof("frame") for f in frames]
+            assert "error" not in kinds, frames
+            # Before the reset only the old log's events (what the replay had of it), then the new log whole.
+            cut = kinds.index("reset")
+            before_reset = [e.llm_token.text for f in frames[:cut] for e in f.events.events]
+            assert all(text.startswith("old") for text in before_reset), before_reset
+            assert frames[cut].reset.previous_epoch == old_epoch != frames[cut].reset.epoch == bridge.epoch()
+            assert [e.llm_token.text for f in frames[cut:] for e in f.events.events] == [
+                f"new{i}" for i in range(after)
+            ]
+
+
 NODE = shutil.which("node")
 
 
