@@ -94,7 +94,7 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
     name = record.name
     cursor: dict[str, int | None] = {}
     told: dict[str, set[int]] = {}  # per epoch: seqs the subscriber was told it missed
-    seen_ids: dict[str, set[str]] = {}
+    seen_ids: dict[str, dict[str, int]] = {}  # per epoch: event id -> the seq it arrived with
     current: str | None = None
 
     def missing(epoch: str, low: int, high: int | None) -> list[int]:
@@ -113,6 +113,11 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
             assert isinstance(epoch, str)
             current = epoch
             cursor[epoch] = after  # type: ignore[assignment]
+            if after is not None:
+                # A resume from an earlier position asks for those events again.
+                ids = seen_ids.get(epoch, {})
+                for event_id in [i for i, s in ids.items() if s > after]:  # type: ignore[operator]
+                    del ids[event_id]
         elif kind == "events":
             _, epoch, pairs = item
             assert isinstance(epoch, str)
@@ -133,10 +138,10 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
                 expected = acked.by_epoch.get(epoch, {}).get(seq)
                 if expected is not None and expected != event_id:
                     problems.append(f"{name}: seq {seq} of epoch {epoch} is {event_id}, the bus acked it as {expected}")
-                ids = seen_ids.setdefault(epoch, set())
+                ids = seen_ids.setdefault(epoch, {})
                 if event_id in ids:
                     problems.append(f"{name}: event {event_id} delivered twice in epoch {epoch}")
-                ids.add(event_id)
+                ids[event_id] = seq
         elif kind == "gap":
             _, epoch, oldest = item
             assert isinstance(epoch, str) and isinstance(oldest, int)
@@ -146,13 +151,16 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
         elif kind == "reset":
             _, previous, epoch = item
             assert isinstance(previous, str) and isinstance(epoch, str)
-            if current is not None and previous != current:
-                problems.append(f"{name}: reset from {previous} while following {current}")
-            # Everything of the old log after the position is told missed: seqs start over.
-            if current is not None:
+            if current is not None and previous != current and epoch != current:
+                problems.append(f"{name}: reset from {previous} to {epoch} while following {current}")
+            # Everything of the old log after the position is told missed: seqs start over. (A
+            # second reset into the epoch it follows answers a subscribe that crossed the first
+            # one on the wire: it starts that log over, so what follows may repeat it.)
+            if current is not None and current != epoch:
                 tell(current, cursor.get(current) or 0, None)
             current = epoch
             cursor[epoch] = 0
+            seen_ids.pop(epoch, None)
     # What is still owed: everything acked in the epoch it follows, and any epoch it never heard of.
     for epoch in acked.by_epoch:
         if epoch == current:

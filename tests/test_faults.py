@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from bus_backends import BACKENDS, backend_settings, nats_env, nats_server  # noqa: F401 - nats_server is a fixture
-from conftest import Processes, wait_until
+from conftest import Processes, make_config, wait_until
 from fault_helpers import (
     Acked,
     BridgeFollower,
@@ -29,9 +31,20 @@ from fault_helpers import (
     check_delivery,
     free_port,
     metric,
+    parse_frame,
     rss_bytes,
 )
+from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nats_cluster import NatsCluster, nats_server_binary
+from test_bridge_helpers import running_bridge
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bridge.codec import JSON_PROTOCOL
+from coda.runtime.host import Host
+from coda.v1 import bridge_pb2, events_pb2
 
 #: Resident memory after a fault run may grow by this much over the same process's start.
 RSS_GROWTH = 96 * 1024 * 1024
@@ -117,14 +130,20 @@ class Run:
         """Until every subscriber has received `events` more events (no subscriber hangs)."""
         targets = [(r, r.received + events) for r in self.records]
         for record, target in targets:
-            await wait_until(lambda r=record, t=target: self.healthy() and r.received >= t, timeout, f"{record.name} to make progress")
+            await wait_until(
+                lambda r=record, t=target: self.healthy() and r.received >= t,
+                timeout,
+                f"{record.name} to make progress",
+            )
 
     async def finish(self) -> None:
         """Stop publishing, wait for every subscriber to catch up, check the property."""
         await self.publisher.stop()
         assert self.acked.count() > 0
         for record in self.records:
-            await wait_until(lambda r=record: self.healthy() and r.caught_up(self.acked), 30, f"{record.name} to catch up")
+            await wait_until(
+                lambda r=record: self.healthy() and r.caught_up(self.acked), 30, f"{record.name} to catch up"
+            )
         await asyncio.sleep(0.3)  # room for a duplicate to show up
         problems = [p for r in self.records for p in check_delivery(r, self.acked)]
         assert problems == [], "\n".join(problems[:20])
@@ -255,3 +274,209 @@ async def test_the_nats_stream_leader_killed(tmp_path: Path, processes: Processe
         first_epoch = run.grpc.record.items[0][1]
         for record in run.records:
             assert (record.resets, record.gaps, record.epoch) == (0, 0, first_epoch), record.name
+
+
+# -- the checker itself ---------------------------------------------------------------------------
+
+
+def event(seq: int, event_id: str) -> events_pb2.Event:
+    return events_pb2.Event(seq=seq, id=event_id)
+
+
+def acked_log(epochs: dict[str, list[int]]) -> Acked:
+    acked = Acked()
+    for epoch, seqs in epochs.items():
+        for seq in seqs:
+            acked.ack(epoch, seq, f"{epoch}-{seq}")
+            acked.published.add(f"{epoch}-{seq}")
+    return acked
+
+
+def test_the_checker_passes_complete_delivery_and_names_each_violation() -> None:
+    acked = acked_log({"A": [1, 2, 3, 5], "B": [1, 2]})
+    acked.published.add("unacked")  # sent, its ack lost: may arrive or not
+
+    def told(*steps: tuple[str, object]) -> list[str]:
+        record = DeliveryRecord("sub")
+        record.start("A", 0)
+        for kind, arg in steps:
+            if kind == "events":
+                epoch, pairs = arg  # type: ignore[misc]
+                record.events(epoch, [event(seq, i) for seq, i in pairs])
+            elif kind == "gap":
+                record.gap(record.epoch or "", arg)  # type: ignore[arg-type]
+            elif kind == "reset":
+                record.reset(record.epoch or "", arg)  # type: ignore[arg-type]
+            elif kind == "start":
+                record.start(*arg)  # type: ignore[misc]
+        return check_delivery(record, acked)
+
+    a = [(1, "A-1"), (2, "A-2"), (3, "A-3"), (5, "A-5")]
+    b = [(1, "B-1"), (2, "B-2")]
+    assert told(("events", ("A", a)), ("reset", "B"), ("events", ("B", b))) == []
+    # A reset tells what is left of the old log; a gap what it covers.
+    assert told(("events", ("A", a[:1])), ("reset", "B"), ("events", ("B", b))) == []
+    assert told(("gap", 4), ("events", ("A", a[3:])), ("reset", "B"), ("events", ("B", b))) == []
+    # An unacked event may arrive; a resume from an earlier position gets events again, legitimately.
+    assert told(("events", ("A", [*a[:3], (4, "unacked"), a[3]])), ("reset", "B"), ("events", ("B", b))) == []
+    assert (
+        told(("events", ("A", a)), ("start", ("A", 1)), ("events", ("A", a[1:])), ("reset", "B"), ("events", ("B", b)))
+        == []
+    )
+
+    def one(*steps: tuple[str, object]) -> str:
+        problems = told(*steps)
+        assert len(problems) == 1, problems
+        return problems[0]
+
+    assert "lost 1 acked events [2]" in one(("events", ("A", [a[0], *a[2:]])), ("reset", "B"), ("events", ("B", b)))
+    # Still owed at the end: the rest of the epoch it follows, and a whole epoch it never heard of.
+    assert told(("events", ("A", a[:3]))) == [
+        "sub: 1 acked events of epoch A never arrived: [5]...",
+        "sub: epoch B (2 acked events) never reached it",
+    ]
+    assert "duplicate or out of order" in one(("events", ("A", [*a, (3, "A-3")])), ("reset", "B"), ("events", ("B", b)))
+    assert "nobody published" in one(("events", ("A", [*a, (6, "ghost")])), ("reset", "B"), ("events", ("B", b)))
+    assert "the bus acked it as A-2" in one(
+        ("events", ("A", [(1, "A-1"), (2, "unacked"), (3, "A-3"), (5, "A-5")])), ("reset", "B"), ("events", ("B", b))
+    )
+    assert "delivered twice" in one(("events", ("A", [*a, (6, "A-5")])), ("reset", "B"), ("events", ("B", b)))
+    assert "left epoch A without being told" in one(("events", ("A", a[:2])), ("start", ("B", 0)), ("events", ("B", b)))
+
+
+# -- the bridge's resume/live hand-over under arbitrary interleavings (in-process, hypothesis) ----
+
+RECONNECT_MODES = ["last", "back", "zero", "stale", "live"]
+step = st.one_of(
+    st.tuples(st.just("reconnect"), st.sampled_from(RECONNECT_MODES), st.integers(1, 30)),
+    st.tuples(st.just("wait"), st.integers(0, 150), st.just(0)),
+    # The bus goes down (its memory log with it) and comes back as a new log: clients may reconnect
+    # in between, while the bridge's link is down and it still follows the old epoch.
+    st.tuples(st.just("down"), st.just(""), st.just(0)),
+    st.tuples(st.just("up"), st.just(""), st.just(0)),
+)
+
+
+class ScriptedClient:
+    """A WebSocket client whose reconnects (and the position it resumes from) a scenario chooses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.record = DeliveryRecord("ws")
+        self.ws: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.errors: list[str] = []
+
+    async def connect(self, mode: str = "zero", back: int = 0) -> None:
+        await self.close()
+        self.ws = await open_raw(self.url)
+        hello = parse_frame(await asyncio.wait_for(self.ws.recv(), 10)).hello
+        record = self.record
+        epoch = record.epoch or hello.epoch
+        subscribe = bridge_pb2.SubscribeFrame(types=["llm.*"])
+        if mode == "live":
+            record.start(epoch, None)
+        else:
+            after = {
+                "last": record.last_seq,
+                "back": max(0, record.last_seq - back),
+                "zero": 0,
+                "stale": record.last_seq,
+            }[mode]
+            if mode == "stale":
+                epoch = "an-epoch-long-gone"
+            subscribe.after_seq = after
+            subscribe.epoch = epoch
+            record.start(epoch, after)
+        await self.ws.send(json_format.MessageToJson(bridge_pb2.ClientFrame(id="sub", subscribe=subscribe)))
+        self.reader = asyncio.create_task(self._read(self.ws))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        record = self.record
+        async for data in ws:
+            frame = parse_frame(data)
+            kind = frame.WhichOneof("frame")
+            if kind == "events":
+                record.events(record.epoch or "", frame.events.events)
+            elif kind == "gap":
+                record.gap(record.epoch or "", frame.gap.oldest_seq)
+            elif kind == "reset":
+                record.reset(frame.reset.previous_epoch, frame.reset.epoch)
+            elif kind == "error":
+                self.errors.append(frame.error.message)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await self.reader
+        if self.ws is not None:
+            await self.ws.close()
+
+
+async def open_raw(url: str) -> ClientConnection:
+    return await connect(url, subprotocols=[JSON_PROTOCOL], max_size=None, open_timeout=10)  # type: ignore[list-item]
+
+
+async def play(tmp: Path, steps: list[tuple[str, str, int]]) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = make_config(
+        tmp,
+        CODA_GRPC__ADDRESS=address,
+        CODA_GRPC__SHUTDOWN_GRACE_SECONDS="0.1",
+        CODA_BRIDGE__RECONNECT_INITIAL_SECONDS="0.02",
+        CODA_BRIDGE__RECONNECT_MAX_SECONDS="0.2",
+    )
+    host: Host | None = Host(config, "bus")
+    await host.start()
+    acked = Acked()
+    publisher = SteadyPublisher(address, acked, batch=3, interval=0.01)
+    client: ScriptedClient | None = None
+    try:
+        async with running_bridge(config, address) as bridge:
+            publisher.start()
+            client = ScriptedClient(bridge.url)
+            await client.connect("zero")
+            for kind, mode, number in steps:
+                if kind == "reconnect":
+                    await client.connect(mode, number)
+                elif kind == "wait":
+                    await asyncio.sleep(number / 1000)
+                elif kind == "down" and host is not None:
+                    await host.stop()
+                    host = None
+                elif kind == "up" and host is None:
+                    host = Host(config, "bus")
+                    await host.start()
+            if host is None:
+                host = Host(config, "bus")
+                await host.start()
+            # Something to check: the scenario ends once a fair number of events were acked.
+            target = acked.count() + 30
+            await wait_until(lambda: publisher.raise_failure() or acked.count() >= target, 20, "acked events")
+            await publisher.stop()
+            record = client.record
+            await wait_until(lambda: record.caught_up(acked), 20, "the client to catch up")
+            await asyncio.sleep(0.1)  # room for a duplicate
+            assert client.errors == [], client.errors
+            problems = check_delivery(record, acked)
+            assert problems == [], "\n".join([*problems[:10], f"steps: {steps}"])
+    finally:
+        if client is not None:
+            await client.close()
+        if publisher._task is not None and not publisher._task.done():
+            publisher._task.cancel()
+        if host is not None:
+            await host.stop()
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=int(os.environ.get("FAULT_EXAMPLES", "20")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(steps=st.lists(step, min_size=1, max_size=6))
+def test_resume_and_live_hand_over_under_arbitrary_reconnects_epochs_and_positions(steps) -> None:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(asyncio.wait_for(play(Path(tmp), steps), 60))
