@@ -586,14 +586,12 @@ class Connection:
         self.send(frame)
 
     def log_reset(self, frame: str | bytes) -> None:
-        """The bus log was replaced: a replay or resume position in the old one is dropped (what
-        the replay held goes first), then the reset frame."""
+        """The bus log was replaced: a replay or resume position in the old one is dropped, then
+        the reset frame. The live frames an unfinished replay held are dropped too: they follow
+        events the replay never sent, and sending them would skip those silently; the reset
+        tells the client that everything after what it has of the old log is gone."""
         self.seq_floor = 0
-        replay = self.replay
-        if replay is not None:
-            self._cancel_replay()
-            for held in replay.held:
-                self.enqueue(*held)
+        self._cancel_replay()
         self.enqueue(frame)
 
     def cut_off(self) -> None:
@@ -847,7 +845,7 @@ class Connection:
                 async for response in call:
                     if response.HasField("reset"):
                         # The link meets the same reset and hands it to every connection
-                        # (log_reset): that ends this replay, sends what it held, then the reset.
+                        # (log_reset): that ends this replay and sends the reset.
                         return
                     if response.HasField("gap"):
                         if not gap_sent:
