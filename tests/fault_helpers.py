@@ -36,9 +36,16 @@ class Acked:
 
     by_epoch: dict[str, dict[int, str]] = field(default_factory=dict)
     published: set[str] = field(default_factory=set)
+    #: Every epoch the publisher met, in order (a log may come and go before anyone follows it).
+    epochs: list[str] = field(default_factory=list)
 
     def ack(self, epoch: str, seq: int, event_id: str) -> None:
+        self.saw(epoch)
         self.by_epoch.setdefault(epoch, {})[seq] = event_id
+
+    def saw(self, epoch: str) -> None:
+        if epoch not in self.epochs:
+            self.epochs.append(epoch)
 
     def count(self) -> int:
         return sum(len(seqs) for seqs in self.by_epoch.values())
@@ -82,6 +89,17 @@ class DeliveryRecord:
         self.epoch = epoch
         self.last_seq = 0
 
+    def summary(self, last: int = 20) -> str:
+        """The last items, events as seq ranges: for a failure's message."""
+        lines = []
+        for item in self.items[-last:]:
+            if item[0] == "events":
+                pairs = item[2]
+                lines.append(f"  events {item[1]} {pairs[0][0]}..{pairs[-1][0]} ({len(pairs)})")  # type: ignore[index]
+            else:
+                lines.append(f"  {item}")
+        return "\n".join(lines)
+
     def caught_up(self, acked: Acked) -> bool:
         """True once nothing acked in the subscriber's current epoch is beyond what it has."""
         seqs = acked.by_epoch.get(self.epoch or "", {})
@@ -95,6 +113,7 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
     cursor: dict[str, int | None] = {}
     told: dict[str, set[int]] = {}  # per epoch: seqs the subscriber was told it missed
     seen_ids: dict[str, dict[str, int]] = {}  # per epoch: event id -> the seq it arrived with
+    skipped: set[str] = set()  # logs that came and went unfollowed: a reset to a later one covers them
     current: str | None = None
 
     def missing(epoch: str, low: int, high: int | None) -> list[int]:
@@ -158,11 +177,15 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
             # one on the wire: it starts that log over, so what follows may repeat it.)
             if current is not None and current != epoch:
                 tell(current, cursor.get(current) or 0, None)
+            if epoch in acked.epochs:
+                skipped.update(e for e in acked.epochs[: acked.epochs.index(epoch)] if e not in cursor)
             current = epoch
             cursor[epoch] = 0
             seen_ids.pop(epoch, None)
     # What is still owed: everything acked in the epoch it follows, and any epoch it never heard of.
     for epoch in acked.by_epoch:
+        if epoch in skipped and epoch not in cursor:
+            continue
         if epoch == current:
             lost = missing(epoch, cursor.get(epoch) or 0, None)
             if lost:
@@ -267,6 +290,7 @@ class SteadyPublisher:
                 if epoch is None:
                     unconfirmed.extend(stored)
                     epoch = (await stub.Describe(bus_pb2.DescribeRequest(), timeout=10)).epoch
+                    self.acked.saw(epoch)
                     continue
                 for seq, event_id in [*unconfirmed, *stored]:
                     self.acked.ack(epoch, seq, event_id)
