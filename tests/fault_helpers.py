@@ -168,13 +168,13 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
             tell(epoch, at, oldest)
             cursor[epoch] = max(at, oldest - 1)
         elif kind == "reset":
-            _, previous, epoch = item
-            assert isinstance(previous, str) and isinstance(epoch, str)
-            if current is not None and previous != current and epoch != current:
-                problems.append(f"{name}: reset from {previous} to {epoch} while following {current}")
-            # Everything of the old log after the position is told missed: seqs start over. (A
-            # second reset into the epoch it follows answers a subscribe that crossed the first
-            # one on the wire: it starts that log over, so what follows may repeat it.)
+            _, _previous, epoch = item
+            assert isinstance(epoch, str)
+            # Everything of the log it follows after its position is told missed: seqs start over.
+            # (`previous` may be another epoch than the one it follows: a connection is told of a
+            # reset as soon as it is open, by the epoch of its hello, while a subscribe with its
+            # own epoch crosses that on the wire and gets a second reset. A second reset into the
+            # epoch it follows starts that log over, so what follows may repeat it.)
             if current is not None and current != epoch:
                 tell(current, cursor.get(current) or 0, None)
             if epoch in acked.epochs:

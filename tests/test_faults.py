@@ -434,6 +434,7 @@ async def play(tmp: Path, steps: list[tuple[str, str, int]]) -> None:
         tmp,
         CODA_GRPC__ADDRESS=address,
         CODA_GRPC__SHUTDOWN_GRACE_SECONDS="0.1",
+        CODA_METRICS__ADDRESS="",
         CODA_BRIDGE__RECONNECT_INITIAL_SECONDS="0.02",
         CODA_BRIDGE__RECONNECT_MAX_SECONDS="0.2",
     )
@@ -490,6 +491,10 @@ async def play(tmp: Path, steps: list[tuple[str, str, int]]) -> None:
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(steps=st.lists(step, min_size=1, max_size=6))
-def test_resume_and_live_hand_over_under_arbitrary_reconnects_epochs_and_positions(steps) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_and_live_hand_over_under_arbitrary_reconnects_epochs_and_positions(  # type: ignore[no-untyped-def]
+    steps,
+) -> None:
+    # Every example on the test's one event loop (gRPC's asyncio support is not made for an
+    # asyncio.run per example), in a fresh directory (a fixture's would be shared by examples).
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(asyncio.wait_for(play(Path(tmp), steps), 60))
+        await asyncio.wait_for(play(Path(tmp), steps), 60)
