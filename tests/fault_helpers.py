@@ -167,6 +167,8 @@ def check_delivery(record: DeliveryRecord, acked: Acked) -> list[str]:
             at = cursor.get(epoch) or 0
             tell(epoch, at, oldest)
             cursor[epoch] = max(at, oldest - 1)
+        elif kind == "closed":
+            continue  # a connection ended (for the record in failure messages)
         elif kind == "reset":
             _, _previous, epoch = item
             assert isinstance(epoch, str)

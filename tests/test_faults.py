@@ -402,6 +402,12 @@ class ScriptedClient:
         self.reader = asyncio.create_task(self._read(self.ws))
 
     async def _read(self, ws: ClientConnection) -> None:
+        try:
+            await self._frames(ws)
+        finally:
+            self.record.items.append(("closed", ws.close_code, ws.close_reason))
+
+    async def _frames(self, ws: ClientConnection) -> None:
         record = self.record
         async for data in ws:
             frame = parse_frame(data)
@@ -472,6 +478,8 @@ async def play(tmp: Path, steps: list[tuple[str, str, int]]) -> None:
                 await wait_until(lambda: record.caught_up(acked), 20, "the client to catch up")
             await asyncio.sleep(0.1)  # room for a duplicate
             assert client.errors == [], client.errors
+            if client.reader is not None and client.reader.done():
+                client.reader.result()  # raises what stopped it
             problems = check_delivery(record, acked)
             acks = {epoch: (min(seqs), max(seqs), len(seqs)) for epoch, seqs in acked.by_epoch.items()}
             assert problems == [], "\n".join([*problems[:10], f"steps: {steps}", record.summary(), f"acked: {acks}"])
