@@ -237,6 +237,11 @@ class SteadyPublisher:
             self._task.result()
             raise AssertionError("the publisher stopped")
 
+    def cancel(self) -> None:
+        """Stop at once (cleanup after a failure)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop after what is pending has been acked (or after `timeout`)."""
         self._stopping = True
