@@ -427,10 +427,12 @@ def _client_ip(connection: ServerConnection) -> str:
 class _Replay:
     """A resume in progress: live frames wait in `held` until the log has been replayed up to `live_start`."""
 
-    __slots__ = ("held", "live_start", "task")
+    __slots__ = ("epoch", "held", "live_start", "task")
 
-    def __init__(self, live_start: int | None) -> None:
+    def __init__(self, live_start: int | None, epoch: str = "") -> None:
         self.live_start = live_start
+        #: The bus log epoch the replay's positions belong to ("" before the link was first up).
+        self.epoch = epoch
         self.held: deque[tuple[str | bytes, int, int, int]] = deque()
         self.task: asyncio.Task[None] | None = None
 
@@ -584,14 +586,12 @@ class Connection:
         self.send(frame)
 
     def log_reset(self, frame: str | bytes) -> None:
-        """The bus log was replaced: a replay or resume position in the old one is dropped (what
-        the replay held goes first), then the reset frame."""
+        """The bus log was replaced: a replay or resume position in the old one is dropped, then
+        the reset frame. The live frames an unfinished replay held are dropped too: they follow
+        events the replay never sent, and sending them would skip those silently; the reset
+        tells the client that everything after what it has of the old log is gone."""
         self.seq_floor = 0
-        replay = self.replay
-        if replay is not None:
-            self._cancel_replay()
-            for held in replay.held:
-                self.enqueue(*held)
+        self._cancel_replay()
         self.enqueue(frame)
 
     def cut_off(self) -> None:
@@ -793,7 +793,7 @@ class Connection:
                 self._check_resume_position(after_seq, frame_id), name=f"ws-ahead-{self.id}"
             )
         if resuming and (live_start is None or after_seq < live_start):
-            self.replay = _Replay(live_start)
+            self.replay = _Replay(live_start, epoch)
             self.replay.task = asyncio.create_task(
                 self._replay(key, after_seq, self.replay), name=f"ws-replay-{self.id}"
             )
@@ -833,13 +833,20 @@ class Connection:
         if replay.live_start is None:
             await self.bridge.linked.wait()
             replay.live_start = self.bridge.link_start_seq
+            replay.epoch = replay.epoch or self.bridge.epoch()
         cursor = after_seq
         gap_sent = False
         backoff = Backoff(self.bridge.settings.reconnect_initial_seconds, self.bridge.settings.reconnect_max_seconds)
         while cursor < replay.live_start:
-            call = upstream.subscribe(bus_pb2.SubscribeRequest(types=["*"], after_seq=cursor))
+            # With the epoch: a bus whose log was replaced meanwhile (restarted while this replay
+            # waited for it) answers with a reset, not with its new log's events under old seqs.
+            call = upstream.subscribe(bus_pb2.SubscribeRequest(types=["*"], after_seq=cursor, epoch=replay.epoch))
             try:
                 async for response in call:
+                    if response.HasField("reset"):
+                        # The link meets the same reset and hands it to every connection
+                        # (log_reset): that ends this replay and sends the reset.
+                        return
                     if response.HasField("gap"):
                         if not gap_sent:
                             gap_sent = True

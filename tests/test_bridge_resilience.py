@@ -187,6 +187,117 @@ async def test_a_memory_bus_restart_reaches_clients_as_a_reset_and_they_get_ever
             assert await texts_until(again, f"new{after - 1}") == [f"new{i}" for i in range(after)]
 
 
+@pytest.mark.parametrize("after", [30, 5], ids=["new-head-passes-cursor", "new-head-below"])
+async def test_a_resume_replay_meeting_a_replaced_bus_log_ends_in_a_reset_not_its_events(
+    tmp_path: Path, after: int
+) -> None:
+    """Found by tests/test_faults.py: a client resuming while the bus restarted (its link not back
+    yet) had its replay read the new log under the old one's seqs (events under the wrong seq, or
+    an error frame when the new head was below the position). The replay now asks with the epoch."""
+    address = free_address()
+    # The link retries 2.5-5 s after the bus went away; the replay below starts before that.
+    config = make_config(
+        tmp_path,
+        CODA_GRPC__ADDRESS=address,
+        CODA_BRIDGE__RECONNECT_INITIAL_SECONDS="5",
+        CODA_BRIDGE__RECONNECT_MAX_SECONDS="5",
+    )
+    async with running_bridge(config, address, linked=False) as bridge:
+        async with running_host(config, only="bus"):
+            await asyncio.wait_for(bridge.linked.wait(), 20)
+            ws = await open_client(bridge.url)
+            await subscribe(ws, ["llm.*"])
+            assert (await recv(ws)).WhichOneof("frame") == "pong"
+            old_epoch = bridge.epoch()
+            last = await publish(address, [f"old{i}" for i in range(20)])
+            await texts_until(ws, "old19")
+            await ws.close()
+        async with running_host(config, only="bus"):
+            await publish(address, [f"new{i}" for i in range(after)])
+            assert bridge.epoch() == old_epoch  # the link is not back yet
+            again = await open_client(bridge.url)
+            await send(
+                again,
+                bridge_pb2.ClientFrame(
+                    subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=last - 10, epoch=old_epoch)
+                ),
+            )
+            frames: list[bridge_pb2.ServerFrame] = []
+            async with asyncio.timeout(20):
+                while not any(f"new{after - 1}" in str(f.events) for f in frames):
+                    frames.append(await recv(again, 20))
+            kinds = [f.WhichOneof("frame") for f in frames]
+            assert "error" not in kinds, frames
+            # Before the reset only the old log's events (what the replay had of it), then the new log whole.
+            cut = kinds.index("reset")
+            before_reset = [e.llm_token.text for f in frames[:cut] for e in f.events.events]
+            assert all(text.startswith("old") for text in before_reset), before_reset
+            assert frames[cut].reset.previous_epoch == old_epoch != frames[cut].reset.epoch == bridge.epoch()
+            assert [e.llm_token.text for f in frames[cut:] for e in f.events.events] == [
+                f"new{i}" for i in range(after)
+            ]
+
+
+class ResettingBus(bus_pb2_grpc.EventBusServicer):
+    """A real EventBus server whose first subscription (the bridge's link) streams what the test
+    puts in `link`; later ones (a client's replay) never answer: that replay stays unfinished."""
+
+    def __init__(self) -> None:
+        self.link: asyncio.Queue[bus_pb2.SubscribeResponse] = asyncio.Queue()
+        self.replays = 0
+
+    async def Describe(self, request, context):  # type: ignore[no-untyped-def]
+        return bus_pb2.DescribeResponse(head_seq=10, backend="memory", epoch="one")
+
+    async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]
+        if self.replays or request.after_seq != 10:
+            self.replays += 1
+            await asyncio.Event().wait()
+        self.replays += 1
+        while True:
+            yield await self.link.get()
+
+
+def batch(*seqs: int) -> bus_pb2.SubscribeResponse:
+    return bus_pb2.SubscribeResponse(batch=events_pb2.EventBatch(events=[token(s, f"t{s}") for s in seqs]))
+
+
+async def test_a_reset_during_an_unfinished_replay_does_not_send_the_live_events_it_held(tmp_path: Path) -> None:
+    """Found by tests/test_faults.py: the live events a replay held were sent on a reset although
+    the replay had not sent what comes before them: a silent hole before the reset frame."""
+    server = grpc.aio.server()
+    bus = ResettingBus()
+    bus_pb2_grpc.add_EventBusServicer_to_server(bus, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with running_bridge(make_config(tmp_path), f"127.0.0.1:{port}") as bridge:
+            await bus.link.put(batch(11, 12))
+            async with asyncio.timeout(10):
+                while bridge.dispatched_seq < 12:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            ws = await open_client(bridge.url)
+            await send(
+                ws,
+                bridge_pb2.ClientFrame(subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")),
+            )
+            async with asyncio.timeout(10):
+                while bus.replays < 2:  # noqa: ASYNC110 - the replay of (5, 12] has started, and waits
+                    await asyncio.sleep(0.02)
+            await bus.link.put(batch(13))  # live: held until the replay is done
+            await bus.link.put(bus_pb2.SubscribeResponse(reset=bus_pb2.LogReset(epoch="two", previous_epoch="one")))
+            await bus.link.put(batch(1, 2))  # the new log
+            frames = []
+            async with asyncio.timeout(10):
+                while not frames or frames[-1].WhichOneof("frame") != "events" or "reset" not in str(frames):
+                    frames.append(await recv(ws))
+            assert [f.WhichOneof("frame") for f in frames] == ["reset", "events"], frames
+            assert frames[0].reset.epoch == "two"
+            assert [e.seq for e in frames[1].events.events] == [1, 2]
+    finally:
+        await server.stop(0)
+
+
 NODE = shutil.which("node")
 
 
