@@ -868,8 +868,13 @@ class Connection:
                         break
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
+                    # Said, with what it misses, and then live delivery goes on: returning here left
+                    # the live frames held by this replay until the client was cut off.
                     self.error(ErrorCode.ERROR_CODE_UNAVAILABLE, f"resume failed: {exc.details()}")
-                    return
+                    missed = replay.live_start - cursor
+                    gap = events_pb2.Gap(requested_after_seq=after_seq, oldest_seq=replay.live_start + 1, missed=missed)
+                    self.send(bridge_pb2.ServerFrame(gap=gap))
+                    break
                 await asyncio.sleep(backoff.next_delay())
             finally:
                 call.cancel()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ROOT, make_config, running_host
+from conftest import ROOT, make_config, running_host, wait_until
 from test_bridge_helpers import open_client, recv, running_bridge, send, subscribe
 
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL
@@ -294,6 +294,48 @@ async def test_a_reset_during_an_unfinished_replay_does_not_send_the_live_events
             assert [f.WhichOneof("frame") for f in frames] == ["reset", "events"], frames
             assert frames[0].reset.epoch == "two"
             assert [e.seq for e in frames[1].events.events] == [1, 2]
+    finally:
+        await server.stop(0)
+
+
+class FailingReplayBus(ResettingBus):
+    """The link's subscription streams `link`; a client's replay is refused with a status no retry
+    will change."""
+
+    async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]
+        if request.after_seq != 10:
+            self.replays += 1
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the log is being compacted")
+        while True:
+            yield await self.link.get()
+
+
+async def test_a_replay_the_bus_refuses_is_reported_as_a_gap_and_live_events_go_on(tmp_path: Path) -> None:
+    """A replay that failed for good kept the live events it held until the client was cut off."""
+    server = grpc.aio.server()
+    bus = FailingReplayBus()
+    bus_pb2_grpc.add_EventBusServicer_to_server(bus, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with running_bridge(make_config(tmp_path), f"127.0.0.1:{port}") as bridge:
+            await bus.link.put(batch(11, 12))
+            await wait_until(lambda: bridge.dispatched_seq >= 12, 10, "the link to deliver seq 12")
+            ws = await open_client(bridge.url)
+            frame = bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")
+            await send(ws, bridge_pb2.ClientFrame(subscribe=frame))
+            await wait_until(lambda: bus.replays >= 1, 10, "the replay to be refused")
+            await bus.link.put(batch(13))
+            kinds = []
+            async with asyncio.timeout(10):
+                while "events" not in kinds:
+                    got = await recv(ws)
+                    kinds.append(got.WhichOneof("frame"))
+                    if kinds[-1] == "gap":
+                        assert (got.gap.requested_after_seq, got.gap.oldest_seq, got.gap.missed) == (5, 13, 7)
+                    if kinds[-1] == "events":
+                        assert [e.seq for e in got.events.events] == [13]
+            assert kinds == ["error", "gap", "events"], kinds
     finally:
         await server.stop(0)
 
