@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -149,6 +150,37 @@ async def test_ollama_tool_call_and_length(tmp_path: Path, replay: ReplayServer)
         responses = await generate(host, start("story", max_tokens=6))
         assert responses[-1].finished.finish_reason == "length"
         assert replay.exchanges[1].request["max_tokens"] == 6
+
+
+async def test_a_bad_message_mid_generation_stops_it_at_once_with_invalid_argument(
+    tmp_path: Path, replay: ReplayServer
+) -> None:
+    """A request that does not parse, sent while the model streams, ends the call with
+    INVALID_ARGUMENT and stops the upstream like a cancel (it used to run the whole answer first)."""
+    body = b"".join(
+        f'data: {{"choices":[{{"index":0,"delta":{{"content":" w{i}"}},"finish_reason":null}}]}}\n\n'.encode()
+        for i in range(500)
+    )
+    replay.queue(Reply(body=body, chunk_delay=0.02))  # about 10 s of answer
+    async with running_host(make_config(tmp_path, **providers_env(replay.base_url)), only="bus,llm") as host:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            generate = channel.stream_stream(
+                "/coda.v1.Llm/Generate", request_serializer=None, response_deserializer=None
+            )
+            call = generate()
+            await call.write(start("talk forever").SerializeToString())
+            tokens = 0
+            while tokens < 3:
+                response = llm_pb2.GenerateResponse.FromString(await call.read())
+                tokens += response.HasField("token")
+            began = time.monotonic()
+            await call.write(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff garbage")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                while True:
+                    await call.read()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert time.monotonic() - began < 3.0
+        await asyncio.wait_for(replay.exchanges[0].done.wait(), 5)
 
 
 async def test_cancel_stops_the_upstream_within_a_chunk(tmp_path: Path, replay: ReplayServer) -> None:

@@ -14,6 +14,7 @@ from coda.bus.publisher import EventPublisher
 from coda.llm.chain import ProviderChain
 from coda.llm.generation import Generation, GenerationUnavailable
 from coda.llm.requests import InvalidRequest, from_start
+from coda.runtime.malformed import MalformedRequest
 from coda.schema import new_event
 from coda.v1 import events_pb2, llm_pb2, llm_pb2_grpc
 
@@ -64,10 +65,15 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
         control: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def watch() -> None:
-            async for request in request_iterator:
+            try:
+                async for request in request_iterator:
+                    if not control.done():
+                        control.set_result("cancel" if request.HasField("cancel") else "second start")
+                    return
+            except MalformedRequest:
+                # Stopped like a cancel; the guard ends the call with INVALID_ARGUMENT once this returns.
                 if not control.done():
-                    control.set_result("cancel" if request.HasField("cancel") else "second start")
-                return
+                    control.set_result("malformed")
 
         async def produce() -> None:
             async for response in generation.run():
@@ -82,7 +88,7 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
                 producer.cancel()  # closes the upstream stream within the chunk being read
                 with contextlib.suppress(asyncio.CancelledError):
                     await producer
-                if control.result() == "cancel":
+                if control.result() in ("cancel", "malformed"):
                     await context.write(generation.cancelled())
                     return
                 await context.write(generation.cancelled())
