@@ -70,6 +70,10 @@ class VoiceServicer:
 
     def Describe(self, request, context):
         """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info).
+        The standard names (DescribeRequest, taken by the bus in this package, or VoiceDescribeRequest)
+        came too late: renaming the messages now would break the schema that introduced them.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,12 @@ class VoiceStub:
     Transcribe: _grpc.StreamStreamMultiCallable[_voice_pb2.TranscribeRequest, _voice_pb2.TranscribeResponse]
     Synthesize: _grpc.StreamStreamMultiCallable[_voice_pb2.SynthesizeRequest, _voice_pb2.SynthesizeResponse]
     Describe: _grpc.UnaryUnaryMultiCallable[_voice_pb2.DescribeVoiceRequest, _voice_pb2.DescribeVoiceResponse]
-    """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info)."""
+    """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info).
+    The standard names (DescribeRequest, taken by the bus in this package, or VoiceDescribeRequest)
+    came too late: renaming the messages now would break the schema that introduced them.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 @_typing.type_check_only
 class VoiceAsyncStub(VoiceStub):
@@ -46,7 +51,12 @@ class VoiceAsyncStub(VoiceStub):
     Transcribe: _aio.StreamStreamMultiCallable[_voice_pb2.TranscribeRequest, _voice_pb2.TranscribeResponse]  # type: ignore[assignment]
     Synthesize: _aio.StreamStreamMultiCallable[_voice_pb2.SynthesizeRequest, _voice_pb2.SynthesizeResponse]  # type: ignore[assignment]
     Describe: _aio.UnaryUnaryMultiCallable[_voice_pb2.DescribeVoiceRequest, _voice_pb2.DescribeVoiceResponse]  # type: ignore[assignment]
-    """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info)."""
+    """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info).
+    The standard names (DescribeRequest, taken by the bus in this package, or VoiceDescribeRequest)
+    came too late: renaming the messages now would break the schema that introduced them.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 class VoiceServicer(metaclass=_abc_1.ABCMeta):
     """Voice turns audio into text (Transcribe) and text into audio (Synthesize)."""
@@ -71,6 +81,11 @@ class VoiceServicer(metaclass=_abc_1.ABCMeta):
         request: _voice_pb2.DescribeVoiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_voice_pb2.DescribeVoiceResponse, _abc.Awaitable[_voice_pb2.DescribeVoiceResponse]]:
-        """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info)."""
+        """Describe names the engines in use and the voices Synthesize accepts (e.g. for a Wyoming Info).
+        The standard names (DescribeRequest, taken by the bus in this package, or VoiceDescribeRequest)
+        came too late: renaming the messages now would break the schema that introduced them.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
 
 def add_VoiceServicer_to_server(servicer: VoiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
