@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import grpc
 from google.protobuf import json_format
@@ -312,7 +313,27 @@ FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconne
 # -- subscribers --------------------------------------------------------------------------------
 
 
-class GrpcFollower:
+class _Follower:
+    """A subscriber run as one task, recording what it is told in `record`."""
+
+    record: DeliveryRecord
+    _task: asyncio.Task[None] | None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=self.record.name)
+        return self
+
+    def raise_failure(self) -> None:
+        """Raise what ended the follower's task, if it ended (it only ends on a bug)."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._task.result()
+            raise AssertionError(f"{self.record.name} stopped")
+
+
+class GrpcFollower(_Follower):
     """A `ResumingSubscription` to llm.* from the log's start, recording what it is told."""
 
     def __init__(self, address: str, name: str = "grpc") -> None:
@@ -320,16 +341,6 @@ class GrpcFollower:
         self.record = DeliveryRecord(name)
         self._task: asyncio.Task[None] | None = None
         self.subscription: ResumingSubscription | None = None
-
-    def start(self) -> GrpcFollower:
-        self._task = asyncio.create_task(self._run(), name=self.record.name)
-        return self
-
-    def raise_failure(self) -> None:
-        """Raise what ended the subscription's task, if it ended (it only ends on a bug)."""
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            self._task.result()
-            raise AssertionError(f"{self.record.name} stopped")
 
     async def _run(self) -> None:
         channel = grpc.aio.insecure_channel(self.address, options=FAST_RECONNECT)
@@ -367,7 +378,7 @@ def parse_frame(data: str | bytes) -> bridge_pb2.ServerFrame:
     return frame
 
 
-class BridgeFollower:
+class BridgeFollower(_Follower):
     """A WebSocket client of the bridge that resumes like coda-client.js: it keeps the last seq it
     processed and the epoch it belongs to, resubscribes with both after any close, starts over
     from 0 of the new epoch on a reset, and notes gaps. `stall()` stops it reading (with a tiny
@@ -384,16 +395,6 @@ class BridgeFollower:
         self._reading.set()
         self._task: asyncio.Task[None] | None = None
         self.ws: ClientConnection | None = None
-
-    def start(self) -> BridgeFollower:
-        self._task = asyncio.create_task(self._run(), name=self.record.name)
-        return self
-
-    def raise_failure(self) -> None:
-        """Raise what ended the client's task, if it ended (it only ends on a bug)."""
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            self._task.result()
-            raise AssertionError(f"{self.record.name} stopped")
 
     def stall(self) -> None:
         self._reading.clear()
