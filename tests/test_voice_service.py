@@ -126,6 +126,39 @@ async def test_real_time_sentence_is_segmented_and_transcribed(voice) -> None:  
     assert all(e.correlation_id == "turn-1" and e.source == "voice" for e in events)
 
 
+async def test_the_call_stays_open_after_the_final_until_the_client_ends_it(voice, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A client streaming a microphone learns of the final only after writing more audio; had the
+    # server ended the call there, grpc's asyncio client could report INTERNAL instead of OK
+    # (grpc/grpc#36066), as it once did to the test above in CI.
+    stub, _ = voice
+    audio = await speech(SENTENCES[1]) + silence(0.8)
+    call = stub.Transcribe()
+    await call.write(transcribe_config())
+    for start in range(0, len(audio), 3200):
+        await call.write(voice_pb2.TranscribeRequest(audio=audio[start : start + 3200]))
+    kinds = []
+    async for response in call:
+        kinds.append(response.WhichOneof("response"))
+        if kinds[-1] == "final":
+            break
+    assert kinds[-1] == "final"
+    await asyncio.sleep(0.3)
+    assert not call.done()
+    await call.write(voice_pb2.TranscribeRequest(audio=silence(0.5)))
+    await call.write(voice_pb2.TranscribeRequest(end=voice_pb2.AudioStreamEnd()))
+    await call.done_writing()
+    assert [r async for r in call] == []
+    assert await call.code() == grpc.StatusCode.OK
+
+    # A client that neither writes nor ends is not waited for forever.
+    monkeypatch.setattr("coda.voice.service.AFTER_FINAL_DRAIN_SECONDS", 0.5)
+    call = stub.Transcribe()
+    await call.write(transcribe_config())
+    await call.write(voice_pb2.TranscribeRequest(audio=audio))
+    finals = [r async for r in call if r.WhichOneof("response") == "final"]
+    assert len(finals) == 1 and await call.code() == grpc.StatusCode.OK
+
+
 async def test_continuous_stream_at_full_speed_transcribes_each_utterance(voice) -> None:  # type: ignore[no-untyped-def]
     stub, _ = voice
     spoken_sentences = [SENTENCES[0], SENTENCES[2]]
@@ -521,10 +554,12 @@ async def test_whisper_hears_commands_and_open_sentences(tmp_path: Path) -> None
     assert {f.engine for f in finals} == {"whisper"}
     heard = [f.text for f in finals]
     assert word_error_rate(" ".join(said), " ".join(heard)) <= 0.15, heard
-    # Free speech, not forced into commands (pocketsphinx's command model: ~0.8 on it). tiny.en gets
-    # 2 or 3 of these 9 eSpeak words wrong depending on exactly where the utterance was cut
-    # ("jump"/"dump", "lazy"/"lady", "dog"/"nog"); one run of several gave 3.
-    assert word_error_rate(OPEN_SENTENCE, heard[-1]) <= 0.34, heard[-1]
+    # Free speech, not forced into commands (pocketsphinx's command model: ~0.8 on it). eSpeak's
+    # audio for a text depends on what it said before in the process (a state its Terminate does
+    # not reset, nor its random seed), so this depends on which tests ran first: over 13 renderings
+    # tiny.en got 1 to 4 of these 9 words wrong ("jump"/"dump", "lazy"/"lady", "brown fox"/
+    # "round-fark"). Five wrong still tells free recognition from a command grammar.
+    assert word_error_rate(OPEN_SENTENCE, heard[-1]) <= 5 / 9, heard[-1]
     assert "coda" in heard[COMMANDS.index("hello coda")].lower()  # the hotword
 
 

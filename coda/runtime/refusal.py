@@ -1,10 +1,12 @@
-"""Refusing a client-streaming call so that the client learns why.
+"""Ending a client-streaming call before the client has finished sending, so that it learns why.
 
 grpc's asyncio client reports INTERNAL "Internal error from Core" instead of the server's status
-when one of its writes meets a call the server has already ended (grpc/grpc#36066). A client that
-sends its setup and its first content together (config and text, open and text) races any refusal
-of the setup. Reading what the client has already sent, up to a moment, before ending the call
-takes the race away for such clients; a client still streaming after that may yet see INTERNAL.
+when one of its writes meets a call the server has already ended (grpc/grpc#36066, fix proposed in
+grpc/grpc#43486). A client that sends its setup and its first content together (config and text,
+open and text) races any refusal of the setup, and a client streaming audio races a call that ends
+once its utterance is transcribed. Reading what the client is still sending, up to a moment, before
+ending the call takes the race away for such clients; a client still streaming after that may yet
+see INTERNAL.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ import grpc
 DRAIN_SECONDS = 0.25
 
 
+async def drain(requests: AsyncIterator[Any], seconds: float) -> None:
+    """Read and drop the client's requests until it half-closes, it fails, or `seconds` pass."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            async for _ in requests:
+                pass
+
+
 async def refuse(
     context: grpc.aio.ServicerContext,
     requests: AsyncIterator[Any],
@@ -28,9 +38,6 @@ async def refuse(
     drain_seconds: float = DRAIN_SECONDS,
 ) -> NoReturn:
     """End the call with `code` and `details` once the client's pending requests have been read."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(drain_seconds):
-            async for _ in requests:
-                pass
+    await drain(requests, drain_seconds)
     await context.abort(code, details)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from coda.bus.publisher import EventPublisher
 from coda.config import VoiceConfig
-from coda.runtime.refusal import refuse
+from coda.runtime.refusal import drain, refuse
 from coda.schema import new_event
 from coda.v1 import events_pb2, voice_pb2, voice_pb2_grpc
 from coda.voice import metrics
@@ -55,6 +55,9 @@ SOURCE = "voice"
 #: Text a Synthesize client may have queued but not yet spoken.
 MAX_PENDING_TEXT_CHARS = 100_000
 READY_TIMEOUT_SECONDS = 60.0
+#: How long a single-utterance Transcribe keeps reading a client's audio after its final: enough
+#: for a client streaming in real time to read the final and stop.
+AFTER_FINAL_DRAIN_SECONDS = 3.0
 
 
 @dataclass
@@ -150,7 +153,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
         last_partial = ""
         audio_seconds = 0.0
         try:
-            finished = False
+            finished = client_ended = False
             while not finished:
                 request = await anext(requests, None)
                 kind = request.WhichOneof("request") if request is not None else "end"
@@ -158,7 +161,7 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                     actions = segmenter.push(decoder.push(request.audio))  # type: ignore[union-attr]
                 elif kind == "end":
                     actions = segmenter.finish()
-                    finished = True
+                    finished = client_ended = True
                 else:
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT, "a TranscribeRequest config may only come first"
@@ -212,6 +215,10 @@ class VoiceServicer(voice_pb2_grpc.VoiceServicer):
                         yield voice_pb2.TranscribeResponse(final=final, event_id=self._publish(final, ids))
                 if segmenter.done:
                     finished = True
+            if not client_ended:
+                # The utterance ended before the client's audio did. A client reads the final and
+                # stops; ending the call while it still writes would turn this OK into INTERNAL.
+                await drain(requests, AFTER_FINAL_DRAIN_SECONDS)
         except EngineError as exc:
             metrics.ERRORS.labels(operation="transcribe", cause=type(exc).__name__).inc()
             self._publish(events_pb2.VoiceSttError(message=str(exc), engine=engines.stt.name), ids)
