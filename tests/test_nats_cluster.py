@@ -129,7 +129,7 @@ async def test_nats_unreachable_at_start_and_mid_run_gives_unavailable_then_reco
             stub = bus_pb2_grpc.EventBusStub(channel)
             # Down at start: the start did not wait for its system.started, which is held for later.
             assert host.components[0].publisher.holding
-            # The host runs, and both methods answer UNAVAILABLE with the reason.
+            # The host runs, and every method answers UNAVAILABLE with the reason.
             call = stub.Publish()
             await call.write(bus_pb2.PublishRequest(events=[new_event("t", events_pb2.LlmToken(text="x"))]))
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -140,6 +140,11 @@ async def test_nats_unreachable_at_start_and_mid_run_gives_unavailable_then_reco
                 async for _ in stub.Subscribe(bus_pb2.SubscribeRequest(types=["*"])):
                     pass
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            # Describe too: an empty log of no epoch would send a follower back to seq 0, to
+            # deliver again what it had delivered (a restarted bus did, before NATS was back).
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Describe(bus_pb2.DescribeRequest())
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "NATS" in err.value.details()
 
             # A publisher keeps its events while NATS is down and none is lost.
             publisher = GrpcPublisher(lambda: channel, source="t")

@@ -354,6 +354,10 @@ class BusService:
     async def Describe(
         self, request: bus_pb2.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> bus_pb2.DescribeResponse:
+        try:
+            self.backend.check_ready()
+        except BackendUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return self.describe()
 
 

@@ -69,6 +69,14 @@ class LogBackend(abc.ABC):
         matching events, and an empty list means none match up to its head.
         """
 
+    def check_ready(self) -> None:  # noqa: B027 - optional hook, a local log is always known
+        """Raise BackendUnavailable while the backend does not know its log yet (head, epoch).
+
+        A bus that answered Describe then would describe an empty log of no epoch, and a follower
+        would take its position back to 0 and deliver again what it had delivered (a restarted bus
+        not yet connected to NATS did exactly that).
+        """
+
     async def prepare_subscribe(self, after_seq: int | None) -> None:  # noqa: B027 - optional hook
         """Before a subscriber is registered: raise BackendUnavailable when the log cannot serve it.
 

@@ -261,14 +261,14 @@ class NatsBackend(LogBackend):
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS client error", extra={"error": _describe(exc)})
 
-    def _check_ready(self) -> None:
+    def check_ready(self) -> None:
         if not self._ready or self._js is None:
             raise BackendUnavailable(self._reason)
 
     # -- writing --------------------------------------------------------------------------------
 
     async def append(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
-        self._check_ready()
+        self.check_ready()
         payloads: list[tuple[events_pb2.Event, bytes]] = []
         futures = []
         try:
@@ -318,7 +318,7 @@ class NatsBackend(LogBackend):
     # -- reading --------------------------------------------------------------------------------
 
     async def prepare_subscribe(self, after_seq: int | None) -> None:
-        self._check_ready()
+        self.check_ready()
         if after_seq is None or after_seq <= self._head:
             return
         # Another process may have had `after_seq` acked a moment before we delivered it.
@@ -327,7 +327,7 @@ class NatsBackend(LogBackend):
             await self._wait_for_head(after_seq, self.ack_timeout)
 
     async def read_after(self, after_seq: int, limit: int, event_filter: EventFilter | None = None) -> list[Entry]:
-        self._check_ready()
+        self.check_ready()
         subjects = tuple(filter_subjects(self.prefix, event_filter or EventFilter()))
         reader = self._readers.pop((after_seq, subjects), None)
         try:
