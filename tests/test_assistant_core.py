@@ -121,6 +121,30 @@ def test_session_store_persists_and_lists_most_recent_first(tmp_path: Path) -> N
     assert reopened.get("nope") is None
 
 
+def test_session_store_keeps_open_sessions_and_a_bounded_number_of_idle_ones(tmp_path: Path) -> None:
+    store = SessionStore(str(tmp_path / "sessions.db"), idle_kept=2)
+    settings = events_pb2.ConversationSettings()
+    held = store.create("s-held", "ann", settings)
+    store.hold(held)
+    for i in range(10):
+        session = store.create(f"s-{i}", "ann", settings)
+        store.hold(session)
+        store.record_turn(session, memory_pb2.Turn(turn_id=f"t{i}", user_text=f"hello {i}", assistant_text="hi"))
+        store.release(session)
+    assert store.in_memory == 3  # the open one and the two most recently used
+    assert store.get("s-held") is held, "an open session is one object for every conversation"
+    again = store.get("s-0")  # forgotten here, read back from the file
+    assert again is not None and again.turns == 1 and again.last_user_text == "hello 0"
+    assert store.in_memory == 3
+    store.hold(held)
+    store.release(held)
+    assert store.get("s-held") is held, "still held by its first conversation"
+    store.release(held)
+    for i in range(5, 10):
+        store.get(f"s-{i}")
+    assert store.in_memory == 2
+
+
 @pytest.mark.parametrize("bad", ["x" * 200, "bad\nid", " padded", "../../etc/passwd", "a'; DROP TABLE sessions;--"])
 def test_session_ids_follow_the_buss_rule(bad: str) -> None:
     assert session_id_problem(bad), "the bus refuses it"

@@ -515,6 +515,39 @@ async def test_a_timer_set_in_a_session_is_announced_and_spoken_there(channel: g
     await chat.close()
 
 
+async def test_a_timer_firing_during_a_spoken_answer_is_spoken_after_it(tmp_path: Path) -> None:
+    story = [f"{word}{' ' if i % 6 else '. '}" for i, word in enumerate(["Once"] + ["upon"] * 29)]
+    async with ReplayServer() as replay:
+        # About 3 s of answer: the 1 s timer goes off while it is being spoken.
+        replay.queue(
+            Reply(body=sse_tool_call("set_timer", {"seconds": 1, "label": "tea"})),
+            Reply(body=sse_text(["Timer", " set."])),
+            Reply(body=sse_text(story), chunk_delay=0.1),
+        )
+        config = assistant_config(tmp_path, **replay_provider_env(replay.base_url))
+        async with running_host(config) as started, grpc.aio.insecure_channel(started.address) as channel:
+            chat = converser(channel)
+            await chat.open(open_request(voice_output=True))
+            await chat.turn("set a timer for 1 second called tea", turn_id="turn-timer")
+            await chat.send(text_request("tell me a story", turn_id="story"))
+
+            def spoken_announcement(event: events_pb2.Event) -> bool:
+                return event.HasField("voice_tts_audio") and event.voice_tts_audio.text.startswith("Your timer")
+
+            events = await chat.read_until(spoken_announcement, timeout=30)
+            kinds = types_of(events)
+            assert "conversation.announcement" in kinds
+            assert "conversation.turn" in kinds, "the announcement was spoken over the answer"
+            # The announcement's text is shown at once, during the answer...
+            assert kinds.index("conversation.announcement") < kinds.index("conversation.turn")
+            # ...and its speech follows all of the answer's.
+            answer_audio = [
+                i for i, e in enumerate(events) if e.HasField("voice_tts_audio") and e.correlation_id == "story"
+            ]
+            assert answer_audio and max(answer_audio) < len(events) - 1
+            await chat.close()
+
+
 async def test_a_timer_is_announced_only_in_its_own_session(channel: grpc.aio.Channel) -> None:
     setter, other = converser(channel), converser(channel)
     await setter.open(open_request())

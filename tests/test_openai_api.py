@@ -19,7 +19,7 @@ import jwt
 import openai
 import pytest
 from assistant_helpers import replay_provider_env, sse_text, sse_tool_call
-from conftest import make_config, running_host
+from conftest import make_config, running_host, wait_until
 from openai import AsyncOpenAI
 from test_bridge_helpers import open_client, recv, running_bridge, send
 from test_bridge_server import http_get
@@ -123,6 +123,26 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+
+
+async def test_requests_without_a_session_do_not_pile_up_in_the_assistant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("coda.assistant.sessions.IDLE_SESSIONS_KEPT", 3)
+    config = make_config(tmp_path)
+    async with running_host(config, only=TEXT_COMPONENTS) as host, running_bridge(config, host.address) as bridge:
+        assistant = next(c for c in host.components if type(c).__name__ == "AssistantComponent")
+        store = assistant.servicer._store  # type: ignore[attr-defined]
+        client = client_of(bridge)
+        for i in range(12):
+            answer = await client.chat.completions.create(
+                model="coda", messages=[{"role": "user", "content": f"what is {i} plus 1"}]
+            )
+            assert str(i + 1) in (answer.choices[0].message.content or "")
+        # Each request was a session of its own, saved in the file; memory keeps only the newest
+        # (each is let go once its turn is saved, a moment after the answer).
+        await wait_until(lambda: store.in_memory <= 3, 10, "idle sessions to be let go")
+        assert len(store.list(limit=100)) >= 12
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -170,7 +170,16 @@ class Conversation:
                 new_event(source, payload, session_id=session_id, correlation_id=correlation_id, event_id=event_id)
             )
 
-        task = asyncio.create_task(speak(self._engines.voice, config, text, show), name="announcement")
+        answering = self._answering if self._answering is not None and not self._answering.finished else None
+
+        async def speak_after_the_answer() -> None:
+            # Spoken after the answer being spoken now, never over it (the client plays audio in
+            # the order it arrives); the text and the event were shown at once.
+            if answering is not None:
+                await answering.wait()
+            await speak(self._engines.voice, config, text, show)
+
+        task = asyncio.create_task(speak_after_the_answer(), name="announcement")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return announcement
@@ -217,6 +226,7 @@ class Conversation:
                 session_id or new_session_id(), request.user_id or config.default_user_id, settings
             )
         self.session = session
+        self._store.hold(session)
         history = await self._history(session)
         # A session id the store did not know but Memory did (e.g. the store file was lost) is a resume too.
         resumed = resumed or bool(history)
@@ -403,6 +413,13 @@ class Conversation:
             self._audio.end(time.perf_counter())
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+
+    async def release_session(self) -> None:
+        """Once the turns still running are saved, let the store forget the session if idle."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        if self.session is not None:
+            self._store.release(self.session)
 
     def detach(self) -> None:
         """The stream is gone: stop what runs; the turns save themselves in the background."""

@@ -119,6 +119,7 @@ class AssistantServicer(assistant_pb2_grpc.AssistantServicer):
                 await reader
             self.attached.detach(session_id, conversation)
             conversation.detach()
+            self._keep(asyncio.ensure_future(conversation.release_session()))
 
     async def GetSession(
         self, request: assistant_pb2.GetSessionRequest, context: grpc.aio.ServicerContext

@@ -2,7 +2,8 @@
 
 The turns themselves live in Memory (AddTurn / History); the store keeps what Memory does not know:
 the session's user, its settings, a turn count and the last user text for listings. A few recent
-turns are also cached here so that a session still has history to show when Memory is down.
+turns are also cached here so that a session still has history to show when Memory is down (for
+the sessions held in memory: every open one and the most recently used idle ones).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from coda.schema import session_id_problem
 from coda.v1 import events_pb2, memory_pb2
 
 RECENT_TURNS_CACHED = 20
+#: Sessions kept in this process while no conversation has them open (most recently used first);
+#: the rest live only in the file. Without a bound every session ever opened stayed in memory, and
+#: an OpenAI client that sends each request as its own session grew the process without end.
+IDLE_SESSIONS_KEPT = 256
 
 
 def new_session_id() -> str:
@@ -49,13 +54,17 @@ class Session:
 class SessionStore:
     """Sessions by id, persisted in SQLite (path "" or ":memory:" keeps them in this process only)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, idle_kept: int | None = None) -> None:
         target = path or ":memory:"
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(target, check_same_thread=False)
         self._lock = threading.Lock()
-        self._live: dict[str, Session] = {}
+        #: Sessions in memory, least recently used first: every open one and `idle_kept` others.
+        self._live: OrderedDict[str, Session] = OrderedDict()
+        #: Open conversations per session: a held session is one object for all of them.
+        self._holders: Counter[str] = Counter()
+        self._idle_kept = IDLE_SESSIONS_KEPT if idle_kept is None else idle_kept
         with self._lock, self._db:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sessions ("
@@ -67,6 +76,7 @@ class SessionStore:
     def get(self, session_id: str) -> Session | None:
         session = self._live.get(session_id)
         if session is not None:
+            self._live.move_to_end(session_id)
             return session
         with self._lock:
             row = self._db.execute(
@@ -77,14 +87,40 @@ class SessionStore:
         if row is None:
             return None
         session = _from_row(row)
-        self._live[session_id] = session
+        self._keep(session)
         return session
 
     def create(self, session_id: str, user_id: str, settings: events_pb2.ConversationSettings) -> Session:
         session = Session(session_id=session_id, user_id=user_id, settings=settings)
-        self._live[session_id] = session
+        self._keep(session)
         self.save(session)
         return session
+
+    def hold(self, session: Session) -> None:
+        """A conversation has the session open: it stays in memory until `release`."""
+        self._holders[session.session_id] += 1
+        self._live[session.session_id] = session
+        self._live.move_to_end(session.session_id)
+
+    def release(self, session: Session) -> None:
+        """A conversation is done with the session (and its turns are saved)."""
+        self._holders[session.session_id] -= 1
+        if self._holders[session.session_id] <= 0:
+            del self._holders[session.session_id]
+        self._trim()
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._live)
+
+    def _keep(self, session: Session) -> None:
+        self._live[session.session_id] = session
+        self._trim()
+
+    def _trim(self) -> None:
+        idle = [sid for sid in self._live if sid not in self._holders]
+        for session_id in idle[: max(0, len(idle) - self._idle_kept)]:
+            del self._live[session_id]
 
     def save(self, session: Session) -> None:
         session.updated = time.time()

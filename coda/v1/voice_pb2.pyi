@@ -88,7 +88,10 @@ class TranscribeConfig(_message.Message):
     partials: _builtins.bool
     """Emit partial transcripts while the user speaks."""
     continuous: _builtins.bool
-    """Keep listening after an utterance ends (several utterances per stream)."""
+    """Keep listening after an utterance ends (several utterances per stream). Without it the call
+    ends after the first final: the client stops sending when it reads the final and ends its
+    stream; the server reads (and drops) audio still coming for up to 3 s before ending the call.
+    """
     session_id: _builtins.str
     correlation_id: _builtins.str
     @_builtins.property
