@@ -21,6 +21,7 @@ from conftest import ROOT, make_config, running_host, wait_until
 from test_bridge_helpers import open_client, recv, running_bridge, send, subscribe
 
 from bridge.codec import JSON_PROTOCOL, PROTO_PROTOCOL
+from bridge.health import STATE_TYPES
 from coda.schema import new_event
 from coda.v1 import bridge_pb2, bus_pb2, bus_pb2_grpc, events_pb2
 
@@ -239,8 +240,10 @@ async def test_a_resume_replay_meeting_a_replaced_bus_log_ends_in_a_reset_not_it
 
 
 class ResettingBus(bus_pb2_grpc.EventBusServicer):
-    """A real EventBus server whose first subscription (the bridge's link) streams what the test
-    puts in `link`; later ones (a client's replay) never answer: that replay stays unfinished."""
+    """A real EventBus server whose bridge link (every type, from the head it described) streams what
+    the test puts in `link`; a client's replay never answers: that replay stays unfinished. The
+    bridge's reading of component states from the log (bridge/health.py) gets nothing, and is told
+    apart by its request, not by its order: it may reach the bus before the link does."""
 
     def __init__(self) -> None:
         self.link: asyncio.Queue[bus_pb2.SubscribeResponse] = asyncio.Queue()
@@ -249,11 +252,18 @@ class ResettingBus(bus_pb2_grpc.EventBusServicer):
     async def Describe(self, request, context):  # type: ignore[no-untyped-def]
         return bus_pb2.DescribeResponse(head_seq=10, backend="memory", epoch="one")
 
+    @staticmethod
+    def kind_of(request: bus_pb2.SubscribeRequest) -> str:
+        if list(request.types) == ["*"] and request.after_seq == 10:
+            return "link"
+        return "states" if tuple(request.types) == STATE_TYPES else "replay"
+
     async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]
-        if self.replays or request.after_seq != 10:
-            self.replays += 1
+        kind = self.kind_of(request)
+        if kind != "link":
+            if kind == "replay":
+                self.replays += 1
             await asyncio.Event().wait()
-        self.replays += 1
         while True:
             yield await self.link.get()
 
@@ -282,7 +292,7 @@ async def test_a_reset_during_an_unfinished_replay_does_not_send_the_live_events
                 bridge_pb2.ClientFrame(subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")),
             )
             async with asyncio.timeout(10):
-                while bus.replays < 2:  # noqa: ASYNC110 - the replay of (5, 12] has started, and waits
+                while bus.replays < 1:  # noqa: ASYNC110 - the replay of (5, 12] has started, and waits
                     await asyncio.sleep(0.02)
             await bus.link.put(batch(13))  # live: held until the replay is done
             await bus.link.put(bus_pb2.SubscribeResponse(reset=bus_pb2.LogReset(epoch="two", previous_epoch="one")))
@@ -303,8 +313,10 @@ class FailingReplayBus(ResettingBus):
     will change."""
 
     async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]
-        if request.after_seq != 10:
-            self.replays += 1
+        kind = self.kind_of(request)
+        if kind != "link":
+            if kind == "replay":
+                self.replays += 1
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the log is being compacted")
         while True:
             yield await self.link.get()
