@@ -411,15 +411,17 @@ class Conversation:
         """Wait for the running turns to finish on their own (the client has nothing more to say)."""
         if self._audio is not None and self._audio.open:
             self._audio.end(time.perf_counter())
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        await self._tasks_done()
 
     async def release_session(self) -> None:
         """Once the turns still running are saved, let the store forget the session if idle."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        await self._tasks_done()
         if self.session is not None:
             self._store.release(self.session)
+
+    async def _tasks_done(self) -> None:
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     def detach(self) -> None:
         """The stream is gone: stop what runs; the turns save themselves in the background."""
