@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -61,10 +62,13 @@ class ScriptedBus(bus_pb2_grpc.EventBusServicer):
             yield bus_pb2.SubscribeResponse(batch=events_pb2.EventBatch(events=events))
 
 
+BusT = TypeVar("BusT", bound=bus_pb2_grpc.EventBusServicer)
+
+
 @contextlib.asynccontextmanager
-async def scripted_bus() -> AsyncIterator[tuple[ScriptedBus, str]]:
+async def serving(bus: BusT) -> AsyncIterator[tuple[BusT, str]]:
+    """A real gRPC server on loopback for a fake bus; its address."""
     server = grpc.aio.server()
-    bus = ScriptedBus()
     bus_pb2_grpc.add_EventBusServicer_to_server(bus, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -72,6 +76,10 @@ async def scripted_bus() -> AsyncIterator[tuple[ScriptedBus, str]]:
         yield bus, f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
+
+
+def scripted_bus() -> contextlib.AbstractAsyncContextManager[tuple[ScriptedBus, str]]:
+    return serving(ScriptedBus())
 
 
 async def texts_until(ws, last: str, timeout: float = 10.0) -> list[str]:  # type: ignore[no-untyped-def]
@@ -275,37 +283,26 @@ def batch(*seqs: int) -> bus_pb2.SubscribeResponse:
 async def test_a_reset_during_an_unfinished_replay_does_not_send_the_live_events_it_held(tmp_path: Path) -> None:
     """Found by tests/test_faults.py: the live events a replay held were sent on a reset although
     the replay had not sent what comes before them: a silent hole before the reset frame."""
-    server = grpc.aio.server()
-    bus = ResettingBus()
-    bus_pb2_grpc.add_EventBusServicer_to_server(bus, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with running_bridge(make_config(tmp_path), f"127.0.0.1:{port}") as bridge:
-            await bus.link.put(batch(11, 12))
-            async with asyncio.timeout(10):
-                while bridge.dispatched_seq < 12:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-            ws = await open_client(bridge.url)
-            await send(
-                ws,
-                bridge_pb2.ClientFrame(subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")),
-            )
-            async with asyncio.timeout(10):
-                while bus.replays < 1:  # noqa: ASYNC110 - the replay of (5, 12] has started, and waits
-                    await asyncio.sleep(0.02)
-            await bus.link.put(batch(13))  # live: held until the replay is done
-            await bus.link.put(bus_pb2.SubscribeResponse(reset=bus_pb2.LogReset(epoch="two", previous_epoch="one")))
-            await bus.link.put(batch(1, 2))  # the new log
-            frames = []
-            async with asyncio.timeout(10):
-                while not frames or frames[-1].WhichOneof("frame") != "events" or "reset" not in str(frames):
-                    frames.append(await recv(ws))
-            assert [f.WhichOneof("frame") for f in frames] == ["reset", "events"], frames
-            assert frames[0].reset.epoch == "two"
-            assert [e.seq for e in frames[1].events.events] == [1, 2]
-    finally:
-        await server.stop(0)
+    async with serving(ResettingBus()) as (bus, address), running_bridge(make_config(tmp_path), address) as bridge:
+        await bus.link.put(batch(11, 12))
+        await wait_until(lambda: bridge.dispatched_seq >= 12, 10, "the link to deliver seq 12")
+        ws = await open_client(bridge.url)
+        await send(
+            ws,
+            bridge_pb2.ClientFrame(subscribe=bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")),
+        )
+        # The replay of (5, 12] has started, and waits.
+        await wait_until(lambda: bus.replays >= 1, 10, "the replay to start")
+        await bus.link.put(batch(13))  # live: held until the replay is done
+        await bus.link.put(bus_pb2.SubscribeResponse(reset=bus_pb2.LogReset(epoch="two", previous_epoch="one")))
+        await bus.link.put(batch(1, 2))  # the new log
+        frames = []
+        async with asyncio.timeout(10):
+            while not frames or frames[-1].WhichOneof("frame") != "events" or "reset" not in str(frames):
+                frames.append(await recv(ws))
+        assert [f.WhichOneof("frame") for f in frames] == ["reset", "events"], frames
+        assert frames[0].reset.epoch == "two"
+        assert [e.seq for e in frames[1].events.events] == [1, 2]
 
 
 class FailingReplayBus(ResettingBus):
@@ -324,32 +321,24 @@ class FailingReplayBus(ResettingBus):
 
 async def test_a_replay_the_bus_refuses_is_reported_as_a_gap_and_live_events_go_on(tmp_path: Path) -> None:
     """A replay that failed for good kept the live events it held until the client was cut off."""
-    server = grpc.aio.server()
-    bus = FailingReplayBus()
-    bus_pb2_grpc.add_EventBusServicer_to_server(bus, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with running_bridge(make_config(tmp_path), f"127.0.0.1:{port}") as bridge:
-            await bus.link.put(batch(11, 12))
-            await wait_until(lambda: bridge.dispatched_seq >= 12, 10, "the link to deliver seq 12")
-            ws = await open_client(bridge.url)
-            frame = bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")
-            await send(ws, bridge_pb2.ClientFrame(subscribe=frame))
-            await wait_until(lambda: bus.replays >= 1, 10, "the replay to be refused")
-            await bus.link.put(batch(13))
-            kinds = []
-            async with asyncio.timeout(10):
-                while "events" not in kinds:
-                    got = await recv(ws)
-                    kinds.append(got.WhichOneof("frame"))
-                    if kinds[-1] == "gap":
-                        assert (got.gap.requested_after_seq, got.gap.oldest_seq, got.gap.missed) == (5, 13, 7)
-                    if kinds[-1] == "events":
-                        assert [e.seq for e in got.events.events] == [13]
-            assert kinds == ["error", "gap", "events"], kinds
-    finally:
-        await server.stop(0)
+    async with serving(FailingReplayBus()) as (bus, address), running_bridge(make_config(tmp_path), address) as bridge:
+        await bus.link.put(batch(11, 12))
+        await wait_until(lambda: bridge.dispatched_seq >= 12, 10, "the link to deliver seq 12")
+        ws = await open_client(bridge.url)
+        frame = bridge_pb2.SubscribeFrame(types=["llm.*"], after_seq=5, epoch="one")
+        await send(ws, bridge_pb2.ClientFrame(subscribe=frame))
+        await wait_until(lambda: bus.replays >= 1, 10, "the replay to be refused")
+        await bus.link.put(batch(13))
+        kinds = []
+        async with asyncio.timeout(10):
+            while "events" not in kinds:
+                got = await recv(ws)
+                kinds.append(got.WhichOneof("frame"))
+                if kinds[-1] == "gap":
+                    assert (got.gap.requested_after_seq, got.gap.oldest_seq, got.gap.missed) == (5, 13, 7)
+                if kinds[-1] == "events":
+                    assert [e.seq for e in got.events.events] == [13]
+        assert kinds == ["error", "gap", "events"], kinds
 
 
 NODE = shutil.which("node")
