@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 
 import grpc
 import jsonschema
 
-from coda import config as config_module
+from bench.host import bench_host
 from coda.config import AssistantConfig, LlmProviderConfig
 from coda.llm.models import DEFAULT_MODEL, resolve
 from coda.llm.providers.llamacpp import LlamaCppProvider
 from coda.llm.providers.openai import OpenAIProvider
 from coda.llm.replay import ReplayServer, Reply
 from coda.llm.types import GenerationRequest, Message, TextDelta, Tool, ToolCallDelta
-from coda.runtime.host import Host
 from coda.v1 import llm_pb2, llm_pb2_grpc
 
 
@@ -60,41 +58,30 @@ async def main(quick: bool) -> None:
             assert count == tokens
             return (time.perf_counter() - started) / tokens * 1e6
 
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {
-                "CODA_GRPC__ADDRESS": "127.0.0.1:0",
-                "CODA_METRICS__ADDRESS": "",
-                "CODA_BUS__PATH": tmp,
-                "CODA_LLM__CHAIN": '["replay"]',
-                "CODA_LLM__PROVIDERS": json.dumps([{"name": "replay", "base_url": replay.base_url, "model": "bench"}]),
-            }
-            host = Host(config_module.load(None, env=env), only="bus,llm")
-            await host.start()
-            try:
-                async with grpc.aio.insecure_channel(host.address) as channel:
-                    stub = llm_pb2_grpc.LlmStub(channel)
-                    start = llm_pb2.GenerateRequest(
-                        start=llm_pb2.GenerateStart(
-                            messages=[llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="talk")]
-                        )
-                    )
+        providers = json.dumps([{"name": "replay", "base_url": replay.base_url, "model": "bench"}])
+        async with (
+            bench_host("bus,llm", CODA_LLM__CHAIN='["replay"]', CODA_LLM__PROVIDERS=providers) as host,
+            grpc.aio.insecure_channel(host.address) as channel,
+        ):
+            stub = llm_pb2_grpc.LlmStub(channel)
+            start = llm_pb2.GenerateRequest(
+                start=llm_pb2.GenerateStart(messages=[llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="talk")])
+            )
 
-                    async def through_grpc() -> float:
-                        started = time.perf_counter()
-                        count = 0
-                        async for response in stub.Generate(iter([start])):
-                            count += response.HasField("token")
-                        assert count == tokens
-                        return (time.perf_counter() - started) / tokens * 1e6
+            async def through_grpc() -> float:
+                started = time.perf_counter()
+                count = 0
+                async for response in stub.Generate(iter([start])):
+                    count += response.HasField("token")
+                assert count == tokens
+                return (time.perf_counter() - started) / tokens * 1e6
 
-                    await direct()
-                    await through_grpc()  # warm-up: connections, code paths
-                    direct_us, grpc_us = [], []
-                    for _ in range(runs):
-                        direct_us.append(await direct())
-                        grpc_us.append(await through_grpc())
-            finally:
-                await host.stop()
+            await direct()
+            await through_grpc()  # warm-up: connections, code paths
+            direct_us, grpc_us = [], []
+            for _ in range(runs):
+                direct_us.append(await direct())
+                grpc_us.append(await through_grpc())
 
     d50, g50 = statistics.median(direct_us), statistics.median(grpc_us)
     print(f"llm: {tokens} tokens x {runs} runs, replayed SSE over loopback HTTP")

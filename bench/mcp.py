@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,9 +18,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from bench.host import bench_host
 from bench.tools import Caller
-from coda import config as config_module
-from coda.runtime.host import Host
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,26 +79,12 @@ async def served(address: str, channel: grpc.aio.Channel, calls: int) -> None:
 async def main(quick: bool) -> None:
     calls = 200 if quick else 2000
     server = {"name": "mcp", "command": sys.executable, "args": ["-m", "bench.mcp", "--server"], "cwd": str(ROOT)}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_module.load(
-            None,
-            env={
-                "CODA_GRPC__ADDRESS": "127.0.0.1:0",
-                "CODA_METRICS__ADDRESS": "",
-                "CODA_BUS__PATH": str(Path(tmp) / "bus"),
-                "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
-                "CODA_TOOLS__MCP": json.dumps([{**server, "env": {"PYTHONPATH": str(ROOT)}}]),
-            },
-        )
-        host = Host(config, only="bus,tools")
-        await host.start()
-        try:
-            print("mcp: tool call latency through MCP against the direct path, one call at a time")
-            async with grpc.aio.insecure_channel(host.address) as channel:
-                await mounted(channel, calls)
-                await served(host.address, channel, calls)
-        finally:
-            await host.stop()
+    mcp = json.dumps([{**server, "env": {"PYTHONPATH": str(ROOT)}}])
+    async with bench_host("bus,tools", CODA_GRPC__SHUTDOWN_GRACE_SECONDS="1", CODA_TOOLS__MCP=mcp) as host:
+        print("mcp: tool call latency through MCP against the direct path, one call at a time")
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            await mounted(channel, calls)
+            await served(host.address, channel, calls)
 
 
 def serve_add() -> None:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import numpy as np
 
-from coda import config as config_module
-from coda.runtime.host import Host
+from bench.host import bench_host
 from coda.v1 import tools_pb2, tools_pb2_grpc
 
 CONCURRENCY = 16
@@ -115,26 +112,12 @@ async def one_stream_in_flight(channel: grpc.aio.Channel, calls: int) -> None:
 
 async def main(quick: bool) -> None:
     calls = 400 if quick else 3000
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_module.load(
-            None,
-            env={
-                "CODA_GRPC__ADDRESS": "127.0.0.1:0",
-                "CODA_METRICS__ADDRESS": "",
-                "CODA_BUS__PATH": str(Path(tmp) / "bus"),
-                "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
-            },
-        )
-        host = Host(config, only="bus,tools")
-        await host.start()
-        try:
-            print("tools: Execute round trip (calculate), over loopback gRPC")
-            async with grpc.aio.insecure_channel(host.address) as channel:
-                await sequential(channel, calls)
-                await many_streams(channel, calls)
-                await one_stream_in_flight(channel, calls)
-        finally:
-            await host.stop()
+    async with bench_host("bus,tools", CODA_GRPC__SHUTDOWN_GRACE_SECONDS="1") as host:
+        print("tools: Execute round trip (calculate), over loopback gRPC")
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            await sequential(channel, calls)
+            await many_streams(channel, calls)
+            await one_stream_in_flight(channel, calls)
 
 
 if __name__ == "__main__":

@@ -20,18 +20,16 @@ import asyncio
 import contextlib
 import os
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 
+from bench.host import bench_host
 from coda import config as config_module
-from coda.runtime.host import Host
 from coda.v1 import voice_pb2, voice_pb2_grpc
 from coda.voice.audio import PcmResampler
 from coda.voice.engines.espeak_tts import EspeakTts
@@ -213,15 +211,8 @@ async def transcribe(
 @contextlib.asynccontextmanager
 async def voice_stub(**env: str) -> AsyncIterator[voice_pb2_grpc.VoiceStub]:
     """A Voice client of a real bus+voice host on a free loopback port; `env` holds CODA_* overrides."""
-    with tempfile.TemporaryDirectory() as tmp:
-        base = {"CODA_GRPC__ADDRESS": "127.0.0.1:0", "CODA_METRICS__ADDRESS": "", "CODA_BUS__PATH": str(Path(tmp))}
-        host = Host(config_module.load(None, env={**base, **env}), "bus,voice")
-        await host.start()
-        try:
-            async with grpc.aio.insecure_channel(host.address) as channel:
-                yield voice_pb2_grpc.VoiceStub(channel)
-        finally:
-            await host.stop()
+    async with bench_host("bus,voice", **env) as host, grpc.aio.insecure_channel(host.address) as channel:
+        yield voice_pb2_grpc.VoiceStub(channel)
 
 
 async def run_engine(engine: str, clips: list[Clip], paced: list[Clip]) -> dict[str, object]:
