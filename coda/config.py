@@ -212,6 +212,11 @@ class LlmProviderConfig:
     context_tokens: int = 4096
     #: llamacpp: CPU threads for generation and prompt processing; 0: all cores.
     threads: int = 0
+    #: llamacpp: how much lower than the rest of Coda its threads run (a Linux nice increment, 0 to
+    #: 19; 0: the same). Speech, which a listener waits on, then gets the cores first: on 2 cores,
+    #: Piper's first audio beside a generating model took 83-140 ms at 10 (65-77 at 19) instead of
+    #: 181-260 ms at 0, at the same tokens per second.
+    nice: int = 10
 
 
 @dataclass
@@ -233,6 +238,9 @@ class LlmConfig:
     #: idle but 6.8 beside one busy process, 1 thread 12.3 and 11.3; all cores still answered typed
     #: questions sooner in the quality benchmark (first token p50 315 ms against 459 ms).
     embedded_model_threads: int = 0
+    #: How much lower than the rest of Coda the embedded model's threads run (Linux nice increment,
+    #: 0 to 19), so that speech recognition and synthesis get the cores first (see llm.providers.nice).
+    embedded_model_nice: int = 10
 
 
 @dataclass
@@ -372,6 +380,10 @@ class VoiceConfig:
     #: Subtract steady background noise (hiss, fans) from each utterance before Whisper decodes it, the
     #: noise estimated from the utterance's quietest frames; clean audio passes almost unchanged.
     whisper_denoise: bool = True
+    #: Seconds of audio Whisper's encoder sees for an utterance that fits (0: Whisper's own 30 s). The
+    #: encoder's time grows with the square of this: 20 s takes about half of 30 s's time at the same
+    #: word error rate; 15 s and less cost accuracy. Longer utterances get the full window.
+    whisper_window_seconds: float = 20.0
     #: Language model of pocketsphinx: "domain" (the assistant's own commands, built at start from
     #: the intent agent's templates; far more accurate on commands) or "general" (pocketsphinx's
     #: bundled en-US model, for free dictation such as questions to a configured LLM).
@@ -475,6 +487,12 @@ class AssistantConfig:
     episode_min_words: int = 8
     #: Voice output (spoken answers) for sessions that do not choose.
     voice_output: bool = False
+    #: While the user speaks, send each partial transcript's prompt to the model ahead of the answer
+    #: (Llm.Prefill), so that its prompt cache already holds most of it when the final transcript comes.
+    #: Off: on 2 cores it gained nothing measurable (spoken p50 over six runs each: 669-848 ms on,
+    #: 703-834 ms off), since the prefill competes with the final decode for the cores and partial
+    #: transcripts often differ from the final one in their last words.
+    prefill_while_speaking: bool = False
     #: SQLite file of the session store (sessions, their users and settings); history lives in memory.
     sessions_path: str = "var/assistant/sessions.db"
 

@@ -32,7 +32,7 @@ from coda.assistant.prompt import conversation_messages, tool_error_content
 from coda.assistant.sessions import SessionStore, check_session_id
 from coda.assistant.settings import SettingsError, apply_settings, default_settings
 from coda.assistant.speech import speakable
-from coda.assistant.turn import ToolCatalog, Turn
+from coda.assistant.turn import AudioInput, ToolCatalog, Turn
 from coda.config import AssistantConfig
 from coda.llm.providers.embedded import CANNED_MODEL, pieces
 from coda.schema import event_type, session_id_problem
@@ -226,6 +226,12 @@ class FakeLlm:
     fail_after: int | None = None
     starts: list[llm_pb2.GenerateStart] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)
+    prefills: list[llm_pb2.GenerateStart] = field(default_factory=list)
+    prefill_seconds: float = 0.0
+
+    async def prefill(self, start: llm_pb2.GenerateStart) -> None:
+        self.prefills.append(start)
+        await asyncio.sleep(self.prefill_seconds)
 
     async def generate(self, start: llm_pb2.GenerateStart) -> Generation:
         self.starts.append(start)
@@ -281,10 +287,17 @@ class FakeMemory:
 
 
 class FakeVoice:
-    def transcribe(
+    #: What Transcribe answers, in order, one response per audio chunk read (None: no spoken input here).
+    heard: list[voice_pb2.TranscribeResponse] | None = None
+
+    async def transcribe(
         self, config: voice_pb2.TranscribeConfig, audio: AsyncIterator[bytes]
     ) -> AsyncIterator[voice_pb2.TranscribeResponse]:
-        raise AssertionError("no spoken input in these tests")
+        assert self.heard is not None, "no spoken input in these tests"
+        chunks = aiter(audio)
+        for response in self.heard:
+            await anext(chunks, None)
+            yield response
 
     async def synthesize(self, config: voice_pb2.SynthesizeConfig) -> object:
         raise AssertionError("no voice output in these tests")
@@ -332,6 +345,47 @@ def make_turn(engines: Engines, sink: Sink, traits: dict[str, float] | None = No
         sink=sink,
         config=AssistantConfig(**config),  # type: ignore[arg-type]
     )
+
+
+def heard(*partials: str, final: str) -> list[voice_pb2.TranscribeResponse]:
+    said = [voice_pb2.TranscribeResponse(speech_started=events_pb2.VoiceVadSpeechStarted())]
+    said += [voice_pb2.TranscribeResponse(partial=events_pb2.VoiceSttPartial(text=p)) for p in partials]
+    said.append(voice_pb2.TranscribeResponse(speech_ended=events_pb2.VoiceVadSpeechEnded()))
+    return [*said, voice_pb2.TranscribeResponse(final=events_pb2.VoiceSttFinal(text=final))]
+
+
+async def test_partial_transcripts_prefill_the_prompt_the_answer_starts_with() -> None:
+    """While the user speaks, the model gets the prompt with the words heard so far: the same messages
+    as the answer's up to the user's words, so its prompt cache holds all of them but the last few."""
+    engines = Engines(FakeLlm([[*tokens("Paris."), finished()]], prefill_seconds=0.05))
+    engines.voice.heard = heard(
+        "what is the", "what is the capital", "what is the capital of", final="What is the capital of France?"
+    )
+    await make_turn(engines, Sink(), prefill_while_speaking=True).run(audio=await spoken())
+    answered = engines.llm.starts[0]
+    assert answered.messages[-1].content == "What is the capital of France?"
+    # One at a time: the partial that came while the first prefill ran was skipped.
+    assert [p.messages[-1].content for p in engines.llm.prefills] == ["what is the"]
+    prefill = engines.llm.prefills[0]
+    assert prefill.messages[:-1] == answered.messages[:-1]
+    assert prefill.tools == answered.tools and prefill.options == answered.options
+
+
+async def test_no_prefill_when_it_is_off_the_default_or_the_turn_is_typed() -> None:
+    engines = Engines(FakeLlm([[*tokens("Hi."), finished()]]))
+    engines.voice.heard = heard("hello", final="Hello there.")
+    await make_turn(engines, Sink()).run(audio=await spoken())
+    await make_turn(engines, Sink(), prefill_while_speaking=True).run(text="hello")
+    assert len(engines.llm.starts) == 2 and engines.llm.prefills == []
+
+
+async def spoken(chunks: int = 8) -> AudioInput:
+    """An ended spoken input of `chunks` chunks (the fake recogniser reads one per response)."""
+    audio = AudioInput(voice_pb2.AudioFormat(encoding=voice_pb2.AUDIO_ENCODING_PCM16, sample_rate=16000, channels=1))
+    for _ in range(chunks):
+        await audio.push(bytes(640))
+    audio.end(0.0)
+    return audio
 
 
 async def test_tool_rounds_feed_results_back_then_answer() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -176,6 +178,51 @@ async def test_tool_results_go_back_to_the_model(provider: LlamaCppProvider) -> 
     assert "18" in text or "sunny" in text.lower()
 
 
+async def test_prefill_puts_the_prompt_in_the_cache_for_the_generation_that_follows(
+    provider: LlamaCppProvider,
+) -> None:
+    """What the assistant does with a partial transcript: the final's prompt then needs only the
+    tokens after the words heard so far."""
+    heard_so_far = await provider.prefill(ask("Who wrote Romeo and"))
+    assert heard_so_far.evaluated_tokens > 0 and heard_so_far.prompt_tokens > heard_so_far.evaluated_tokens
+    final = await provider.prefill(ask("Who wrote Romeo and Juliet?"))
+    # All but the last words and the template's end (about 7 tokens) came from the cache.
+    assert final.cached_tokens >= heard_so_far.prompt_tokens - 6, (heard_so_far, final)
+    assert final.evaluated_tokens <= 8, final
+    items = await collect(provider, ask("Who wrote Romeo and Juliet?"))
+    assert any(isinstance(i, TextDelta) for i in items) and isinstance(items[-1], Finish)
+
+
+def threads_cpu_and_nice() -> dict[int, tuple[int, int]]:
+    """Per thread of this process: (CPU time in clock ticks, nice value), from /proc."""
+    seen = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # After the command's ")": field 3 (state) is fields[0]; utime, stime and nice are fields 14, 15, 19.
+        seen[int(tid)] = (int(fields[11]) + int(fields[12]), int(fields[16]))
+    return seen
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_the_model_computes_on_threads_below_the_rest_of_the_process(provider: LlamaCppProvider) -> None:
+    """So that speech synthesis, which a listener waits on, gets the cores first."""
+    await collect(provider, ask("hello", max_tokens=2))  # loaded, its threads started
+    before = threads_cpu_and_nice()
+    await collect(provider, ask("Tell me about the sea.", max_tokens=24))
+    after = threads_cpu_and_nice()
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    # Threads that computed for at least 0.2 s (20 ticks) of the ~1 s generation: the model's.
+    busy = {tid: nice for tid, (cpu, nice) in after.items() if cpu - before.get(tid, (0, 0))[0] >= 20}
+    assert busy, (before, after)
+    assert set(busy.values()) == {min(19, base + LlmProviderConfig().nice)}, busy
+    assert after[os.getpid()][1] == base  # the rest of the process is left as it was
+    with pytest.raises(ValueError, match="nice must be 0 to 19"):
+        LlamaCppProvider(LlmProviderConfig(name="bad", kind="llamacpp", nice=20))
+
+
 def test_prompt_and_grammar_carry_the_tools() -> None:
     messages = chat_messages(ask("hi", tools=(TIMER,)))
     assert messages[0]["role"] == "system" and messages[0]["content"].startswith(SYSTEM.content)
@@ -258,3 +305,31 @@ async def test_grpc_streams_from_llamacpp_and_falls_back_from_a_corrupt_model(tm
 
         listed = await stub.ListProviders(llm_pb2.ListProvidersRequest())
         assert {p.name: p.kind for p in listed.providers}["broken"] == "llamacpp"
+
+        # Prefill: the named provider's cache; a corrupt model answers UNAVAILABLE naming it; the agent
+        # alone has no cache; bad requests are refused.
+        partial = grpc_start("Who wrote Romeo and").start
+        partial.options.provider = "local"
+        first = await stub.Prefill(llm_pb2.PrefillRequest(start=partial))
+        again = await stub.Prefill(llm_pb2.PrefillRequest(start=partial))
+        assert first.provider == "local" and first.evaluated_tokens > 0, first
+        assert again.evaluated_tokens <= 1 and again.cached_tokens >= again.prompt_tokens - 1, again
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Prefill(
+                llm_pb2.PrefillRequest(start=grpc_start("hello").start)
+            )  # the chain starts with "broken"
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and str(corrupt) in (failed.value.details() or "")
+        agent = grpc_start("hello").start
+        agent.options.provider = "embedded"
+        assert (await stub.Prefill(llm_pb2.PrefillRequest(start=agent))).evaluated_tokens == 0
+        for bad, why in ((llm_pb2.GenerateStart(), "messages is empty"), (_named(partial, "nope"), "unknown provider")):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Prefill(llm_pb2.PrefillRequest(start=bad))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in (refused.value.details() or "")
+
+
+def _named(start: llm_pb2.GenerateStart, provider: str) -> llm_pb2.GenerateStart:
+    named = llm_pb2.GenerateStart()
+    named.CopyFrom(start)
+    named.options.provider = provider
+    return named

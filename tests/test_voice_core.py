@@ -314,9 +314,23 @@ def test_sentences_come_out_as_soon_as_complete() -> None:
     out = []
     for token in ["Hel", "lo there", ". It is ", "3.14 degrees, Dr", ". Smith! Really", "?", " Yes"]:
         out.append(splitter.feed(token))
-    assert out == [[], [], ["Hello there."], [], ["It is 3.14 degrees, Dr. Smith!"], [], ["Really?"]]
+    assert out == [[], [], ["Hello there."], [], ["It is 3.14 degrees, Dr. Smith!"], ["Really?"], []]
     assert splitter.flush() == ["Yes"]
     assert splitter.flush() == []
+
+
+def test_a_sentence_end_at_the_end_of_the_text_so_far_ends_it_at_once() -> None:
+    """The next token need not arrive first, unless the full stop may belong to a number or an
+    abbreviation."""
+    for text in ("The capital is Tokyo.", "Hi there!", "Really?", "Well\u2026", 'He said "yes."', "Wait..."):
+        assert SentenceSplitter().feed(text) == [text]
+    for text in ("It is 3.", "Ask Dr.", "Bring tools, e.g.", "Born in the U.S.", "Done"):
+        splitter = SentenceSplitter()
+        assert splitter.feed(text) == [], text
+        assert splitter.flush() == [text]
+    splitter = SentenceSplitter()
+    assert splitter.feed("It is 3.") == []
+    assert splitter.feed("14 degrees.") == ["It is 3.14 degrees."]
 
 
 def test_runaway_text_is_cut_at_a_word_boundary() -> None:

@@ -26,7 +26,13 @@ from coda.voice.audio import PcmResampler
 from coda.voice.engines.base import EngineError
 from coda.voice.engines.espeak_tts import EspeakTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
-from coda.voice.engines.whisper_stt import BUNDLED_SHA256, WhisperStt, bundled_model_dir, verify_model_dir
+from coda.voice.engines.whisper_stt import (
+    BUNDLED_SHA256,
+    WhisperStt,
+    bundled_model_dir,
+    verify_model_dir,
+    window_frames,
+)
 from coda.voice.quality import word_error_rate
 from coda.voice.wyoming_server import BANNER
 from tests.conftest import Processes, make_config, running_host
@@ -572,6 +578,42 @@ async def test_whisper_gives_the_same_text_for_the_same_audio() -> None:
     await whisper_text(stt, other)
     after = await whisper_text(stt, first)
     assert before == after and before[0]
+
+
+def test_whisper_window_fits_the_utterance_up_to_whisper_s_own() -> None:
+    assert window_frames(300, 20.0) == 2000  # 3 s of audio in a 20 s window
+    assert window_frames(2000, 20.0) == 2000
+    assert window_frames(2001, 20.0) == 3000  # does not fit: Whisper's own 30 s
+    assert window_frames(300, 0.0) == window_frames(300, 30.0) == 3000
+    assert window_frames(3001, 20.0) is None  # longer than one window: decoded in several
+    with pytest.raises(ValueError, match="whisper_window_seconds"):
+        WhisperStt(window_seconds=31.0)
+
+
+async def test_whisper_hears_the_same_in_a_short_window_and_decodes_audio_longer_than_one() -> None:
+    """The 20 s window (about half the encoder's time) hears what the 30 s one does, and audio over
+    30 s goes through faster-whisper's own windows, its start and end both heard."""
+    short, full = WhisperStt(window_seconds=20.0), WhisperStt(window_seconds=0.0)
+    await short.load()
+    await full.load()
+    audio = silence(0.3) + await speech(OPEN_SENTENCE) + silence(0.3)
+    in_short, in_full = (await whisper_text(short, audio))[0], (await whisper_text(full, audio))[0]
+    assert word_error_rate(OPEN_SENTENCE, in_short) <= word_error_rate(OPEN_SENTENCE, in_full) + 1 / 9, (
+        in_short,
+        in_full,
+    )
+    said, long_audio = [], b""
+    for text in [*COMMANDS, OPEN_SENTENCE] * 3:
+        said.append(text)
+        long_audio += await speech(text) + silence(0.6)
+        if len(long_audio) > 32 * RATE * 2:
+            break
+    assert len(long_audio) > 32 * RATE * 2
+    heard, _ = await whisper_text(short, long_audio)
+    assert word_error_rate(" ".join(said), heard) <= 0.2, heard
+    first, last = said[0], said[-1]
+    assert word_error_rate(first, " ".join(heard.split()[: len(first.split())])) <= 1 / 3, heard
+    assert word_error_rate(last, " ".join(heard.split()[-len(last.split()) :])) <= 1 / 3, heard
 
 
 async def test_whisper_partials_arrive_while_the_user_speaks(tmp_path: Path) -> None:

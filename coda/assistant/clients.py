@@ -25,6 +25,8 @@ from coda.v1 import (
 )
 
 ChannelOf = Callable[[str], grpc.aio.Channel]
+#: A prefill that has not finished by then is of no more use (the user has stopped speaking).
+PREFILL_TIMEOUT_SECONDS = 10.0
 
 
 @contextlib.contextmanager
@@ -98,6 +100,12 @@ class GrpcLlm:
         generation = GrpcGeneration(call)
         await generation._write(llm_pb2.GenerateRequest(start=start))
         return generation
+
+    async def prefill(self, start: llm_pb2.GenerateStart) -> None:
+        with _translated("llm"):
+            await llm_pb2_grpc.LlmStub(self._channel_of("llm")).Prefill(
+                llm_pb2.PrefillRequest(start=start), timeout=PREFILL_TIMEOUT_SECONDS
+            )
 
 
 class GrpcTools:

@@ -53,6 +53,10 @@ class SynthesisCall(Protocol):
 class LlmPort(Protocol):
     async def generate(self, start: llm_pb2.GenerateStart) -> GenerationCall: ...
 
+    async def prefill(self, start: llm_pb2.GenerateStart) -> None:
+        """Evaluate a generation's prompt ahead of it (Llm.Prefill); EngineError when it fails."""
+        ...
+
 
 class ToolsPort(Protocol):
     async def list_tools(self) -> list[llm_pb2.ToolSpec]: ...

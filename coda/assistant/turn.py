@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -203,6 +203,7 @@ class Turn:
         self._synthesis_reader: asyncio.Task[None] | None = None
         self._synthesis_failed = False
         self._canceller: asyncio.Task[None] | None = None
+        self._prefilling: asyncio.Task[None] | None = None
         self._client = client or ClientInput()
         #: Calls to the client's tools the answer stopped at: reported to the client, not run.
         self.client_tool_calls: list[events_pb2.LlmToolCallRequested] = []
@@ -273,8 +274,9 @@ class Turn:
             raise
         finally:
             self._finished.set()
-            if self._canceller is not None and not self._canceller.done():
-                self._canceller.cancel()
+            for helper in (self._canceller, self._prefilling):
+                if helper is not None and not helper.done():
+                    helper.cancel()
 
     async def _run_body(self, text: str | None, audio: AudioInput | None) -> None:
         try:
@@ -290,11 +292,9 @@ class Turn:
         finally:
             await self._end_synthesis()
 
-    async def _answer_text(self, text: str) -> None:
-        recalled = await self._recall(text)
-        if self._stop.is_set():
-            return
-        tools = self._offered_tools(await self._tools.get())
+    def _prompt(self, text: str, recent: Sequence[memory_pb2.Turn], note: str = "") -> list[llm_pb2.ChatMessage]:
+        """The messages of a generation answering `text`: one builder for the answer and its prefill,
+        so that both start with the same tokens."""
         now = datetime.now().astimezone()
         system = system_prompt(
             self._config.persona,
@@ -303,13 +303,50 @@ class Turn:
             self.settings.language,
             today=f"{now:%A}, {now.day} {now:%B %Y}",
         )
-        note = memory_note(recalled.items)
         if self._client.history:
             messages = history_messages(system, self._client.history, text, note)
         else:
-            recent = list(recalled.recent_turns) if recalled.recent_turns else list(self.session.recent)
-            messages = conversation_messages(system, recent[-self._config.recall_turns :], text, note)
+            messages = conversation_messages(system, list(recent)[-self._config.recall_turns :], text, note)
         messages.extend(self._client.continuation)
+        return messages
+
+    def _start(self, messages: list[llm_pb2.ChatMessage], tools: list[llm_pb2.ToolSpec]) -> llm_pb2.GenerateStart:
+        return llm_pb2.GenerateStart(
+            messages=messages,
+            tools=tools,
+            options=llm_pb2.GenerateOptions(
+                provider=self.settings.provider, max_tokens=answer_token_limit(dict(self.settings.traits))
+            ),
+            session_id=self.session.session_id,
+            correlation_id=self.turn_id,
+        )
+
+    def _prefill(self, heard: str) -> None:
+        """While the user is still speaking, have the model evaluate the prompt with the words heard so
+        far (a partial transcript), so that the answer's prompt is mostly in its cache when the final
+        transcript comes. One at a time; a later partial waits for the next chance."""
+        if not self._config.prefill_while_speaking or not heard.strip():
+            return
+        if self._prefilling is not None and not self._prefilling.done():
+            return
+
+        async def prefill() -> None:
+            tools = self._offered_tools(await self._tools.get())
+            start = self._start(self._prompt(heard, self.session.recent), tools)
+            try:
+                await self._engines.llm.prefill(start)
+            except EngineError as exc:  # only a lost head start
+                log.debug("prefill failed", extra={"turn_id": self.turn_id, "error": str(exc)})
+
+        self._prefilling = asyncio.create_task(prefill())
+
+    async def _answer_text(self, text: str) -> None:
+        recalled = await self._recall(text)
+        if self._stop.is_set():
+            return
+        tools = self._offered_tools(await self._tools.get())
+        recent = recalled.recent_turns or self.session.recent
+        messages = self._prompt(text, recent, memory_note(recalled.items))
         client_tools = self._client.tool_names
         limit = max(0, self._config.max_tool_rounds)
         for round_index in range(limit + 1):
@@ -365,6 +402,8 @@ class Turn:
                 self._show("voice", getattr(response, kind), response.event_id)
                 if kind == "speech_started" and self._on_speech_started is not None:
                     await self._on_speech_started(self)
+                elif kind == "partial":
+                    self._prefill(response.partial.text)
                 elif kind == "speech_ended":
                     speech_ended = self.clock.now()
                 elif kind == "final":
@@ -425,15 +464,7 @@ class Turn:
     async def _generate(
         self, messages: list[llm_pb2.ChatMessage], tools: list[llm_pb2.ToolSpec], round_index: int
     ) -> _Round | None:
-        start = llm_pb2.GenerateStart(
-            messages=messages,
-            tools=tools,
-            options=llm_pb2.GenerateOptions(
-                provider=self.settings.provider, max_tokens=answer_token_limit(dict(self.settings.traits))
-            ),
-            session_id=self.session.session_id,
-            correlation_id=self.turn_id,
-        )
+        start = self._start(messages, tools)
         began = self.clock.now()
         answer = _Round()
         parts: list[str] = []

@@ -22,6 +22,11 @@ FIRST_TOKEN = Histogram(
     ["provider"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+PREFILL_TOKENS = Counter(
+    "coda_llm_prefill_tokens",
+    "Prompt tokens of Prefill calls by provider and kind (evaluated: the work done ahead; cached: reused)",
+    ["provider", "kind"],
+)
 #: Values follow coda.v1.BreakerState: 1 closed, 2 open, 3 half-open.
 BREAKER_STATE = Gauge(
     "coda_llm_breaker_state", "Circuit breaker state per provider (1 closed, 2 open, 3 half-open)", ["provider"]

@@ -11,9 +11,11 @@ from typing import Any
 import grpc
 
 from coda.bus.publisher import EventPublisher
-from coda.llm.chain import ProviderChain
+from coda.llm import metrics
+from coda.llm.chain import Link, ProviderChain
 from coda.llm.generation import Generation, GenerationUnavailable
 from coda.llm.requests import InvalidRequest, from_start
+from coda.llm.types import GenerationRequest, ProviderError
 from coda.runtime.malformed import MalformedRequest
 from coda.schema import new_event
 from coda.v1 import events_pb2, llm_pb2, llm_pb2_grpc
@@ -41,9 +43,18 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
                 f"the first request must be a start, got {first.WhichOneof('request') or 'an empty request'}",
             )
         start = first.start
+        request, route = await self._checked(start, context)
+        generation = Generation(
+            request, route, self._publisher, session_id=start.session_id, correlation_id=start.correlation_id
+        )
+        await self._serve(generation, request_iterator, context)
+
+    async def _checked(
+        self, start: llm_pb2.GenerateStart, context: grpc.aio.ServicerContext
+    ) -> tuple[GenerationRequest, list[Link]]:
+        """The request and the providers to try, or the call ended with INVALID_ARGUMENT saying why."""
         try:
-            request = from_start(start)
-            route = self._chain.route(start.options.provider)
+            return from_start(start), self._chain.route(start.options.provider)
         except InvalidRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except KeyError:
@@ -51,10 +62,7 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"unknown provider {start.options.provider!r}; configured: {known}"
             )
-        generation = Generation(
-            request, route, self._publisher, session_id=start.session_id, correlation_id=start.correlation_id
-        )
-        await self._serve(generation, request_iterator, context)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def _serve(
         self,
@@ -110,6 +118,28 @@ class LlmServicer(llm_pb2_grpc.LlmServicer):
             for task in (producer, watcher):
                 task.cancel()
             await asyncio.gather(producer, watcher, return_exceptions=True)
+
+    async def Prefill(
+        self, prefill: llm_pb2.PrefillRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.PrefillResponse:
+        prompt, route = await self._checked(prefill.start, context)
+        # The provider a generation would try first; its breaker is neither consulted nor fed.
+        link = next((link for link in route if link.state == events_pb2.BREAKER_STATE_CLOSED), None)
+        if link is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no provider to prefill: every circuit is open")
+        try:
+            done = await link.provider.prefill(prompt)
+        except ProviderError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"prefill failed: {exc.message}")
+        name = link.provider.name
+        metrics.PREFILL_TOKENS.labels(name, "evaluated").inc(done.evaluated_tokens)
+        metrics.PREFILL_TOKENS.labels(name, "cached").inc(done.cached_tokens)
+        return llm_pb2.PrefillResponse(
+            provider=name,
+            prompt_tokens=done.prompt_tokens,
+            cached_tokens=done.cached_tokens,
+            evaluated_tokens=done.evaluated_tokens,
+        )
 
     async def ListProviders(
         self, request: llm_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext

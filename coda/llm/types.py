@@ -74,6 +74,15 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Prefilled:
+    """What a prefill did: the prompt's tokens, those already cached, and those it evaluated."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    evaluated_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class Finish:
     #: "stop", "tool_calls" or "length".
     reason: str

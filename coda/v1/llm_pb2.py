@@ -25,37 +25,41 @@ _sym_db = _symbol_database.Default()
 from coda.v1 import events_pb2 as coda_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oda/v1/llm.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"@\n\x0c\x43hatToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x8a\x01\n\x0b\x43hatMessage\x12\x1b\n\x04role\x18\x01 \x01(\x0e\x32\r.coda.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.coda.v1.ChatToolCall\x12\x0c\n\x04name\x18\x05 \x01(\t\"M\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1e\n\x16parameters_json_schema\x18\x03 \x01(\t\"p\n\x0fGenerateOptions\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\rB\x0e\n\x0c_temperature\"\xb0\x01\n\rGenerateStart\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.coda.v1.ChatMessage\x12 \n\x05tools\x18\x02 \x03(\x0b\x32\x11.coda.v1.ToolSpec\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.coda.v1.GenerateOptions\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\"\x10\n\x0eGenerateCancel\"p\n\x0fGenerateRequest\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.coda.v1.GenerateStartH\x00\x12)\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x17.coda.v1.GenerateCancelH\x00\x42\t\n\x07request\"\x93\x02\n\x10GenerateResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.coda.v1.LlmRequestStartedH\x00\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x11.coda.v1.LlmTokenH\x00\x12\x32\n\ttool_call\x18\x03 \x01(\x0b\x32\x1d.coda.v1.LlmToolCallRequestedH\x00\x12(\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x14.coda.v1.LlmFinishedH\x00\x12\x30\n\x08\x66\x61llback\x18\x05 \x01(\x0b\x32\x1c.coda.v1.LlmProviderFallbackH\x00\x12\x10\n\x08\x65vent_id\x18\x0f \x01(\tB\n\n\x08response\"\x16\n\x14ListProvidersRequest\"s\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x04 \x01(\t\x12&\n\x07\x62reaker\x18\x05 \x01(\x0e\x32\x15.coda.v1.BreakerState\"A\n\x15ListProvidersResponse\x12(\n\tproviders\x18\x01 \x03(\x0b\x32\x15.coda.v1.ProviderInfo*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\x9a\x01\n\x03Llm\x12\x43\n\x08Generate\x12\x18.coda.v1.GenerateRequest\x1a\x19.coda.v1.GenerateResponse(\x01\x30\x01\x12N\n\rListProviders\x12\x1d.coda.v1.ListProvidersRequest\x1a\x1e.coda.v1.ListProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oda/v1/llm.proto\x12\x07\x63oda.v1\x1a\x14\x63oda/v1/events.proto\"7\n\x0ePrefillRequest\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x16.coda.v1.GenerateStart\"k\n\x0fPrefillResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\x12\x18\n\x10\x65valuated_tokens\x18\x04 \x01(\r\"@\n\x0c\x43hatToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x8a\x01\n\x0b\x43hatMessage\x12\x1b\n\x04role\x18\x01 \x01(\x0e\x32\r.coda.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.coda.v1.ChatToolCall\x12\x0c\n\x04name\x18\x05 \x01(\t\"M\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1e\n\x16parameters_json_schema\x18\x03 \x01(\t\"p\n\x0fGenerateOptions\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\rB\x0e\n\x0c_temperature\"\xb0\x01\n\rGenerateStart\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.coda.v1.ChatMessage\x12 \n\x05tools\x18\x02 \x03(\x0b\x32\x11.coda.v1.ToolSpec\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.coda.v1.GenerateOptions\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\"\x10\n\x0eGenerateCancel\"p\n\x0fGenerateRequest\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.coda.v1.GenerateStartH\x00\x12)\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x17.coda.v1.GenerateCancelH\x00\x42\t\n\x07request\"\x93\x02\n\x10GenerateResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.coda.v1.LlmRequestStartedH\x00\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x11.coda.v1.LlmTokenH\x00\x12\x32\n\ttool_call\x18\x03 \x01(\x0b\x32\x1d.coda.v1.LlmToolCallRequestedH\x00\x12(\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x14.coda.v1.LlmFinishedH\x00\x12\x30\n\x08\x66\x61llback\x18\x05 \x01(\x0b\x32\x1c.coda.v1.LlmProviderFallbackH\x00\x12\x10\n\x08\x65vent_id\x18\x0f \x01(\tB\n\n\x08response\"\x16\n\x14ListProvidersRequest\"s\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x04 \x01(\t\x12&\n\x07\x62reaker\x18\x05 \x01(\x0e\x32\x15.coda.v1.BreakerState\"A\n\x15ListProvidersResponse\x12(\n\tproviders\x18\x01 \x03(\x0b\x32\x15.coda.v1.ProviderInfo*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\xd8\x01\n\x03Llm\x12\x43\n\x08Generate\x12\x18.coda.v1.GenerateRequest\x1a\x19.coda.v1.GenerateResponse(\x01\x30\x01\x12N\n\rListProviders\x12\x1d.coda.v1.ListProvidersRequest\x1a\x1e.coda.v1.ListProvidersResponse\x12<\n\x07Prefill\x12\x17.coda.v1.PrefillRequest\x1a\x18.coda.v1.PrefillResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coda.v1.llm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1249
-  _globals['_ROLE']._serialized_end=1344
-  _globals['_CHATTOOLCALL']._serialized_start=52
-  _globals['_CHATTOOLCALL']._serialized_end=116
-  _globals['_CHATMESSAGE']._serialized_start=119
-  _globals['_CHATMESSAGE']._serialized_end=257
-  _globals['_TOOLSPEC']._serialized_start=259
-  _globals['_TOOLSPEC']._serialized_end=336
-  _globals['_GENERATEOPTIONS']._serialized_start=338
-  _globals['_GENERATEOPTIONS']._serialized_end=450
-  _globals['_GENERATESTART']._serialized_start=453
-  _globals['_GENERATESTART']._serialized_end=629
-  _globals['_GENERATECANCEL']._serialized_start=631
-  _globals['_GENERATECANCEL']._serialized_end=647
-  _globals['_GENERATEREQUEST']._serialized_start=649
-  _globals['_GENERATEREQUEST']._serialized_end=761
-  _globals['_GENERATERESPONSE']._serialized_start=764
-  _globals['_GENERATERESPONSE']._serialized_end=1039
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1041
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1063
-  _globals['_PROVIDERINFO']._serialized_start=1065
-  _globals['_PROVIDERINFO']._serialized_end=1180
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1182
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1247
-  _globals['_LLM']._serialized_start=1347
-  _globals['_LLM']._serialized_end=1501
+  _globals['_ROLE']._serialized_start=1415
+  _globals['_ROLE']._serialized_end=1510
+  _globals['_PREFILLREQUEST']._serialized_start=52
+  _globals['_PREFILLREQUEST']._serialized_end=107
+  _globals['_PREFILLRESPONSE']._serialized_start=109
+  _globals['_PREFILLRESPONSE']._serialized_end=216
+  _globals['_CHATTOOLCALL']._serialized_start=218
+  _globals['_CHATTOOLCALL']._serialized_end=282
+  _globals['_CHATMESSAGE']._serialized_start=285
+  _globals['_CHATMESSAGE']._serialized_end=423
+  _globals['_TOOLSPEC']._serialized_start=425
+  _globals['_TOOLSPEC']._serialized_end=502
+  _globals['_GENERATEOPTIONS']._serialized_start=504
+  _globals['_GENERATEOPTIONS']._serialized_end=616
+  _globals['_GENERATESTART']._serialized_start=619
+  _globals['_GENERATESTART']._serialized_end=795
+  _globals['_GENERATECANCEL']._serialized_start=797
+  _globals['_GENERATECANCEL']._serialized_end=813
+  _globals['_GENERATEREQUEST']._serialized_start=815
+  _globals['_GENERATEREQUEST']._serialized_end=927
+  _globals['_GENERATERESPONSE']._serialized_start=930
+  _globals['_GENERATERESPONSE']._serialized_end=1205
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1207
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1229
+  _globals['_PROVIDERINFO']._serialized_start=1231
+  _globals['_PROVIDERINFO']._serialized_end=1346
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1348
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1413
+  _globals['_LLM']._serialized_start=1513
+  _globals['_LLM']._serialized_end=1729
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,59 @@ ROLE_TOOL: Role.ValueType  # 4
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
+class PrefillRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___GenerateStart:
+        """The start a Generate that may follow would send (its options pick the provider)."""
+
+    def __init__(
+        self,
+        *,
+        start: Global___GenerateStart | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrefillRequest: _TypeAlias = PrefillRequest  # noqa: Y015
+
+@_typing.final
+class PrefillResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_TOKENS_FIELD_NUMBER: _builtins.int
+    EVALUATED_TOKENS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider that evaluated the prompt."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens in all, and how many of them were already in the cache."""
+    cached_tokens: _builtins.int
+    evaluated_tokens: _builtins.int
+    """Tokens evaluated by this call (prompt_tokens - cached_tokens where the provider caches)."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        prompt_tokens: _builtins.int = ...,
+        cached_tokens: _builtins.int = ...,
+        evaluated_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "evaluated_tokens", b"evaluated_tokens", "prompt_tokens", b"prompt_tokens", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrefillResponse: _TypeAlias = PrefillResponse  # noqa: Y015
+
+@_typing.final
 class ChatToolCall(_message.Message):
     """A tool call made by the assistant, as kept in the conversation."""
 

@@ -45,6 +45,11 @@ class LlmStub:
                 request_serializer=coda_dot_v1_dot_llm__pb2.ListProvidersRequest.SerializeToString,
                 response_deserializer=coda_dot_v1_dot_llm__pb2.ListProvidersResponse.FromString,
                 _registered_method=True)
+        self.Prefill = channel.unary_unary(
+                '/coda.v1.Llm/Prefill',
+                request_serializer=coda_dot_v1_dot_llm__pb2.PrefillRequest.SerializeToString,
+                response_deserializer=coda_dot_v1_dot_llm__pb2.PrefillResponse.FromString,
+                _registered_method=True)
 
 
 class LlmServicer:
@@ -65,6 +70,18 @@ class LlmServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prefill(self, request, context):
+        """Prefill evaluates the prompt of a generation that may follow into the provider's prompt cache,
+        so that a Generate whose messages start the same way answers sooner: the assistant sends the
+        conversation with the words heard so far while the user is still speaking. Nothing is
+        generated and no event is published. It goes to the provider a Generate with the same options
+        would try first (with its circuit closed); a provider without a prompt cache answers at once
+        with evaluated_tokens 0. Its failures do not count against the provider's circuit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LlmServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +94,11 @@ def add_LlmServicer_to_server(servicer, server):
                     servicer.ListProviders,
                     request_deserializer=coda_dot_v1_dot_llm__pb2.ListProvidersRequest.FromString,
                     response_serializer=coda_dot_v1_dot_llm__pb2.ListProvidersResponse.SerializeToString,
+            ),
+            'Prefill': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prefill,
+                    request_deserializer=coda_dot_v1_dot_llm__pb2.PrefillRequest.FromString,
+                    response_serializer=coda_dot_v1_dot_llm__pb2.PrefillResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +156,33 @@ class Llm:
             '/coda.v1.Llm/ListProviders',
             coda_dot_v1_dot_llm__pb2.ListProvidersRequest.SerializeToString,
             coda_dot_v1_dot_llm__pb2.ListProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prefill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coda.v1.Llm/Prefill',
+            coda_dot_v1_dot_llm__pb2.PrefillRequest.SerializeToString,
+            coda_dot_v1_dot_llm__pb2.PrefillResponse.FromString,
             options,
             channel_credentials,
             insecure,

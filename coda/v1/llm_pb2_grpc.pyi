@@ -37,6 +37,14 @@ class LlmStub:
     """Generate: the first request starts a generation; a later request may cancel it."""
     ListProviders: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListProvidersRequest, _llm_pb2.ListProvidersResponse]
     """ListProviders reports the configured providers and their breaker states."""
+    Prefill: _grpc.UnaryUnaryMultiCallable[_llm_pb2.PrefillRequest, _llm_pb2.PrefillResponse]
+    """Prefill evaluates the prompt of a generation that may follow into the provider's prompt cache,
+    so that a Generate whose messages start the same way answers sooner: the assistant sends the
+    conversation with the words heard so far while the user is still speaking. Nothing is
+    generated and no event is published. It goes to the provider a Generate with the same options
+    would try first (with its circuit closed); a provider without a prompt cache answers at once
+    with evaluated_tokens 0. Its failures do not count against the provider's circuit.
+    """
 
 @_typing.type_check_only
 class LlmAsyncStub(LlmStub):
@@ -47,6 +55,14 @@ class LlmAsyncStub(LlmStub):
     """Generate: the first request starts a generation; a later request may cancel it."""
     ListProviders: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListProvidersRequest, _llm_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """ListProviders reports the configured providers and their breaker states."""
+    Prefill: _aio.UnaryUnaryMultiCallable[_llm_pb2.PrefillRequest, _llm_pb2.PrefillResponse]  # type: ignore[assignment]
+    """Prefill evaluates the prompt of a generation that may follow into the provider's prompt cache,
+    so that a Generate whose messages start the same way answers sooner: the assistant sends the
+    conversation with the words heard so far while the user is still speaking. Nothing is
+    generated and no event is published. It goes to the provider a Generate with the same options
+    would try first (with its circuit closed); a provider without a prompt cache answers at once
+    with evaluated_tokens 0. Its failures do not count against the provider's circuit.
+    """
 
 class LlmServicer(metaclass=_abc_1.ABCMeta):
     """Llm generates text with a configured provider (OpenAI-compatible server or embedded agent)."""
@@ -66,5 +82,19 @@ class LlmServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.ListProvidersResponse, _abc.Awaitable[_llm_pb2.ListProvidersResponse]]:
         """ListProviders reports the configured providers and their breaker states."""
+
+    @_abc_1.abstractmethod
+    def Prefill(
+        self,
+        request: _llm_pb2.PrefillRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.PrefillResponse, _abc.Awaitable[_llm_pb2.PrefillResponse]]:
+        """Prefill evaluates the prompt of a generation that may follow into the provider's prompt cache,
+        so that a Generate whose messages start the same way answers sooner: the assistant sends the
+        conversation with the words heard so far while the user is still speaking. Nothing is
+        generated and no event is published. It goes to the provider a Generate with the same options
+        would try first (with its circuit closed); a provider without a prompt cache answers at once
+        with evaluated_tokens 0. Its failures do not count against the provider's circuit.
+        """
 
 def add_LlmServicer_to_server(servicer: LlmServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from coda.config import LlmConfig, LlmProviderConfig
-from coda.llm.types import GenerationRequest, StreamItem
+from coda.llm.types import GenerationRequest, Prefilled, StreamItem
 
 EMBEDDED = "embedded"
 
@@ -24,6 +24,11 @@ class Provider(Protocol):
     base_url: str
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]: ...
+
+    async def prefill(self, request: GenerationRequest) -> Prefilled:
+        """Evaluate the request's prompt into the prompt cache, generating nothing (Prefilled() when
+        the provider has no cache to fill)."""
+        ...
 
 
 def build_providers(config: LlmConfig) -> dict[str, Provider]:
@@ -40,6 +45,7 @@ def build_providers(config: LlmConfig) -> dict[str, Provider]:
                 kind="llamacpp",
                 path=config.embedded_model,
                 threads=config.embedded_model_threads,
+                nice=config.embedded_model_nice,
             )
         )
         if config.embedded_model

@@ -20,7 +20,16 @@ from collections.abc import AsyncIterator
 
 from coda.llm.agent import IntentAgent
 from coda.llm.providers import Provider
-from coda.llm.types import Finish, GenerationRequest, ProviderError, StreamItem, TextDelta, ToolCallDelta, Usage
+from coda.llm.types import (
+    Finish,
+    GenerationRequest,
+    Prefilled,
+    ProviderError,
+    StreamItem,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,13 @@ class EmbeddedProvider:
         except ProviderError as exc:
             # Not fatal: the agent answers what it can and says so for the rest.
             log.error("local language model unavailable; the intent agent answers alone: %s", exc.message)
+
+    async def prefill(self, request: GenerationRequest) -> Prefilled:
+        """The local model's cache, with the prompt it would get (no tools: the agent has them); not
+        for what the agent answers itself."""
+        if self._local is None or not self._agent.reply(request.messages, request.tool_names()).defer:
+            return Prefilled()
+        return await self._local.prefill(dataclasses.replace(request, tools=()))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
         reply = self._agent.reply(request.messages, request.tool_names())

@@ -9,6 +9,12 @@ Tool calls are constrained, not hoped for: with tools on offer the output must m
 (LLGuidance) that allows either a plain-text answer (not starting with `{`) or exactly one JSON object
 `{"name": <an offered tool>, "arguments": <valid against that tool's schema>}`. The tool signatures
 go into the system message in the Hermes/Qwen convention small models are trained on.
+
+Priority: on Linux the model's threads run `nice` steps below the rest of the process. A spoken
+answer's first audio is synthesized while the model goes on generating the next sentences, and on
+a small machine both want every core; the listener waits on the audio, not on tokens that are
+spoken seconds later. The load thread lowers itself before it starts llama.cpp, whose threads
+inherit its priority.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +39,7 @@ from coda.llm.types import (
     Finish,
     GenerationRequest,
     Message,
+    Prefilled,
     ProviderError,
     StreamItem,
     TextDelta,
@@ -154,6 +162,28 @@ def _chat_message(message: Message) -> dict[str, str]:
     return {"role": message.role, "content": message.content}
 
 
+#: The largest nice increment (Linux nice values run from -20 to 19).
+MAX_NICE = 19
+
+
+def lower_this_thread(steps: int) -> None:
+    """Run the calling thread, and the threads it starts from now on, `steps` nice values below the
+    process's main thread (again on the same thread: no further).
+
+    Linux only: there a thread has a nice value of its own (setpriority with its thread id) and new
+    threads inherit their creator's; elsewhere the same call would lower the whole process.
+    Lowering needs no privilege; raising back would, which is why only dedicated threads do this."""
+    if steps <= 0 or sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    try:
+        target = min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, os.getpid()) + steps)
+        if os.getpriority(os.PRIO_PROCESS, tid) < target:
+            os.setpriority(os.PRIO_PROCESS, tid, target)
+    except OSError as exc:  # a sandbox that forbids it: only a lost speed-up
+        log.warning("cannot lower the llm threads' priority: %s", exc)
+
+
 @dataclass(frozen=True)
 class _End:
     """The worker thread is done: `error` is what handle_chat_completions raised or answered instead."""
@@ -166,6 +196,8 @@ class LlamaCppProvider:
     base_url = ""
 
     def __init__(self, config: LlmProviderConfig, warm_prompt: str | None = None) -> None:
+        if not 0 <= config.nice <= MAX_NICE:
+            raise ValueError(f"llm provider {config.name!r}: nice must be 0 to {MAX_NICE}, got {config.nice}")
         self.name = config.name
         self._config = config
         model = bundled(config.path)
@@ -173,6 +205,7 @@ class LlamaCppProvider:
         #: Evaluated at load so the first turn finds the system prompt's opening already in the cache.
         self._warm_prompt = AssistantConfig().persona if warm_prompt is None else warm_prompt
         self._server: Any = None
+        self._prefilling = False
         self._loading: concurrent.futures.Future[None] | None = None
         self._state = threading.Lock()
         # Loading and generations block in native code; they get their own threads, never the loop's
@@ -212,6 +245,7 @@ class LlamaCppProvider:
         except ImportError as exc:
             raise self._fail(f"llama.cpp bindings (xllamacpp) are not installed: {exc}; run `make run` again") from None
         checked = time.perf_counter()
+        lower_this_thread(self._config.nice)
         threads = self._config.threads or os.cpu_count() or 1
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
@@ -283,6 +317,31 @@ class LlamaCppProvider:
         elif request.tools:
             body["grammar"] = TEXT_ONLY_GRAMMAR
         return body
+
+    async def prefill(self, request: GenerationRequest) -> Prefilled:
+        """Evaluate the prompt into the slot's cache; nothing generated. One at a time: while one runs
+        another is skipped (Prefilled()), since a later generation would queue behind them all."""
+        await self.load()
+        if self._prefilling:
+            return Prefilled()
+        self._prefilling = True
+        body = {"messages": chat_messages(request), "max_tokens": 0, "cache_prompt": True}
+        server = self._server
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: server.handle_chat_completions(body)
+            )
+        except Exception as exc:
+            raise self._answer_error(exc) from None
+        finally:
+            self._prefilling = False
+        if not isinstance(answer, dict) or answer.get("error"):
+            raise self._answer_error(answer if isinstance(answer, dict) else RuntimeError(repr(answer)))
+        usage = answer.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        evaluated = int((answer.get("timings") or {}).get("prompt_n") or max(0, prompt - cached))
+        return Prefilled(prompt, cached, evaluated)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
         await self.load()

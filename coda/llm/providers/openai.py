@@ -17,7 +17,7 @@ from coda.llm.openai_format import (
     request_body,
 )
 from coda.llm.sse import SseDecoder
-from coda.llm.types import Finish, GenerationRequest, ProviderError, StreamItem
+from coda.llm.types import Finish, GenerationRequest, Prefilled, ProviderError, StreamItem
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ class OpenAIProvider:
         self.base_url = config.base_url.rstrip("/")
         self._config = config
         http.Url.parse(self.base_url)  # a bad URL is a configuration error, reported at start
+
+    async def prefill(self, request: GenerationRequest) -> Prefilled:
+        """A remote server's prompt cache is its own business: nothing to do."""
+        return Prefilled()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
         body = json.dumps(request_body(request, self.model)).encode()
