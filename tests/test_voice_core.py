@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,6 +38,7 @@ from coda.voice.domain_language import (
     read_pronunciations,
     training_corpus,
 )
+from coda.voice.engines import whisper_stt
 from coda.voice.engines.espeak_tts import EspeakTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
 from coda.voice.engines.silero_vad import SileroVad
@@ -497,3 +500,60 @@ def test_digital_silence_padding_stays_silent_and_short_audio_is_returned() -> N
     assert np.max(np.abs(cleaned[-4000:])) < 1e-6
     short = noisy[:300]
     assert np.array_equal(suppress_noise(short), short)
+
+
+# --- Whisper's decode lane, with a stand-in for the CTranslate2 model ----------------------------
+
+
+class CountingWhisper:
+    """Counts encoder passes and beam searches; every search "hears" the same token."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+        self.searched = 0
+        self.max_length = 448
+        self.model = self
+
+    def feature_extractor(self, audio: np.ndarray) -> np.ndarray:
+        return np.zeros((80, len(audio) // 160 + 1), np.float32)
+
+    def encode(self, features: Any) -> str:
+        self.encoded += 1
+        return "encoded"
+
+    def generate(self, *args: Any, **kwargs: Any) -> list[SimpleNamespace]:
+        self.searched += 1
+        return [SimpleNamespace(sequences_ids=[[7]], scores=[-0.1], no_speech_prob=0.0)]
+
+
+@pytest.fixture
+def counting_whisper(monkeypatch: pytest.MonkeyPatch) -> CountingWhisper:
+    tokenizer = SimpleNamespace(
+        sot_prev=1, sot_sequence=[2, 3], no_timestamps=4, encode=lambda text: [5], decode=lambda ids: " heard"
+    )
+    monkeypatch.setattr(whisper_stt, "_tokenizer", lambda model, language: (tokenizer, []))
+    return CountingWhisper()
+
+
+def test_a_decode_voided_during_its_encoder_pass_skips_its_beam_search(counting_whisper: CountingWhisper) -> None:
+    options = whisper_stt.DecodeOptions(beam_size=5, language="en", denoise=False, window_seconds=20.0)
+    speech = bytes(2 * 16000)
+    assert whisper_stt._decode(counting_whisper, speech, options, skip=lambda: True) is None
+    assert (counting_whisper.encoded, counting_whisper.searched) == (1, 0)
+    assert whisper_stt._decode(counting_whisper, speech, options)[0] == "heard"  # type: ignore[index]
+    assert (counting_whisper.encoded, counting_whisper.searched) == (2, 1)
+
+
+async def test_a_draft_voided_by_speech_resuming_stays_void_after_the_next_pause(
+    counting_whisper: CountingWhisper,
+) -> None:
+    """pause, resume, pause: only the second pause's draft is decoded, not the first one too."""
+    stream = whisper_stt._WhisperStream(whisper_stt.WhisperStt(denoise=False), counting_whisper, "en")
+    await stream.feed(bytes(2 * 16000))
+    await stream.partial()  # on the lane first: both drafts wait behind it
+    await stream.pause(200)
+    await stream.resume()
+    await stream.feed(bytes(2 * 8000))
+    await stream.pause(200)
+    assert (await stream.finish()).text == "heard"
+    assert counting_whisper.encoded == 2  # the partial and the second draft

@@ -126,8 +126,16 @@ def window_frames(content_frames: int, window_seconds: float) -> int | None:
     return window if 0 < window < full and content_frames <= window else full
 
 
-def _decode(model: Any, pcm: bytes, options: DecodeOptions) -> tuple[str, float, str]:
-    """(text, confidence 0..1, language) of PCM16 mono 16 kHz audio; runs in the executor."""
+def _never() -> bool:
+    return False
+
+
+def _decode(
+    model: Any, pcm: bytes, options: DecodeOptions, skip: Callable[[], bool] = _never
+) -> tuple[str, float, str] | None:
+    """(text, confidence 0..1, language) of PCM16 mono 16 kHz audio; runs in the executor. None when
+    `skip()` turns true before the beam search (a decode that speech resuming made useless: the
+    encoder pass cannot be interrupted, the search after it need not run)."""
     audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
     if options.denoise:
         audio = suppress_noise(audio)
@@ -138,13 +146,18 @@ def _decode(model: Any, pcm: bytes, options: DecodeOptions) -> tuple[str, float,
     features = model.feature_extractor(audio)[..., :-1]
     frames = window_frames(features.shape[-1], options.window_seconds)
     if frames is None:
-        return _decode_long(model, features, options, max_tokens)
-    return _decode_window(model, features, frames, options, max_tokens)
+        return _decode_long(model, features, options, max_tokens, skip)
+    return _decode_window(model, features, frames, options, max_tokens, skip)
 
 
 def _decode_window(
-    model: Any, features: np.ndarray, frames: int, options: DecodeOptions, max_tokens: int
-) -> tuple[str, float, str]:
+    model: Any,
+    features: np.ndarray,
+    frames: int,
+    options: DecodeOptions,
+    max_tokens: int,
+    skip: Callable[[], bool] = _never,
+) -> tuple[str, float, str] | None:
     """One encoder pass over `frames` frames (the features, then zeros) and one beam search: what
     faster-whisper does for a single window, with a window that need not be 30 s."""
     import ctranslate2
@@ -153,6 +166,8 @@ def _decode_window(
     content = min(frames, features.shape[-1])
     window[0, :, :content] = features[:, :content]
     encoded = model.model.encode(ctranslate2.StorageView.from_array(window))
+    if skip():
+        return None
     language = options.language
     if language is None:  # a multilingual model with no language asked for: it tells
         language = model.model.detect_language(encoded)[0][0][0][2:-2]
@@ -198,7 +213,9 @@ def _tokenizer(model: Any, language: str) -> tuple[Any, list[int]]:
     return cached
 
 
-def _decode_long(model: Any, features: np.ndarray, options: DecodeOptions, max_tokens: int) -> tuple[str, float, str]:
+def _decode_long(
+    model: Any, features: np.ndarray, options: DecodeOptions, max_tokens: int, skip: Callable[[], bool] = _never
+) -> tuple[str, float, str] | None:
     """Audio longer than one window (an utterance at its length limit, plus its pre-roll): equal
     pieces that each fit, decoded one by one, their texts joined; the confidence is the least."""
     full = int(FULL_WINDOW_SECONDS * FRAMES_PER_SECOND)
@@ -208,7 +225,10 @@ def _decode_long(model: Any, features: np.ndarray, options: DecodeOptions, max_t
     for start in range(0, features.shape[-1], size):
         piece = features[:, start : start + size]
         frames = window_frames(piece.shape[-1], options.window_seconds) or full
-        text, confidence, language = _decode_window(model, piece, frames, options, max_tokens // count + 16)
+        decoded = _decode_window(model, piece, frames, options, max_tokens // count + 16, skip)
+        if decoded is None:
+            return None
+        text, confidence, language = decoded
         if text:
             texts.append(text)
             confidences.append(confidence)
@@ -274,10 +294,12 @@ class _WhisperStream:
         self._lane: asyncio.Future[_Decoded | None] | None = None
         self._lane_is_partial = False
         self._partial = ""
-        #: The final decode started at a pause (it covers the audio up to the pause), and whether a
-        #: resume voided it: a void decode that has not started yet is skipped.
+        #: The final decode started at a pause (it covers the audio up to the pause), and the flag a
+        #: resume sets to void it: a void decode that has not started is skipped, one whose encoder
+        #: pass is running stops before its beam search. One flag per draft: a later pause's draft
+        #: does not revive an earlier one still waiting on the lane.
         self._draft: asyncio.Future[_Decoded | None] | None = None
-        self._draft_void = False
+        self._draft_voided = threading.Event()
 
     def _options(self, beam_size: int) -> DecodeOptions:
         engine = self._engine
@@ -301,7 +323,7 @@ class _WhisperStream:
                         self._partial = result[0]
             if skip():
                 return None
-            return await asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, pcm, options))
+            return await asyncio.get_running_loop().run_in_executor(None, lambda: _decode(model, pcm, options, skip))
 
         job = asyncio.ensure_future(decode())
         job.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: reported where awaited
@@ -342,13 +364,14 @@ class _WhisperStream:
         if self._draft is not None or len(self._audio) < _MIN_SECONDS * SAMPLE_RATE * 2:
             return
         padding = bytes(2 * (SAMPLE_RATE * max(0, trailing_ms) // 1000))
-        self._draft_void = False
-        self._draft = self._enqueue(bytes(self._audio) + padding, self._engine.beam_size, lambda: self._draft_void)
+        self._draft_voided = voided = threading.Event()
+        self._draft = self._enqueue(bytes(self._audio) + padding, self._engine.beam_size, voided.is_set)
         self._lane_is_partial = False
 
     async def resume(self) -> None:
         if self._draft is not None:
-            self._draft, self._draft_void = None, True
+            self._draft = None
+            self._draft_voided.set()
 
     async def finish(self) -> Transcript:
         self._require()
@@ -370,7 +393,8 @@ class _WhisperStream:
         # Nothing is awaited (a vanished client must not wait): decodes on the lane end by themselves.
         self._open = False
         self._audio = bytearray()
-        self._draft, self._draft_void = None, True
+        self._draft = None
+        self._draft_voided.set()
 
     def _require(self) -> None:
         if not self._open:
