@@ -24,7 +24,6 @@ from coda.voice.audio import (
     AudioFormatError,
     InputFormat,
     PcmDecoder,
-    PcmResampler,
     Rechunker,
     Resampler,
     validate_format,
@@ -39,7 +38,6 @@ from coda.voice.domain_language import (
     training_corpus,
 )
 from coda.voice.engines import whisper_stt
-from coda.voice.engines.espeak_tts import EspeakTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
 from coda.voice.engines.silero_vad import SileroVad
 from coda.voice.engines.webrtc_vad import WebRtcVad
@@ -57,6 +55,7 @@ from coda.voice.segmenter import (
     SpeechStarted,
 )
 from coda.voice.sentences import SentenceSplitter
+from tests.espeak_speech import espeak_speech
 
 
 def tone(seconds: float, rate: int = 16_000, freq: float = 440.0, amplitude: float = 8000.0) -> np.ndarray:
@@ -251,13 +250,6 @@ def test_ten_minutes_of_noise_are_force_finalized_with_bounded_buffers() -> None
 # --- end-pointing with the default VAD on speech ---------------------------------------------
 
 END_POINTED = ["hello coda", "set a timer for five minutes", "the quick brown fox jumps over the lazy dog"]
-
-
-async def espeak_speech(text: str, voice: str = "en-us") -> bytes:
-    tts = EspeakTts()
-    await tts.load()
-    audio = b"".join([piece.pcm async for piece in tts.synthesize(text, voice)])
-    return PcmResampler(tts.sample_rate, 16_000).process(audio)
 
 
 def speech_bounds_ms(audio: bytes) -> tuple[float, float]:

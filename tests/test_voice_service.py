@@ -5,7 +5,9 @@ process (plus the breaker falling back to the embedded engines when the server i
 
 WER thresholds: the default engine (Whisper tiny.en) on eSpeak's en-us voice measured 0.00-0.14 per
 sentence on the sentences used here (bench/voice.py has the full table); 0.3 leaves room for eSpeak's
-run-to-run variation without letting a broken pipeline (WER ~1) pass. pocketsphinx's own tests
+variation (the bounds were measured when each test's speech still depended on the test order; it
+is now rendered in a fresh process, tests/espeak_speech.py) without letting a broken pipeline (WER
+~1) pass. pocketsphinx's own tests
 (its "domain" command model, the loud first utterance) pin stt_engine = "pocketsphinx".
 """
 
@@ -22,9 +24,7 @@ import numpy as np
 import pytest
 
 from coda.v1 import bus_pb2, bus_pb2_grpc, voice_pb2, voice_pb2_grpc
-from coda.voice.audio import PcmResampler
 from coda.voice.engines.base import EngineError
-from coda.voice.engines.espeak_tts import EspeakTts
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
 from coda.voice.engines.whisper_stt import (
     BUNDLED_SHA256,
@@ -44,10 +44,8 @@ SENTENCES = ["i would like a cup of coffee", "open the garage door", "what is th
 
 
 async def speech(text: str, rate: int = RATE) -> bytes:
-    tts = EspeakTts()
-    await tts.load()
-    audio = b"".join([piece.pcm async for piece in tts.synthesize(text, "en-us")])
-    return PcmResampler(tts.sample_rate, rate).process(audio)
+    """eSpeak NG en-us, rendered in a fresh process: the same audio whatever test ran before."""
+    return await espeak_speech(text, "en-us", rate)
 
 
 def silence(seconds: float, rate: int = RATE) -> bytes:
@@ -296,7 +294,7 @@ async def test_client_vanishing_mid_stream_leaves_the_server_serving(voice) -> N
     )
     # Served in full after the abandoned stream. Accuracy is the business of the
     # tests above: on this one sentence the general model's result swings with a sample of eSpeak
-    # output, which varies with the process's earlier synthesis.
+    # output.
     assert [k for k, _ in responses] == ["started", "speech_started", "speech_ended", "final"]
     assert responses[-1][1].text.strip()
     await asyncio.sleep(0.2)
@@ -521,8 +519,9 @@ async def test_a_loud_first_utterance_is_heard_as_well_as_later_ones() -> None:
         return (await stream.finish()).text
 
     first = await heard()
-    # eSpeak's samples vary with the process's earlier synthesis, and "timer" is sometimes heard as
-    # "do" whatever the mean: one word of six is allowed; the generic mean cost four.
+    # "timer" is sometimes heard as "do" whatever the mean: one word of six is allowed; the generic
+    # mean cost four. With this rendering (the same in every run now), one repass after the generic
+    # mean still heard "set a report i do"; the second repass hears the command.
     assert word_error_rate(command, first) <= 1 / 6, first
     # At once, so that two of them get new decoders (the pool keeps one): they start from the mean
     # the first utterance left, as the pooled one does, so all three hear the same.
@@ -562,10 +561,10 @@ async def test_whisper_hears_commands_and_open_sentences(tmp_path: Path) -> None
     heard = [f.text for f in finals]
     assert word_error_rate(" ".join(said), " ".join(heard)) <= 0.15, heard
     # Free speech, not forced into commands (pocketsphinx's command model: ~0.8 on it). eSpeak's
-    # audio for a text depends on what it said before in the process (a state its Terminate does
-    # not reset, nor its random seed), so this depends on which tests ran first: over 13 renderings
-    # tiny.en got 1 to 4 of these 9 words wrong ("jump"/"dump", "lazy"/"lady", "brown fox"/
-    # "round-fark"). Five wrong still tells free recognition from a command grammar.
+    # audio for a text depends on what it said before in its process (tests/espeak_speech.py), and
+    # over 13 such renderings tiny.en got 1 to 4 of these 9 words wrong ("jump"/"dump",
+    # "lazy"/"lady", "brown fox"/"round-fark"). Five wrong still tells free recognition from a
+    # command grammar.
     assert word_error_rate(OPEN_SENTENCE, heard[-1]) <= 5 / 9, heard[-1]
     assert "coda" in heard[COMMANDS.index("hello coda")].lower()  # the hotword
 
@@ -596,10 +595,7 @@ async def test_whisper_hears_the_same_in_a_short_window_and_decodes_audio_longer
     over 30 s is decoded in pieces that fit, its start and end both heard.
 
     Over bench voice's 352 clips the two windows' WER is the same (0.186, 0.185); a single clip may
-    come out a word or two apart either way (eSpeak's audio also varies with what it said before in
-    the process), so this compares the sum over a few sentences, rendered each in a fresh process
-    (tests/espeak_speech.py): the same audio whatever ran before, and the in-process eSpeak state the
-    later tests meet is left as it was."""
+    come out a word or two apart either way, so this compares the sum over a few sentences."""
     short, full = WhisperStt(window_seconds=20.0), WhisperStt(window_seconds=0.0)
     await short.load()
     await full.load()

@@ -9,7 +9,10 @@ utterance, starting from the model's generic one. Far from this microphone's mea
 the first utterance comes out as garbage ("set a timer for five minutes" heard as "set a what are
 you today"). So the engine keeps the mean of the last finished utterance and starts every decoder
 from it (which decoder of the pool an utterance gets no longer changes what it hears), and while it
-has none yet, it decodes an utterance a second time once that utterance has set the mean.
+has none yet, it decodes that first utterance again, twice, each time from the mean the pass before
+left: one pass moves the mean only part of the way, and at twice the level of the test voice the
+second pass still heard "set a report i do" where the third (and every later utterance) heard the
+command.
 
 Language models: "domain" (default) is a small trigram model of the assistant's own commands, built
 at load time (coda/voice/domain_language.py); it recognises commands far better than the bundled
@@ -44,6 +47,8 @@ _FEED_PIECE_SECONDS = 0.25
 _FEED_PIECE_BYTES = int(SAMPLE_RATE * _FEED_PIECE_SECONDS) * 2
 _FRAMES_PER_SECOND = 100.0  # pocketsphinx's default -frate
 LANGUAGE_MODELS = ("domain", "general")
+#: Extra decodes of the engine's first utterance, each from the mean the previous one left.
+FIRST_UTTERANCE_REPASSES = 2
 
 _domain_lock = threading.Lock()
 _domain_files: tuple[tempfile.TemporaryDirectory[str], DomainModel] | None = None
@@ -139,11 +144,12 @@ class _PocketsphinxStream:
 
         text, confidence, cmn = await self._run(end)
         if self._heard is not None:
-            # The first pass has set the mean from this utterance; decode it again with that mean.
+            # The first pass has moved the mean towards this utterance's; decode it again from there.
             heard, self._heard = bytes(self._heard), None
-            await self._run(decoder.start_utt)
-            await self._decode(decoder, heard)
-            text, confidence, cmn = await self._run(end)
+            for _ in range(FIRST_UTTERANCE_REPASSES):
+                await self._run(decoder.start_utt)
+                await self._decode(decoder, heard)
+                text, confidence, cmn = await self._run(end)
         self._decoder = None
         self._engine._release(decoder, cmn)
         return Transcript(text=text, confidence=confidence, language="en-US", engine=self._engine.name)
