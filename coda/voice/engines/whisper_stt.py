@@ -76,6 +76,7 @@ _MAX_TOKENS = 200
 #: Whisper's own window: 30 s of audio, 100 feature frames a second.
 FULL_WINDOW_SECONDS = 30.0
 FRAMES_PER_SECOND = 100
+_FULL_WINDOW_FRAMES = int(FULL_WINDOW_SECONDS * FRAMES_PER_SECOND)
 #: A window's text is dropped as no speech when Whisper says so this surely and its words are
 #: this unlikely (faster-whisper's defaults).
 _NO_SPEECH_PROBABILITY = 0.6
@@ -119,11 +120,10 @@ class DecodeOptions:
 def window_frames(content_frames: int, window_seconds: float) -> int | None:
     """Feature frames the encoder sees for `content_frames` of audio: the configured window when the
     audio fits in it, else Whisper's 30 s; None when even that is too short (decoded in several)."""
-    full = int(FULL_WINDOW_SECONDS * FRAMES_PER_SECOND)
-    if content_frames > full:
+    if content_frames > _FULL_WINDOW_FRAMES:
         return None
     window = round(window_seconds * FRAMES_PER_SECOND)
-    return window if 0 < window < full and content_frames <= window else full
+    return window if 0 < window < _FULL_WINDOW_FRAMES and content_frames <= window else _FULL_WINDOW_FRAMES
 
 
 def _never() -> bool:
@@ -171,8 +171,7 @@ def _decode_window(
     language = options.language
     if language is None:  # a multilingual model with no language asked for: it tells
         language = model.model.detect_language(encoded)[0][0][0][2:-2]
-    tokenizer, suppress = _tokenizer(model, language)
-    prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + HOTWORDS), *tokenizer.sot_sequence, tokenizer.no_timestamps]
+    tokenizer, prompt, suppress = _tokenizer(model, language)
     result = model.model.generate(
         encoded,
         [prompt],
@@ -197,11 +196,12 @@ def _decode_window(
     return text, max(0.0, min(1.0, confidence)), language
 
 
-_tokenizers: dict[tuple[int, str], tuple[Any, list[int]]] = {}
+_tokenizers: dict[tuple[int, str], tuple[Any, list[int], list[int]]] = {}
 
 
-def _tokenizer(model: Any, language: str) -> tuple[Any, list[int]]:
-    """The tokenizer of `language` and the tokens every decode suppresses, made once per model."""
+def _tokenizer(model: Any, language: str) -> tuple[Any, list[int], list[int]]:
+    """The tokenizer of `language`, the prompt every decode starts with (the hotword, then the task
+    without timestamps) and the tokens every decode suppresses: made once per model and language."""
     key = (id(model), language)
     cached = _tokenizers.get(key)
     if cached is None:
@@ -209,7 +209,13 @@ def _tokenizer(model: Any, language: str) -> tuple[Any, list[int]]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
-        cached = _tokenizers[key] = (tokenizer, list(get_suppressed_tokens(tokenizer, (-1,)) or []))
+        prompt = [
+            tokenizer.sot_prev,
+            *tokenizer.encode(" " + HOTWORDS),
+            *tokenizer.sot_sequence,
+            tokenizer.no_timestamps,
+        ]
+        cached = _tokenizers[key] = (tokenizer, prompt, list(get_suppressed_tokens(tokenizer, (-1,)) or []))
     return cached
 
 
@@ -218,13 +224,12 @@ def _decode_long(
 ) -> tuple[str, float, str] | None:
     """Audio longer than one window (an utterance at its length limit, plus its pre-roll): equal
     pieces that each fit, decoded one by one, their texts joined; the confidence is the least."""
-    full = int(FULL_WINDOW_SECONDS * FRAMES_PER_SECOND)
-    count = -(-features.shape[-1] // full)
+    count = -(-features.shape[-1] // _FULL_WINDOW_FRAMES)
     size = -(-features.shape[-1] // count)
     texts, confidences, language = [], [], options.language or "en"
     for start in range(0, features.shape[-1], size):
         piece = features[:, start : start + size]
-        frames = window_frames(piece.shape[-1], options.window_seconds) or full
+        frames = window_frames(piece.shape[-1], options.window_seconds) or _FULL_WINDOW_FRAMES
         decoded = _decode_window(model, piece, frames, options, max_tokens // count + 16, skip)
         if decoded is None:
             return None
@@ -308,7 +313,7 @@ class _WhisperStream:
         )
 
     def _enqueue(
-        self, pcm: bytes, beam_size: int, skip: Callable[[], bool] = lambda: False
+        self, pcm: bytes, beam_size: int, skip: Callable[[], bool] = _never
     ) -> asyncio.Future[_Decoded | None]:
         """A decode of `pcm` after everything already on the lane (None when `skip()` says so then)."""
         before, before_is_partial = self._lane, self._lane_is_partial
