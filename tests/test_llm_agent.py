@@ -59,6 +59,22 @@ ALL_TOOLS = frozenset(
         ("hey, how late is it over in Paris?", "get_time", {"timezone": "Europe/Paris"}),
         ("What's today's date?", "get_time", {}),
         ("Hi, I'm Priya.", "remember", {"text": "my name is Priya", "kind": "fact"}),
+        ("got the time?", "get_time", {}),
+        ("do you have the time in Rome", "get_time", {"timezone": "Europe/Rome"}),
+        (
+            "remind me to call the dentist in 15 minutes",
+            "set_timer",
+            {"seconds": 900, "label": "call the dentist"},
+        ),
+        ("can you time one hour for me", "set_timer", {"seconds": 3600}),
+        ("start a 3 minute countdown", "set_timer", {"seconds": 180}),
+        ("my dog is called Biscuit", "remember", {"text": "my dog is called Biscuit", "kind": "fact"}),
+        ("set a timer for two and a half minutes", "set_timer", {"seconds": 150}),
+        ("set me a timer for a quarter of an hour", "set_timer", {"seconds": 900}),
+        ("add eggs to my shopping list", "remember", {"text": "my shopping list includes eggs", "kind": "fact"}),
+        ("what's on my shopping list?", "recall", {"query": "my shopping list"}),
+        ("add twelve and 30", "calculate", {"expression": "12+30"}),
+        ("multiply 6 by 7", "calculate", {"expression": "6*7"}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -70,7 +86,15 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
 
 @pytest.mark.parametrize(
     "utterance",
-    ["tell me a joke", "what is the capital of France", "what is 5", "I'm feeling tired today", "I'm tired", ""],
+    [
+        "tell me a joke",
+        "what is the capital of France",
+        "what is 5",
+        "I'm feeling tired today",
+        "I'm tired",
+        "plus one?",
+        "",
+    ],
 )
 def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance: str) -> None:
     assert match_intent(utterance) is None
@@ -92,8 +116,12 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("can you send an email to my boss", "messages"),
         ("order me a pizza", "order"),
         ("play some music by Queen", "music"),
+        ("play some jazz", "music"),
+        ("I want to listen to the radio", "music"),
         ("turn off the kitchen lights", "devices"),
         ("what's the bitcoin price", "prices"),
+        ("message Sarah that dinner is ready", "messages"),
+        ("call Tom", "messages"),
     ],
 )
 def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -> None:
@@ -114,6 +142,8 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
         (["what is 12 times 7", "12 times 7 is 84.", "and what is that times 2?"], "calculate", {"expression": "84*2"}),
         (["what is 12 times 7", "12 times 7 is 84.", "now divide that by 3", "84 divided by 3 is 28.", "double it"], "calculate",
          {"expression": "28*2"}),
+        (["what's 8 times 8", "8 times 8 is 64.", "plus one?"], "calculate", {"expression": "64+1"}),
+        (["what's 100 divided by 4", "100 divided by 4 is 25.", "and minus 5?"], "calculate", {"expression": "25-5"}),
     ],
 )  # fmt: skip
 def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
@@ -151,6 +181,11 @@ def test_conversation_intents() -> None:
     agent = IntentAgent()
     assert agent.reply([Message("user", "Hello there")], ALL_TOOLS).text.startswith("Hello!")
     assert agent.reply([Message("user", "thanks a lot")], ALL_TOOLS).text == "You're welcome!"
+    # Answered by the agent even beside a model (it is not deferred): the small model greeted instead.
+    for goodbye in ("see you later", "ok that's all for now, bye", "goodbye Coda"):
+        reply = agent.reply([Message("user", goodbye)], ALL_TOOLS)
+        assert reply.text.startswith("Goodbye") and not reply.defer, goodbye
+    assert agent.reply([Message("user", "good night")], ALL_TOOLS).text.startswith("Good night")
 
 
 def _after_tool(tool: str, arguments: dict, result: object, question: str = "q") -> str:
@@ -212,6 +247,11 @@ def test_numbers_durations_and_places() -> None:
     assert duration_seconds("ninety seconds") == 90
     assert duration_seconds("half an hour") == 1800
     assert duration_seconds("soon") is None
+    assert duration_seconds("two and a half minutes") == 150
+    assert duration_seconds("three quarters of an hour") == 2700
+    assert duration_seconds("half a minute") == 30
+    assert duration_seconds("one and a quarter hours") == 4500
+    assert duration_seconds("a minute and a half") == 90
     assert time_zone_for("Sydney") == "Australia/Sydney"
     assert time_zone_for("paris, france") == "Europe/Paris"
     assert time_zone_for("asia/kolkata") == "Asia/Kolkata"

@@ -19,8 +19,9 @@ from coda.llm.agent.intents import match_intent
 from coda.llm.types import Message, ToolCall
 
 #: Conversational intents a language model phrases better (and in the session's personality) when
-#: there is one; the agent's own words stand in without one.
-MODEL_PHRASED = frozenset({"greeting", "thanks", "goodbye", "smalltalk"})
+#: there is one; the agent's own words stand in without one. Not a goodbye: the small local model
+#: answered "see you later" with "Good evening! How may I assist you today?".
+MODEL_PHRASED = frozenset({"greeting", "thanks", "smalltalk"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class IntentAgent:
             texts = {
                 "greeting": answers.greeting,
                 "thanks": answers.thanks,
-                "goodbye": answers.goodbye,
+                "goodbye": lambda: answers.goodbye(night=bool(intent.arguments.get("night"))),
                 "smalltalk": answers.smalltalk,
                 "help": lambda: answers.help_text(tools),
                 "unsupported": lambda: answers.unsupported(intent.arguments["what"]),

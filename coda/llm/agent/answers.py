@@ -65,8 +65,8 @@ def thanks() -> str:
     return "You're welcome!"
 
 
-def goodbye() -> str:
-    return "Goodbye!"
+def goodbye(*, night: bool = False) -> str:
+    return "Good night! Sleep well." if night else "Goodbye! Talk to you soon."
 
 
 # --- answers from tool results

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coda.llm.agent.numbers import arithmetic_expression, duration_seconds
+from coda.llm.agent.numbers import arithmetic_expression, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
 
 
@@ -87,9 +87,13 @@ def _thanks(_: re.Match[str]) -> Intent:
     return Intent("thanks")
 
 
-@_template(r"(?:bye|goodbye|see you(?: later)?|good night)(?: coda)?")
-def _goodbye(_: re.Match[str]) -> Intent:
-    return Intent("goodbye")
+@_template(
+    r"(?:(?:ok|okay|alright|right|well|thanks|thank you)[, ]+)?(?:that(?:'s| is) (?:all|it)(?: for now)?[, ]+)?"
+    r"(?P<words>bye(?: bye)?|goodbye|see you(?: later| soon| tomorrow)?|talk (?:to you )?later|later|good night|night night)"
+    r"(?: for now)?(?: coda)?",
+)
+def _goodbye(match: re.Match[str]) -> Intent:
+    return Intent("goodbye", {"night": "night" in match.group("words").lower()})
 
 
 @_template(
@@ -125,6 +129,7 @@ _PLACE = r"(?: right)?(?: now)?(?: (?:over |out )?(?:in|at|for) (?P<place>[\w .,
     rf"(?:current )?time{_PLACE}",
     r"what time is it (?:over |out )?(?:in|at) (?P<place2>[\w .,'/-]+)",
     rf"how late is it{_PLACE}",
+    rf"(?:do you have|have you got|you got|got|know) the time{_PLACE}",
     r"(?:what is|tell me) the (?:date|day)(?: today)?" + _PLACE,
     r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
@@ -168,6 +173,11 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
     rf"(?:set|start|create|make) (?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
+    # The task first: "remind me to call the dentist in 15 minutes".
+    r"remind me (?:to|about) (?P<label3>[\w ,'-]+?) in (?P<duration>[\w .-]+?)",
+    # "time ten minutes for me", "count down from five minutes", "a five minute countdown".
+    rf"(?:time|count down(?: from)?) (?P<duration>[\w .-]+?)(?: for me)?{_LABEL}",
+    rf"(?:start |set )?(?:a |an )?(?P<duration>[\w .-]+?) countdown{_LABEL}",
 )
 def _timer(match: re.Match[str]) -> Intent | None:
     seconds = duration_seconds(match.group("duration"))
@@ -175,7 +185,7 @@ def _timer(match: re.Match[str]) -> Intent | None:
         return None
     arguments: dict[str, Any] = {"seconds": int(seconds) if seconds == int(seconds) else seconds}
     groups = match.groupdict()
-    label = groups.get("label") or groups.get("label2")
+    label = groups.get("label") or groups.get("label2") or groups.get("label3")
     if label:
         arguments["label"] = _clean_slot(label)
     return Intent("set_timer", arguments)
@@ -193,6 +203,13 @@ def _remember(match: re.Match[str]) -> Intent:
     return Intent("remember", {"text": text, "kind": _memory_kind(text)})
 
 
+# Lists are kept as memories, one item each, and read back by a recall of the list.
+@_template(r"(?:add|put) (?P<item>.+?) (?:to|on|onto) (?:my|the) (?P<list>[\w -]*?list)")
+def _list_item(match: re.Match[str]) -> Intent:
+    text = f"my {_clean_slot(match.group('list'))} includes {_clean_slot(match.group('item'))}"
+    return Intent("remember", {"text": text, "kind": "fact"})
+
+
 def _memory_kind(text: str) -> str:
     return "preference" if _PREFERENCE.search(text.lower()) else "fact"
 
@@ -205,6 +222,7 @@ def _memory_kind(text: str) -> str:
     r"(?P<text>i (?:live|grew up|was born|work|study|stay) (?:in|at|on|for|as) .+)",
     r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",
     r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
+    r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:is|are) (?:called|named) .+)",
     r"(?P<text>(?:you can )?call me .+)",
     # "I'm Priya", "hi, I am Sam": a name, told by its capital (a transcript writes "I'm tired" lower).
     r"(?:(?:hi|hello|hey)(?: there)?(?: coda)?,? )?(?:I am|this is) (?P<name>(?-i:[A-Z])[\w'-]+)",
@@ -226,6 +244,8 @@ def _fact(match: re.Match[str]) -> Intent:
     r"what do you know about me",
     r"(?P<query>(?:where|what|who|when|how old) (?:do|did|am|was) i (?:live|from|work|do for (?:a living|work)|born|study|called|named))",
     r"(?P<query>(?:who|how old) am i)",
+    r"what (?:is|do i have|have i got) on (?P<query>my [\w -]*?list)",
+    r"(?:read|tell|show) me (?:what is on )?(?P<query>my [\w -]*?list)",
     r"do you (?:know|remember) (?P<query>(?:my|where i|what i|who i|how old i) .+)",
 )
 def _recall(match: re.Match[str]) -> Intent:
@@ -234,11 +254,33 @@ def _recall(match: re.Match[str]) -> Intent:
 
 
 @_template(
+    r"(?:add|(?:what is )?the sum of|sum) (?P<a>[\w .]+?) (?:and|to|plus) (?P<b>[\w .]+?)(?: together)?",
+    r"(?:multiply) (?P<m1>[\w .]+?) (?:and|by|with) (?P<m2>[\w .]+?)",
+)
+def _two_numbers(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    adding = groups.get("a") is not None
+    left = words_to_digits(groups["a"] if adding else groups["m1"]).strip()
+    right = words_to_digits(groups["b"] if adding else groups["m2"]).strip()
+    if not _NUMBER_ONLY.fullmatch(left) or not _NUMBER_ONLY.fullmatch(right):
+        return None  # "add eggs to my list", "multiply the cost by two"
+    return Intent("calculate", {"expression": f"{left}{'+' if adding else '*'}{right}"})
+
+
+_NUMBER_ONLY = re.compile(r"-?\d+(?:\.\d+)?")
+_CONTINUATION = re.compile(
+    r"(?:and |then |now )*(?:plus|minus|times|multiplied by|divided by|over|take away)\b", re.IGNORECASE
+)
+
+
+@_template(
     r"(?:what is|what are|how much is|how much are|calculate|compute|work out|evaluate|solve)"
     r"(?: the value of)? (?P<expression>.+?)(?: equal| equals)?",
     r"(?P<expression>.+?)(?: =)?",  # bare arithmetic: "twelve times seven"
 )
 def _calculate(match: re.Match[str]) -> Intent | None:
+    if _CONTINUATION.match(match.group("expression")):
+        return None  # "plus one?" continues the last result (a follow-up), it is not "+1" on its own
     expression = arithmetic_expression(match.group("expression"))
     return Intent("calculate", {"expression": expression}) if expression else None
 
@@ -256,13 +298,15 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
         (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
          "look up prices or markets"),
         (r"\b(?:traffic|directions|route to|how do i get to|commute)\b", "check traffic or directions"),
-        (r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
+        (r"^(?:message|text|e-?mail|whats ?app|sms|call|phone|ring|dial|facetime|video call) (?!me\b)\w+|"
+         r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
          r"wife|husband|boss|friend|someone|\w+@\w+)\b|\b(?:send|text) (?:a |an )?(?:message|text|e-?mail)\b",
          "send messages or make calls"),
         (r"\b(?:order|buy|purchase|book|reserve|deliver)\b.*\b(?:me|a|an|some|tickets?|table|pizza|food|"
          r"taxi|uber|cab|flight|hotel|groceries|online)\b", "order, buy or book things"),
-        (r"\bplay\b.*\b(?:music|songs?|album|playlist|radio|podcast|spotify|by)\b|\bput on (?:some )?music\b",
-         "play music"),
+        (r"\b(?:play|put on|listen to)\b.*\b(?:music|songs?|tunes|album|playlist|radio|podcast|audiobook|spotify|"
+         r"by|jazz|rock|pop|classical|blues|hip ?hop|rap|country|folk|reggae|metal|techno|disco|soul|funk|"
+         r"opera|lo-?fi|beatles|queen|mozart|beethoven)\b", "play music"),
         (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:lights?|lamp|thermostat|heating|"
          r"air ?con\w*|lock the door|unlock|vacuum)\b", "control devices in your home"),
         (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"

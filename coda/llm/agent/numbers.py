@@ -102,22 +102,38 @@ def arithmetic_expression(text: str) -> str | None:
 
 
 _UNIT_SECONDS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "hr": 3600, "h": 3600}
-_DURATION_PART = re.compile(r"\b(\d+(?:\.\d+)?|an?|half an?)\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b")
+_FRACTIONS = {"half": 0.5, "quarter": 0.25, "quarters": 0.25}
+#: One amount of one unit: "5 minutes", "an hour", "2 and a half minutes", "a quarter of an hour",
+#: "3 quarters of an hour", "half a minute"; an "and a half" after the unit is handled below.
+_DURATION_PART = re.compile(
+    r"\b(?:(?P<number>\d+(?:\.\d+)?)(?: and (?:a |1 )?(?P<and_fraction>half|quarter|3 quarters))?"
+    r"|(?:(?P<count>a|an|1|3|one|three) )?(?P<fraction>half|quarters?)(?: of)?(?: an?| the)?"
+    r"|an?)\s*(?P<unit>hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+)
+
+
+def _amount(part: re.Match[str]) -> float:
+    if part["number"]:
+        extra = part["and_fraction"] or ""
+        return float(part["number"]) + (0.75 if extra.startswith("3") else _FRACTIONS.get(extra, 0.0))
+    if part["fraction"]:
+        count = 3 if part["count"] in ("3", "three") else 1
+        return count * _FRACTIONS[part["fraction"]]
+    return 1.0  # "a minute", "an hour"
 
 
 def duration_seconds(text: str) -> float | None:
-    """Seconds in a spoken duration: "5 minutes", "an hour and a half", "1h 30m", "ninety seconds"."""
+    """Seconds in a spoken duration: "5 minutes", "an hour and a half", "1h 30m", "ninety seconds",
+    "two and a half minutes", "a quarter of an hour"."""
     text = words_to_digits(text.lower())
     total = 0.0
     found = False
-    for amount, unit in _DURATION_PART.findall(text):
-        value = 0.5 if amount.startswith("half") else 1.0 if amount in ("a", "an") else float(amount)
-        base = unit.rstrip("s") if unit not in ("s",) else unit
-        total += value * _UNIT_SECONDS.get(base, _UNIT_SECONDS.get(unit, 0))
+    for part in _DURATION_PART.finditer(text):
+        unit = part["unit"]
+        base = unit.rstrip("s") if unit != "s" else unit
+        total += _amount(part) * _UNIT_SECONDS.get(base, _UNIT_SECONDS.get(unit, 0))
         found = True
     half = re.search(r"(hours?|minutes?)\s+and\s+a\s+half", text)
     if half:
         total += 0.5 * _UNIT_SECONDS[half.group(1).rstrip("s")]
-    if re.search(r"\bhalf an? hour\b", text) and not found:
-        total, found = 1800.0, True
     return total if found and total > 0 else None
