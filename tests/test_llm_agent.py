@@ -72,6 +72,7 @@ ALL_TOOLS = frozenset(
         ("set a timer for two and a half minutes", "set_timer", {"seconds": 150}),
         ("set me a timer for a quarter of an hour", "set_timer", {"seconds": 900}),
         ("add eggs to my shopping list", "remember", {"text": "my shopping list includes eggs", "kind": "fact"}),
+        ("put milk on my shopping list too", "remember", {"text": "my shopping list includes milk", "kind": "fact"}),
         ("what's on my shopping list?", "recall", {"query": "my shopping list"}),
         ("add twelve and 30", "calculate", {"expression": "12+30"}),
         ("multiply 6 by 7", "calculate", {"expression": "6*7"}),

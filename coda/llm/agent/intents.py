@@ -204,7 +204,7 @@ def _remember(match: re.Match[str]) -> Intent:
 
 
 # Lists are kept as memories, one item each, and read back by a recall of the list.
-@_template(r"(?:add|put) (?P<item>.+?) (?:to|on|onto) (?:my|the) (?P<list>[\w -]*?list)")
+@_template(r"(?:add|put) (?P<item>.+?) (?:to|on|onto) (?:my|the) (?P<list>[\w -]*?list)(?: too| as well| please)?")
 def _list_item(match: re.Match[str]) -> Intent:
     text = f"my {_clean_slot(match.group('list'))} includes {_clean_slot(match.group('item'))}"
     return Intent("remember", {"text": text, "kind": "fact"})
