@@ -76,6 +76,8 @@ ALL_TOOLS = frozenset(
         ("what's on my shopping list?", "recall", {"query": "my shopping list"}),
         ("add twelve and 30", "calculate", {"expression": "12+30"}),
         ("multiply 6 by 7", "calculate", {"expression": "6*7"}),
+        ("I need a timer for 25 minutes for the cake", "set_timer", {"seconds": 1500, "label": "cake"}),
+        ("wake me up in 20 minutes", "set_timer", {"seconds": 1200}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -123,6 +125,10 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("what's the bitcoin price", "prices"),
         ("message Sarah that dinner is ready", "messages"),
         ("call Tom", "messages"),
+        ("what are today's top stories?", "news"),
+        ("how much is a dollar in euros right now", "prices"),
+        ("show me pictures of cats", "pictures"),
+        ("wake me up at 7", "alarms"),
     ],
 )
 def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -> None:

@@ -173,6 +173,11 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
     rf"(?:set|start|create|make) (?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
+    rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?timer (?:for|of) "
+    rf"(?P<duration>[\w .-]+?){_LABEL}",
+    rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?(?P<duration>[\w .-]+?) "
+    rf"timer{_LABEL}",
+    r"wake me(?: up)? in (?P<duration>[\w .-]+?)",
     # The task first: "remind me to call the dentist in 15 minutes".
     r"remind me (?:to|about) (?P<label3>[\w ,'-]+?) in (?P<duration>[\w .-]+?)",
     # "time ten minutes for me", "count down from five minutes", "a five minute countdown".
@@ -285,6 +290,8 @@ def _calculate(match: re.Match[str]) -> Intent | None:
     return Intent("calculate", {"expression": expression}) if expression else None
 
 
+_CURRENCY = r"(?:dollars?|euros?|pounds? sterling|sterling|yen|yuan|rupees?|francs?|pesos?|bitcoins?|usd|eur|gbp)"
+
 # What Coda cannot do on its own (it runs offline, with no connected services), found anywhere in an
 # utterance that no template matched. Each is answered with an honest "I can't", never by a model that
 # might make up a forecast or a score.
@@ -293,10 +300,15 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
     for p, what in [
         (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|"
          r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it)\b", "check the weather"),
-        (r"\b(?:news|headlines?)\b", "read the news"),
+        (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world",
+         "read the news"),
         (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b", "look up live sports results"),
         (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
          "look up prices or markets"),
+        (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
+        (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
+         r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b",
+         "show pictures, videos or apps"),
         (r"\b(?:traffic|directions|route to|how do i get to|commute)\b", "check traffic or directions"),
         (r"^(?:message|text|e-?mail|whats ?app|sms|call|phone|ring|dial|facetime|video call) (?!me\b)\w+|"
          r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
