@@ -384,6 +384,11 @@ class VoiceConfig:
     #: encoder's time grows with the square of this: 20 s takes about half of 30 s's time at the same
     #: word error rate; 15 s and less cost accuracy. Longer utterances get the full window.
     whisper_window_seconds: float = 20.0
+    #: Text Whisper reads as what was said just before each utterance: names and words it should
+    #: expect ("Coda, Siobhan, Kubernetes"). Longer, sentence-like prompts changed little on the voice
+    #: benchmark (0.189 against 0.190 for a spoken request to Coda) and a prompt's words may be
+    #: invented for noise; empty: none.
+    whisper_prompt: str = "Coda"
     #: Language model of pocketsphinx: "domain" (the assistant's own commands, built at start from
     #: the intent agent's templates; far more accurate on commands) or "general" (pocketsphinx's
     #: bundled en-US model, for free dictation such as questions to a configured LLM).

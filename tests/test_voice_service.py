@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from coda.v1 import bus_pb2, bus_pb2_grpc, voice_pb2, voice_pb2_grpc
+from coda.voice.engines import whisper_stt
 from coda.voice.engines.base import EngineError
 from coda.voice.engines.pocketsphinx_stt import PocketsphinxStt
 from coda.voice.engines.whisper_stt import (
@@ -32,6 +33,7 @@ from coda.voice.engines.whisper_stt import (
     bundled_model_dir,
     verify_model_dir,
     window_frames,
+    without_repeats,
 )
 from coda.voice.quality import word_error_rate
 from coda.voice.wyoming_server import BANNER
@@ -587,6 +589,14 @@ async def test_whisper_gives_the_same_text_for_the_same_audio() -> None:
     assert before == after and before[0]
 
 
+def test_a_sentence_whisper_decoded_twice_over_is_kept_once() -> None:
+    assert without_repeats("Where does my sister live? Where does my sister live?") == "Where does my sister live?"
+    assert without_repeats("Set a timer. set a timer! Set a timer.") == "Set a timer."
+    assert without_repeats("No. No.") == "No. No."  # short repeats are said
+    assert without_repeats("Stop the music. Stop it now.") == "Stop the music. Stop it now."
+    assert without_repeats("It is 3.14 today.  Really") == "It is 3.14 today.  Really"  # untouched
+
+
 def test_whisper_window_fits_the_utterance_up_to_whisper_s_own() -> None:
     assert window_frames(300, 20.0) == 2000  # 3 s of audio in a 20 s window
     assert window_frames(2000, 20.0) == 2000
@@ -595,6 +605,23 @@ def test_whisper_window_fits_the_utterance_up_to_whisper_s_own() -> None:
     assert window_frames(3001, 20.0) is None  # longer than one window: decoded in several
     with pytest.raises(ValueError, match="whisper_window_seconds"):
         WhisperStt(window_seconds=31.0)
+
+
+async def test_whisper_reads_the_configured_prompt_as_the_previous_text() -> None:
+    """`voice.whisper_prompt` reaches every decode as Whisper's previous text; empty: no previous text."""
+    stt = WhisperStt(prompt="Siobhan and Coda")
+    await stt.load()
+    model = stt._model
+    tokenizer, prompt, _ = whisper_stt._tokenizer(model, "en", stt.prompt)
+    assert prompt[0] == tokenizer.sot_prev
+    assert tokenizer.decode(prompt[1 : prompt.index(tokenizer.sot)]).strip() == "Siobhan and Coda"
+    _, bare, _ = whisper_stt._tokenizer(model, "en", "  ")
+    assert bare[0] == tokenizer.sot and tokenizer.sot_prev not in bare
+    stream = await stt.open("en")
+    assert stream._options(5).prompt == "Siobhan and Coda"
+    await stream.close()
+    heard, _ = await whisper_text(stt, silence(0.3) + await espeak_speech("hello coda") + silence(0.3))
+    assert "coda" in heard.lower()
 
 
 async def test_whisper_hears_the_same_in_a_short_window_and_decodes_audio_longer_than_one() -> None:

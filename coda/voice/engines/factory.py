@@ -51,6 +51,7 @@ def build_engines(config: VoiceConfig, publisher: EventPublisher | None) -> Engi
             beam_size=config.whisper_beam_size,
             denoise=config.whisper_denoise,
             window_seconds=config.whisper_window_seconds,
+            prompt=config.whisper_prompt,
         )
         # pocketsphinx is the fallback for a model that does not load (missing or corrupt files) or
         # keeps failing; it is loaded only then, or on its first use.

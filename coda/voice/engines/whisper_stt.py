@@ -38,6 +38,7 @@ import asyncio
 import logging
 import math
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ BUNDLED_SHA256 = {
 }
 #: Files any CTranslate2 Whisper model directory needs (tokenizer.json or vocabulary.* also do).
 _REQUIRED = ("model.bin", "config.json")
-#: Spoken in the prompt of every decode so that the assistant's name is heard as "Coda".
-HOTWORDS = "Coda"
+#: The "previous text" every decode is prompted with by default (config `whisper_prompt`): the
+#: assistant's name, so that it is heard as "Coda".
+DEFAULT_PROMPT = "Coda"
 #: Utterances shorter than this are not decoded (Whisper invents words for a click).
 _MIN_SECONDS = 0.1
 #: Most tokens one 30 s window may produce (Whisper's limit is 448 including the prompt).
@@ -115,6 +117,8 @@ class DecodeOptions:
     denoise: bool = True
     #: Encoder window for audio that fits in it, in seconds; 0 or 30: Whisper's own 30 s.
     window_seconds: float = 0.0
+    #: Text the decoder reads as what was said before (names and words it should expect).
+    prompt: str = DEFAULT_PROMPT
 
 
 def window_frames(content_frames: int, window_seconds: float) -> int | None:
@@ -171,7 +175,7 @@ def _decode_window(
     language = options.language
     if language is None:  # a multilingual model with no language asked for: it tells
         language = model.model.detect_language(encoded)[0][0][0][2:-2]
-    tokenizer, prompt, suppress = _tokenizer(model, language)
+    tokenizer, prompt, suppress = _tokenizer(model, language, options.prompt)
     result = model.model.generate(
         encoded,
         [prompt],
@@ -190,31 +194,47 @@ def _decode_window(
     logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
     if result.no_speech_prob > _NO_SPEECH_PROBABILITY and logprob < _NO_SPEECH_LOGPROB:
         return "", 0.0, language
-    text = tokenizer.decode(tokens).strip()
+    text = without_repeats(tokenizer.decode(tokens).strip())
     # exp(mean token log-probability): ~0.9 for clean commands, <0.5 when Whisper is guessing.
     confidence = math.exp(logprob) if text else 0.0
     return text, max(0.0, min(1.0, confidence)), language
 
 
-_tokenizers: dict[tuple[int, str], tuple[Any, list[int], list[int]]] = {}
+#: A sentence: up to a run of . ? ! before a space or the end ("3.14" and "U.S." stay inside).
+_SENTENCE = re.compile(r"\S.*?(?:[.?!]+(?=\s|$)|$)")
 
 
-def _tokenizer(model: Any, language: str) -> tuple[Any, list[int], list[int]]:
-    """The tokenizer of `language`, the prompt every decode starts with (the hotword, then the task
-    without timestamps) and the tokens every decode suppresses: made once per model and language."""
-    key = (id(model), language)
+def without_repeats(text: str) -> str:
+    """`text` without a sentence repeated right after itself: Whisper sometimes decodes an utterance
+    twice over ("Where does my sister live? Where does my sister live?"). Sentences of fewer than
+    three words may repeat ("No. No.")."""
+    kept: list[str] = []
+    previous: list[str] = []
+    for sentence in _SENTENCE.findall(text):
+        spoken = re.findall(r"[\w']+", sentence.lower())
+        if len(spoken) >= 3 and spoken == previous:
+            continue
+        kept.append(sentence.strip())
+        previous = spoken
+    return " ".join(kept) if len(kept) < len(_SENTENCE.findall(text)) else text
+
+
+_tokenizers: dict[tuple[int, str, str], tuple[Any, list[int], list[int]]] = {}
+
+
+def _tokenizer(model: Any, language: str, text: str) -> tuple[Any, list[int], list[int]]:
+    """The tokenizer of `language`, the prompt every decode starts with (`text` as the previous text,
+    then the task without timestamps) and the tokens every decode suppresses: made once per model,
+    language and prompt."""
+    key = (id(model), language, text)
     cached = _tokenizers.get(key)
     if cached is None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
-        prompt = [
-            tokenizer.sot_prev,
-            *tokenizer.encode(" " + HOTWORDS),
-            *tokenizer.sot_sequence,
-            tokenizer.no_timestamps,
-        ]
+        previous = [tokenizer.sot_prev, *tokenizer.encode(" " + text.strip())] if text.strip() else []
+        prompt = [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
         cached = _tokenizers[key] = (tokenizer, prompt, list(get_suppressed_tokens(tokenizer, (-1,)) or []))
     return cached
 
@@ -309,7 +329,11 @@ class _WhisperStream:
     def _options(self, beam_size: int) -> DecodeOptions:
         engine = self._engine
         return DecodeOptions(
-            beam_size=beam_size, language=self._language, denoise=engine.denoise, window_seconds=engine.window_seconds
+            beam_size=beam_size,
+            language=self._language,
+            denoise=engine.denoise,
+            window_seconds=engine.window_seconds,
+            prompt=engine.prompt,
         )
 
     def _enqueue(
@@ -420,12 +444,14 @@ class WhisperStt:
         beam_size: int = 5,
         denoise: bool = True,
         window_seconds: float = 20.0,
+        prompt: str = DEFAULT_PROMPT,
     ) -> None:
         if beam_size < 1:
             raise ValueError(f"voice.whisper_beam_size must be at least 1, got {beam_size}")
         if not 0 <= window_seconds <= FULL_WINDOW_SECONDS:
             raise ValueError(f"voice.whisper_window_seconds must be 0 to {FULL_WINDOW_SECONDS:g}, got {window_seconds}")
         self.window_seconds = window_seconds
+        self.prompt = prompt
         if workers < 1:
             raise ValueError(f"voice.whisper_workers must be at least 1, got {workers}")
         self.beam_size = beam_size
