@@ -500,6 +500,9 @@ class AssistantConfig:
     prefill_while_speaking: bool = False
     #: SQLite file of the session store (sessions, their users and settings); history lives in memory.
     sessions_path: str = "var/assistant/sessions.db"
+    #: Days after which a session nobody used is forgotten from the session store (its settings and
+    #: listing; what memory keeps of its turns stays). 0: sessions are kept forever.
+    sessions_keep_days: float = 90.0
 
 
 @dataclass

@@ -145,6 +145,40 @@ def test_session_store_keeps_open_sessions_and_a_bounded_number_of_idle_ones(tmp
     assert store.in_memory == 2
 
 
+def test_session_store_forgets_sessions_unused_for_keep_days(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    path = str(tmp_path / "sessions.db")
+    day = 86400.0
+    store = SessionStore(path, keep_days=30, clock=lambda: now[0])
+    settings = events_pb2.ConversationSettings()
+    store.create("s-old", "ann", settings)
+    held = store.create("s-held", "ann", settings)
+    store.hold(held)
+    now[0] += 20 * day
+    recent = store.create("s-recent", "ann", settings)
+    store.record_turn(recent, memory_pb2.Turn(turn_id="t1", user_text="hi", assistant_text="hello"))
+    now[0] += 15 * day  # s-old and s-held unused for 35 days, s-recent for 15
+    assert store.prune() == 1, "an old session a conversation still holds stays"
+    assert store.get("s-old") is None and store.get("s-held") is held and store.get("s-recent") is recent
+    assert [s.session_id for s in store.list()] == ["s-recent", "s-held"]
+    store.release(held)
+    store.close()
+    # At start, and then hourly as sessions are created: nothing to call by hand.
+    now[0] += 40 * day
+    reopened = SessionStore(path, keep_days=30, clock=lambda: now[0])
+    assert reopened.list() == []
+    reopened.create("s-new", "ann", settings)
+    now[0] += 31 * day
+    reopened.create("s-newer", "ann", settings)
+    assert [s.session_id for s in reopened.list()] == ["s-newer"]
+    forever = SessionStore(str(tmp_path / "forever.db"), clock=lambda: now[0])
+    forever.create("s-kept", "ann", settings)
+    now[0] += 3650 * day
+    assert forever.prune() == 0 and forever.get("s-kept") is not None
+    with pytest.raises(ValueError, match="sessions_keep_days"):
+        SessionStore("", keep_days=-1)
+
+
 @pytest.mark.parametrize("bad", ["x" * 200, "bad\nid", " padded", "../../etc/passwd", "a'; DROP TABLE sessions;--"])
 def test_session_ids_follow_the_buss_rule(bad: str) -> None:
     assert session_id_problem(bad), "the bus refuses it"

@@ -30,7 +30,8 @@ class AssistantComponent:
         assistant_pb2_grpc.add_AssistantServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        self.servicer.attach_store(SessionStore(self._ctx.config.assistant.sessions_path))
+        config = self._ctx.config.assistant
+        self.servicer.attach_store(SessionStore(config.sessions_path, keep_days=config.sessions_keep_days))
         self._timers.start()
 
     async def stop(self) -> None:

@@ -8,22 +8,28 @@ the sessions held in memory: every open one and the most recently used idle ones
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coda.schema import session_id_problem
 from coda.v1 import events_pb2, memory_pb2
 
+log = logging.getLogger(__name__)
+
 RECENT_TURNS_CACHED = 20
 #: Sessions kept in this process while no conversation has them open (most recently used first);
 #: the rest live only in the file. Without a bound every session ever opened stayed in memory, and
 #: an OpenAI client that sends each request as its own session grew the process without end.
 IDLE_SESSIONS_KEPT = 256
+#: How often (seconds) creating a session also forgets the sessions unused for `keep_days`.
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 def new_session_id() -> str:
@@ -52,9 +58,21 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by id, persisted in SQLite (path "" or ":memory:" keeps them in this process only)."""
+    """Sessions by id, persisted in SQLite (path "" or ":memory:" keeps them in this process only).
 
-    def __init__(self, path: str, idle_kept: int | None = None) -> None:
+    A session unused for `keep_days` is forgotten (0: never), at start and then at most once an hour
+    as sessions are created: an OpenAI-compatible client that sends every request without a session
+    leaves one behind per request, and the file would grow without end."""
+
+    def __init__(
+        self,
+        path: str,
+        idle_kept: int | None = None,
+        keep_days: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if keep_days < 0:
+            raise ValueError(f"assistant.sessions_keep_days must be 0 (keep) or more, got {keep_days}")
         target = path or ":memory:"
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +90,11 @@ class SessionStore:
                 " turns INTEGER NOT NULL, last_user_text TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, updated)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (updated)")
+        self._keep_seconds = keep_days * 86400.0
+        self._clock = clock
+        self._pruned_at = -float("inf")
+        self._prune_now()
 
     def get(self, session_id: str) -> Session | None:
         session = self._live.get(session_id)
@@ -91,7 +114,10 @@ class SessionStore:
         return session
 
     def create(self, session_id: str, user_id: str, settings: events_pb2.ConversationSettings) -> Session:
-        session = Session(session_id=session_id, user_id=user_id, settings=settings)
+        if self._clock() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
+            self._prune_now()
+        now = self._clock()
+        session = Session(session_id=session_id, user_id=user_id, settings=settings, created=now, updated=now)
         self._keep(session)
         self.save(session)
         return session
@@ -122,8 +148,27 @@ class SessionStore:
         for session_id in idle[: max(0, len(idle) - self._idle_kept)]:
             del self._live[session_id]
 
+    def prune(self) -> int:
+        """Forget the sessions unused for `keep_days` that no conversation holds; how many were."""
+        if not self._keep_seconds:
+            return 0
+        cutoff = self._clock() - self._keep_seconds
+        with self._lock, self._db:
+            old = [row[0] for row in self._db.execute("SELECT session_id FROM sessions WHERE updated < ?", (cutoff,))]
+            gone = [session_id for session_id in old if session_id not in self._holders]
+            self._db.executemany("DELETE FROM sessions WHERE session_id = ?", [(sid,) for sid in gone])
+        for session_id in gone:
+            self._live.pop(session_id, None)
+        return len(gone)
+
+    def _prune_now(self) -> None:
+        self._pruned_at = self._clock()
+        count = self.prune()
+        if count:
+            log.info("forgot %d sessions unused for %g days", count, self._keep_seconds / 86400.0)
+
     def save(self, session: Session) -> None:
-        session.updated = time.time()
+        session.updated = self._clock()
         with self._lock, self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
