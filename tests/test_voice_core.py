@@ -523,7 +523,7 @@ def counting_whisper(monkeypatch: pytest.MonkeyPatch) -> CountingWhisper:
     tokenizer = SimpleNamespace(
         sot_prev=1, sot_sequence=[2, 3], no_timestamps=4, encode=lambda text: [5], decode=lambda ids: " heard"
     )
-    monkeypatch.setattr(whisper_stt, "_tokenizer", lambda model, language: (tokenizer, [1, 2, 3, 4], []))
+    monkeypatch.setattr(whisper_stt, "_tokenizer", lambda model, language, prompt: (tokenizer, [1, 2, 3, 4], []))
     return CountingWhisper()
 
 
