@@ -231,6 +231,11 @@ def test_answers_phrased_from_tool_results() -> None:
     assert _after_tool(
         "set_timer", {"seconds": 330, "label": "tea"}, {"timer_id": "t1", "seconds": 330, "label": "tea"}
     ) == ("Timer called tea set for 5 minutes and 30 seconds.")
+    # A reminder's label is a task: "remind me to call the dentist in 15 minutes".
+    reminder = {"seconds": 900.0, "label": "call the dentist"}
+    assert _after_tool("set_timer", reminder, reminder) == "I'll remind you to call the dentist in 15 minutes."
+    left = {"timers": [{"label": "call the dentist", "remaining_seconds": 600}]}
+    assert _after_tool("list_timers", {}, left) == "There's 10 minutes left before you call the dentist."
     assert _after_tool("system_status", {}, {"uptime_seconds": 12.0, "components": ["bus"]}).startswith(
         "I'm running fine. Uptime seconds 12"
     )

@@ -208,13 +208,77 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if seconds is None:
         return None
     label = _pick(result, "label", "name") or arguments.get("label")
+    if label and _is_task(label):
+        return f"I'll remind you to {label} in {_duration(float(seconds))}."
     named = f" called {label}" if label else ""
     return f"Timer{named} set for {_duration(float(seconds))}."
+
+
+#: First words of a reminder's task ("call the dentist"), read as "remind you to ...", not as a name.
+_TASK_VERBS = frozenset(
+    [
+        "ask",
+        "book",
+        "bring",
+        "buy",
+        "call",
+        "change",
+        "charge",
+        "check",
+        "clean",
+        "cook",
+        "drink",
+        "email",
+        "feed",
+        "fetch",
+        "get",
+        "give",
+        "go",
+        "leave",
+        "let",
+        "lock",
+        "make",
+        "meet",
+        "move",
+        "open",
+        "order",
+        "pack",
+        "pay",
+        "phone",
+        "pick",
+        "plug",
+        "put",
+        "read",
+        "ring",
+        "send",
+        "start",
+        "stop",
+        "switch",
+        "take",
+        "text",
+        "tidy",
+        "turn",
+        "unplug",
+        "visit",
+        "wake",
+        "walk",
+        "wash",
+        "water",
+        "write",
+    ]
+)
+
+
+def _is_task(label: str) -> bool:
+    words = label.split()
+    return len(words) >= 2 and words[0].lower() in _TASK_VERBS
 
 
 def _left(timer: Mapping[str, Any]) -> str:
     label = timer.get("label") or ""
     remaining = _duration(float(timer.get("remaining_seconds", 0)))
+    if label and _is_task(label):
+        return f"{remaining} left before you {label}"
     return f"{remaining} left on the {label} timer" if label else f"{remaining} left"
 
 
