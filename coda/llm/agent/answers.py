@@ -215,58 +215,13 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
 
 
 #: First words of a reminder's task ("call the dentist"), read as "remind you to ...", not as a name.
-_TASK_VERBS = frozenset(
-    [
-        "ask",
-        "book",
-        "bring",
-        "buy",
-        "call",
-        "change",
-        "charge",
-        "check",
-        "clean",
-        "cook",
-        "drink",
-        "email",
-        "feed",
-        "fetch",
-        "get",
-        "give",
-        "go",
-        "leave",
-        "let",
-        "lock",
-        "make",
-        "meet",
-        "move",
-        "open",
-        "order",
-        "pack",
-        "pay",
-        "phone",
-        "pick",
-        "plug",
-        "put",
-        "read",
-        "ring",
-        "send",
-        "start",
-        "stop",
-        "switch",
-        "take",
-        "text",
-        "tidy",
-        "turn",
-        "unplug",
-        "visit",
-        "wake",
-        "walk",
-        "wash",
-        "water",
-        "write",
-    ]
-)
+_TASK_VERBS = frozenset({
+    "ask", "book", "bring", "buy", "call", "change", "charge", "check", "clean", "cook", "drink",
+    "email", "feed", "fetch", "get", "give", "go", "leave", "let", "lock", "make", "meet", "move",
+    "open", "order", "pack", "pay", "phone", "pick", "plug", "put", "read", "ring", "send", "start",
+    "stop", "switch", "take", "text", "tidy", "turn", "unplug", "visit", "wake", "walk", "wash",
+    "water", "write"
+})  # fmt: skip
 
 
 def _is_task(label: str) -> bool:
