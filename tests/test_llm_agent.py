@@ -78,6 +78,17 @@ ALL_TOOLS = frozenset(
         ("multiply 6 by 7", "calculate", {"expression": "6*7"}),
         ("I need a timer for 25 minutes for the cake", "set_timer", {"seconds": 1500, "label": "cake"}),
         ("wake me up in 20 minutes", "set_timer", {"seconds": 1200}),
+        ("a 90 second timer please", "set_timer", {"seconds": 90}),
+        ("set timer 12 minutes", "set_timer", {"seconds": 720}),
+        ("start a timer for my tea, 4 minutes", "set_timer", {"seconds": 240, "label": "tea"}),
+        (
+            "don't let me forget to take my pills in 30 minutes",
+            "set_timer",
+            {"seconds": 1800, "label": "take my pills"},
+        ),
+        ("what day of the month is it", "get_time", {}),
+        ("I like my coffee black", "remember", {"text": "I like my coffee black", "kind": "preference"}),
+        ("how do I like my coffee?", "recall", {"query": "how do I like my coffee"}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -96,6 +107,8 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
         "I'm feeling tired today",
         "I'm tired",
         "plus one?",
+        "I love you",  # not a fact to remember
+        "how did you do that",
         "",
     ],
 )
@@ -129,6 +142,8 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("how much is a dollar in euros right now", "prices"),
         ("show me pictures of cats", "pictures"),
         ("wake me up at 7", "alarms"),
+        ("is it windy outside?", "weather"),
+        ("how did Arsenal do yesterday", "sports"),
     ],
 )
 def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -> None:

@@ -45,6 +45,7 @@ def normalise(text: str) -> str:
         text = re.sub(rf"(?<![\w']){re.escape(short)}(?![\w'])", long, text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:(?:hey|ok|okay|so|um|uh|coda),? )+", "", text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:please |can you |could you |would you |will you )+", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"(?:,? please)+[ ?!.,]*$", "", text, flags=re.IGNORECASE)
     return text.strip(" ?!.,")
 
 
@@ -133,6 +134,7 @@ _PLACE = r"(?: right)?(?: now)?(?: (?:over |out )?(?:in|at|for) (?P<place>[\w .,
     r"(?:what is|tell me) the (?:date|day)(?: today)?" + _PLACE,
     r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
+    r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
 )
 def _time(match: re.Match[str]) -> Intent:
     groups = match.groupdict()
@@ -169,7 +171,11 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
 
 
 @_template(
-    rf"(?:set|start|create|make) (?:a |an |me a |the |it |one )?timer (?:for|of) (?P<duration>[\w .-]+?){_LABEL}",
+    rf"(?:set|start|create|make) (?:a |an |me a |the |it |one )?timer (?:(?:for|of) )?(?P<duration>[\w .-]+?){_LABEL}",
+    # The name first: "start a timer for my tea, 4 minutes".
+    r"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|called|named) (?:my |the )?(?P<label2>[\w '-]+?),? "
+    r"(?:for )?(?P<duration>[\w .-]+?)",
+    rf"(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"(?:set|start|create|make) (?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
@@ -179,7 +185,8 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
     rf"timer{_LABEL}",
     r"wake me(?: up)? in (?P<duration>[\w .-]+?)",
     # The task first: "remind me to call the dentist in 15 minutes".
-    r"remind me (?:to|about) (?P<label3>[\w ,'-]+?) in (?P<duration>[\w .-]+?)",
+    r"(?:remind me|do not let me forget|make sure i do not forget) (?:to|about) (?P<label3>[\w ,'-]+?) "
+    r"in (?P<duration>[\w .-]+?)",
     # "time ten minutes for me", "count down from five minutes", "a five minute countdown".
     rf"(?:time|count down(?: from)?) (?P<duration>[\w .-]+?)(?: for me)?{_LABEL}",
     rf"(?:start |set )?(?:a |an )?(?P<duration>[\w .-]+?) countdown{_LABEL}",
@@ -229,6 +236,9 @@ def _memory_kind(text: str) -> str:
     r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
     r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:is|are) (?:called|named) .+)",
     r"(?P<text>(?:you can )?call me .+)",
+    # A liking about a thing, not a person or the conversation ("I love you", "I like that" are not).
+    r"(?P<text>i (?:like|love|prefer|enjoy|hate|dislike|cannot stand) "
+    r"(?!you\b|it\b|that\b|this\b|them\b|him\b|her\b|talking\b|chatting\b)\w.*)",
     # "I'm Priya", "hi, I am Sam": a name, told by its capital (a transcript writes "I'm tired" lower).
     r"(?:(?:hi|hello|hey)(?: there)?(?: coda)?,? )?(?:I am|this is) (?P<name>(?-i:[A-Z])[\w'-]+)",
 )
@@ -249,6 +259,8 @@ def _fact(match: re.Match[str]) -> Intent:
     r"what do you know about me",
     r"(?P<query>(?:where|what|who|when|how old) (?:do|did|am|was) i (?:live|from|work|do for (?:a living|work)|born|study|called|named))",
     r"(?P<query>(?:who|how old) am i)",
+    r"(?P<query>how do i (?:like|take|have) .+)",
+    r"what (?:do i|did i say i) (?:like|love|prefer|enjoy|hate|dislike)(?P<query> .+)?",
     r"what (?:is|do i have|have i got) on (?P<query>my [\w -]*?list)",
     r"(?:read|tell|show) me (?:what is on )?(?P<query>my [\w -]*?list)",
     r"do you (?:know|remember) (?P<query>(?:my|where i|what i|who i|how old i) .+)",
@@ -298,11 +310,13 @@ _CURRENCY = r"(?:dollars?|euros?|pounds? sterling|sterling|yen|yuan|rupees?|fran
 _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.IGNORECASE), what)
     for p, what in [
-        (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|"
+        (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|wind(?:y)?|"
+         r"storm(?:y|s)?|fog(?:gy)?|hail(?:ing)?|thunder\w*|frost(?:y)?|"
          r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it)\b", "check the weather"),
         (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world",
          "read the news"),
-        (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b", "look up live sports results"),
+        (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b|"
+         r"\bhow did (?!you\b|i\b|we\b|it\b|that\b)[\w ]+ (?:do|get on|play)\b", "look up live sports results"),
         (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
          "look up prices or markets"),
         (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
