@@ -108,6 +108,7 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
         "I'm tired",
         "plus one?",
         "I love you",  # not a fact to remember
+        "time for bed",  # not a place
         "how did you do that",
         "",
     ],

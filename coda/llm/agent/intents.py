@@ -121,7 +121,9 @@ def _status(_: re.Match[str]) -> Intent:
     return Intent("system_status", {})
 
 
-_PLACE = r"(?: right)?(?: now)?(?: (?:over |out )?(?:in|at|for) (?P<place>[\w .,'/-]+?))?(?: right now| now)?"
+_PLACE = (
+    r"(?: right)?(?: now)?(?: (?:over |out )?(?P<preposition>in|at|for) (?P<place>[\w .,'/-]+?))?(?: right now| now)?"
+)
 
 
 @_template(
@@ -136,11 +138,14 @@ _PLACE = r"(?: right)?(?: now)?(?: (?:over |out )?(?:in|at|for) (?P<place>[\w .,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
     r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
 )
-def _time(match: re.Match[str]) -> Intent:
+def _time(match: re.Match[str]) -> Intent | None:
     groups = match.groupdict()
     place = groups.get("place") or groups.get("place2")
     if place:
-        return Intent("get_time", {"timezone": time_zone_for(_clean_slot(place))})
+        zone = time_zone_for(_clean_slot(place))
+        if groups.get("preposition") == "for" and zone == _clean_slot(place) and "/" not in zone:
+            return None  # "time for bed", "time for a break": not a place the agent knows
+        return Intent("get_time", {"timezone": zone})
     return Intent("get_time", {})
 
 
