@@ -30,6 +30,7 @@ from coda.runtime.host import Host
 from coda.schema import session_id_problem
 from coda.v1 import events_pb2, voice_pb2
 from coda.voice.audio import PcmResampler
+from coda.voice.quality import word_error_rate
 from coda.wyoming import events
 from coda.wyoming.audio import AudioConverter, AudioRefused, WyomingFormat, check_format
 from coda.wyoming.server import BANNER
@@ -284,15 +285,18 @@ async def test_bad_input_gets_an_error_and_the_same_connection_goes_on(wyoming: 
         await client.write_event(Event(type="audio-start", data={"rate": 16_000}))
         assert "malformed audio-start" in await read_error(client, events.BAD_REQUEST)
 
-        # The same connection still does everything, here with 24-bit stereo audio at 44.1 kHz.
-        start, audio = await synthesize(client, "Open the garage door.")
+        # The same connection still does everything, here with 24-bit stereo audio at 44.1 kHz. Piper's
+        # voice differs a little on every call (its VITS model samples noise), and one word may be
+        # misheard ("Open the brush door."); audio converted wrongly would be heard as nothing like it.
+        said = "Open the garage door and turn on the kitchen lights."
+        start, audio = await synthesize(client, said)
         pcm = np.frombuffer(
             PcmResampler(start.rate, 44_100).process(bytes(start.rate) + audio + bytes(2 * start.rate)), "<i2"
         )
         int24 = (pcm.astype(np.int32) << 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]
         stereo = np.repeat(int24, 2, axis=0).tobytes()
         text = await transcribe(client, stereo, 44_100, width=3, channels=2)
-        assert re.search(r"\bgarage door\b", text.lower()), text
+        assert word_error_rate(said, text) <= 0.3, text
 
 
 async def test_handle_while_coda_is_down_is_an_error_and_the_connection_stays(
