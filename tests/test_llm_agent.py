@@ -87,6 +87,7 @@ ALL_TOOLS = frozenset(
             {"seconds": 1800, "label": "take my pills"},
         ),
         ("what day of the month is it", "get_time", {}),
+        ("put a timer on for 6 minutes", "set_timer", {"seconds": 360}),
         ("I like my coffee black", "remember", {"text": "I like my coffee black", "kind": "preference"}),
         ("how do I like my coffee?", "recall", {"query": "how do I like my coffee"}),
     ],
@@ -109,6 +110,8 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
         "plus one?",
         "I love you",  # not a fact to remember
         "time for bed",  # not a place
+        "what is the nearest star",
+        "what is facebook",
         "how did you do that",
         "",
     ],
@@ -145,6 +148,10 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("wake me up at 7", "alarms"),
         ("is it windy outside?", "weather"),
         ("how did Arsenal do yesterday", "sports"),
+        ("will I need a coat today", "weather"),
+        ("who's playing in the football tonight", "sports"),
+        ("navigate to the nearest petrol station", "directions"),
+        ("what's trending on twitter", "social media"),
     ],
 )
 def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -> None:

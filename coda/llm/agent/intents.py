@@ -176,7 +176,8 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
 
 
 @_template(
-    rf"(?:set|start|create|make) (?:a |an |me a |the |it |one )?timer (?:(?:for|of) )?(?P<duration>[\w .-]+?){_LABEL}",
+    rf"(?:set|start|create|make|put) (?:a |an |me a |the |it |one )?timer (?:on )?(?:(?:for|of) )?"
+    rf"(?P<duration>[\w .-]+?){_LABEL}",
     # The name first: "start a timer for my tea, 4 minutes".
     r"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|called|named) (?:my |the )?(?P<label2>[\w '-]+?),? "
     r"(?:for )?(?P<duration>[\w .-]+?)",
@@ -317,10 +318,13 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
     for p, what in [
         (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|wind(?:y)?|"
          r"storm(?:y|s)?|fog(?:gy)?|hail(?:ing)?|thunder\w*|frost(?:y)?|"
+         r"need (?:a |an |my )?(?:coat|jacket|scarf|gloves|sunscreen|sun cream)|"
          r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it)\b", "check the weather"),
         (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world",
          "read the news"),
-        (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b|"
+        (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b|\bwho(?:'s| is) playing\b|"
+         r"\b(?:football|soccer|basketball|baseball|cricket|rugby|tennis|hockey) (?:tonight|today|tomorrow|"
+         r"this weekend|game|match)\b|"
          r"\bhow did (?!you\b|i\b|we\b|it\b|that\b)[\w ]+ (?:do|get on|play)\b", "look up live sports results"),
         (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
          "look up prices or markets"),
@@ -328,7 +332,12 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
         (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
          r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b",
          "show pictures, videos or apps"),
-        (r"\b(?:traffic|directions|route to|how do i get to|commute)\b", "check traffic or directions"),
+        (r"\b(?:traffic|directions|route to|how do i get to|commute|navigate)\b|\bnear me\b|"
+         r"\b(?:nearest|closest) (?:petrol|gas|station|shop|store|restaurant|pharmacy|hospital|atm|cafe|"
+         r"supermarket|bank)\b", "check traffic or directions"),
+        (r"\btrending\b|\bwhat is (?:new |happening )?on (?:twitter|x|tiktok|instagram|facebook|reddit)\b|"
+         r"\b(?:post|tweet|share) (?:this |that |it )?(?:on|to) (?:twitter|x|tiktok|instagram|facebook|reddit)\b",
+         "check or post on social media"),
         (r"^(?:message|text|e-?mail|whats ?app|sms|call|phone|ring|dial|facetime|video call) (?!me\b)\w+|"
          r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
          r"wife|husband|boss|friend|someone|\w+@\w+)\b|\b(?:send|text) (?:a |an )?(?:message|text|e-?mail)\b",
