@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from coda.llm.agent.intents import Intent, match_intent, normalise
-from coda.llm.agent.numbers import arithmetic_expression, words_to_digits
+from coda.llm.agent.numbers import NUMBER, arithmetic_expression, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.types import Message
 
@@ -39,7 +39,6 @@ _VERB_OPERATOR = {
     "minus": "-",
 }
 _UNARY = {"double": "*2", "halve": "/2", "square": "**2", "cube": "**3"}
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
@@ -76,7 +75,7 @@ def _continued_arithmetic(text: str, answer: Message | None) -> Intent | None:
         if operand is None:
             return None
         operand = operand.removeprefix("0+")
-        operand = operand if _NUMBER.fullmatch(operand) else f"({operand})"
+        operand = operand if NUMBER.fullmatch(operand) else f"({operand})"
         return Intent("calculate", {"expression": f"{value}{_VERB_OPERATOR[verb]}{operand}"})
     # "what is that times 3?", "and that plus two?"
     replaced = re.sub(rf"\b{_REFERENCE}\b", value, text, count=1, flags=re.IGNORECASE)
@@ -89,7 +88,7 @@ def _continued_arithmetic(text: str, answer: Message | None) -> Intent | None:
 
 def _last_number(text: str) -> str | None:
     """The result an arithmetic answer ends with ("12*7 is 84." -> "84")."""
-    numbers = _NUMBER.findall(text.replace(",", ""))
+    numbers = NUMBER.findall(text.replace(",", ""))
     return numbers[-1] if numbers else None
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coda.llm.agent.numbers import arithmetic_expression, duration_seconds, words_to_digits
+from coda.llm.agent.numbers import NUMBER, arithmetic_expression, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
 
 
@@ -278,19 +278,18 @@ def _recall(match: re.Match[str]) -> Intent:
 
 @_template(
     r"(?:add|(?:what is )?the sum of|sum) (?P<a>[\w .]+?) (?:and|to|plus) (?P<b>[\w .]+?)(?: together)?",
-    r"(?:multiply) (?P<m1>[\w .]+?) (?:and|by|with) (?P<m2>[\w .]+?)",
+    r"multiply (?P<m1>[\w .]+?) (?:and|by|with) (?P<m2>[\w .]+?)",
 )
 def _two_numbers(match: re.Match[str]) -> Intent | None:
     groups = match.groupdict()
     adding = groups.get("a") is not None
     left = words_to_digits(groups["a"] if adding else groups["m1"]).strip()
     right = words_to_digits(groups["b"] if adding else groups["m2"]).strip()
-    if not _NUMBER_ONLY.fullmatch(left) or not _NUMBER_ONLY.fullmatch(right):
+    if not NUMBER.fullmatch(left) or not NUMBER.fullmatch(right):
         return None  # "add eggs to my list", "multiply the cost by two"
     return Intent("calculate", {"expression": f"{left}{'+' if adding else '*'}{right}"})
 
 
-_NUMBER_ONLY = re.compile(r"-?\d+(?:\.\d+)?")
 _CONTINUATION = re.compile(
     r"(?:and |then |now )*(?:plus|minus|times|multiplied by|divided by|over|take away)\b", re.IGNORECASE
 )

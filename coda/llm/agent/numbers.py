@@ -30,6 +30,8 @@ _OPERATORS: list[tuple[str, str]] = [
     (r"mod(?:ulo)?", "%"),
 ]
 _EXPRESSION_CHARS = re.compile(r"^[\d\s.+\-*/%()]+$")
+#: A number written in digits ("84", "-3", "2.5").
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def words_to_digits(text: str) -> str:
