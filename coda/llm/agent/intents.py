@@ -181,8 +181,7 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
     # The name first: "start a timer for my tea, 4 minutes".
     r"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|called|named) (?:my |the )?(?P<label2>[\w '-]+?),? "
     r"(?:for )?(?P<duration>[\w .-]+?)",
-    rf"(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
-    rf"(?:set|start|create|make) (?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
+    rf"(?:(?:set|start|create|make) )?(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
     rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?timer (?:for|of) "

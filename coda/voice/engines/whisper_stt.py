@@ -8,8 +8,8 @@ time: a partial asked for while one is running returns the last finished hypothe
 queueing another, so partials never pile up behind each other or delay the final.
 
 Determinism: the final decode is a pure function of the utterance's audio. A beam search and never
-sampling (no temperature fallback), a fresh prompt for every call (only the hotword, no previous
-text), and nothing carried between utterances.
+sampling (no temperature fallback), the same prompt for every call (the configured
+`whisper_prompt`, never an earlier utterance's text), and nothing carried between utterances.
 
 Noise: loud steady noise (10 dB SNR white noise triples tiny.en's word error rate) is subtracted
 from each utterance before its decode, the noise spectrum taken from the utterance's own quietest
@@ -208,15 +208,16 @@ def without_repeats(text: str) -> str:
     """`text` without a sentence repeated right after itself: Whisper sometimes decodes an utterance
     twice over ("Where does my sister live? Where does my sister live?"). Sentences of fewer than
     three words may repeat ("No. No.")."""
+    sentences = _SENTENCE.findall(text)
     kept: list[str] = []
     previous: list[str] = []
-    for sentence in _SENTENCE.findall(text):
+    for sentence in sentences:
         spoken = re.findall(r"[\w']+", sentence.lower())
         if len(spoken) >= 3 and spoken == previous:
             continue
         kept.append(sentence.strip())
         previous = spoken
-    return " ".join(kept) if len(kept) < len(_SENTENCE.findall(text)) else text
+    return " ".join(kept) if len(kept) < len(sentences) else text
 
 
 _tokenizers: dict[tuple[int, str, str], tuple[Any, list[int], list[int]]] = {}
