@@ -615,3 +615,4 @@ def test_a_timer_event_reaches_the_streams_of_its_session_with_one_announcement(
     assert attached.deliver(events_pb2.Event(id="no-session", tool_timer_fired=events_pb2.ToolTimerFired())) == 0
     assert timer_announcement(events_pb2.ToolTimerFired(label="tea.")) == "Your timer is done: tea."
     assert timer_announcement(events_pb2.ToolTimerFired()) == "Your timer is done."
+    assert timer_announcement(events_pb2.ToolTimerFired(label="alarm")) == "Your alarm is going off."

@@ -9,13 +9,24 @@ import pytest
 
 from coda.llm.agent import IntentAgent
 from coda.llm.agent.intents import Intent, match_intent
-from coda.llm.agent.numbers import arithmetic_expression, duration_seconds, words_to_digits
+from coda.llm.agent.numbers import arithmetic_expression, clock_time, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.providers.embedded import AGENT_MODEL, CANNED_MODEL, EmbeddedProvider, pieces
 from coda.llm.types import Finish, GenerationRequest, Message, TextDelta, Tool, ToolCall, ToolCallDelta, Usage
 
 ALL_TOOLS = frozenset(
-    {"get_time", "calculate", "remember", "recall", "set_timer", "list_timers", "cancel_timer", "system_status"}
+    {
+        "get_time",
+        "calculate",
+        "convert_units",
+        "remember",
+        "recall",
+        "set_timer",
+        "list_timers",
+        "change_timer",
+        "cancel_timer",
+        "system_status",
+    }
 )
 
 
@@ -90,6 +101,68 @@ ALL_TOOLS = frozenset(
         ("put a timer on for 6 minutes", "set_timer", {"seconds": 360}),
         ("I like my coffee black", "remember", {"text": "I like my coffee black", "kind": "preference"}),
         ("how do I like my coffee?", "recall", {"query": "how do I like my coffee"}),
+        ("convert 5 miles to kilometres", "convert_units", {"value": 5, "from_unit": "miles", "to_unit": "kilometres"}),
+        (
+            "what is 100 degrees fahrenheit in celsius",
+            "convert_units",
+            {"value": 100, "from_unit": "degrees fahrenheit", "to_unit": "celsius"},
+        ),
+        (
+            "how many seconds are there in an hour",
+            "convert_units",
+            {"value": 1, "from_unit": "hour", "to_unit": "seconds"},
+        ),
+        ("how many feet in three miles", "convert_units", {"value": 3, "from_unit": "miles", "to_unit": "feet"}),
+        ("12 in to cm", "convert_units", {"value": 12, "from_unit": "in", "to_unit": "cm"}),
+        ("what's 2.5kg in lbs", "convert_units", {"value": 2.5, "from_unit": "kg", "to_unit": "lbs"}),
+        ("70 kg is how many pounds", "convert_units", {"value": 70, "from_unit": "kg", "to_unit": "pounds"}),
+        (
+            "convert 30 degrees to fahrenheit",
+            "convert_units",
+            {"value": 30, "from_unit": "degrees", "to_unit": "fahrenheit"},
+        ),
+        ("how many cups make a gallon", "convert_units", {"value": 1, "from_unit": "gallon", "to_unit": "cups"}),
+        ("add 5 minutes to the timer", "change_timer", {"add_seconds": 300}),
+        ("add another 2 minutes to my pasta timer", "change_timer", {"label": "pasta", "add_seconds": 120}),
+        ("take 3 minutes off the timer", "change_timer", {"add_seconds": -180}),
+        ("set my tea timer to 4 minutes", "change_timer", {"label": "tea", "seconds": 240}),
+        ("how much longer on the pasta?", "list_timers", {"label": "pasta"}),
+        ("when will my timer go off", "list_timers", {}),
+        ("how long until the roast is ready", "list_timers", {"label": "roast"}),
+        ("timer for 1h 30m", "set_timer", {"seconds": 5400}),
+        ("how many pounds is 3 kilos", "convert_units", {"value": 3, "from_unit": "kilos", "to_unit": "pounds"}),
+        (
+            "my recipe says 180 celsius, what's that in fahrenheit?",
+            "convert_units",
+            {"value": 180, "from_unit": "celsius", "to_unit": "fahrenheit"},
+        ),
+        ("I ran 5km, how many miles is that", "convert_units", {"value": 5, "from_unit": "km", "to_unit": "miles"}),
+        ("how much time is remaining?", "list_timers", {}),
+        ("do I have any timers running?", "list_timers", {}),
+        ("how tall is 6 feet in meters", "convert_units", {"value": 6, "from_unit": "feet", "to_unit": "meters"}),
+        ("is today a weekday?", "get_time", {}),
+        # Alarms and reminders at a time of day: the tools' clock decides when "7" comes next.
+        ("set an alarm for 7am", "set_timer", {"at": "07:00", "label": "alarm"}),
+        ("wake me up at 7", "set_timer", {"at": "07:00", "label": "alarm", "twelve_hour": True}),
+        (
+            "wake me up tomorrow at six thirty",
+            "set_timer",
+            {"at": "06:30", "label": "alarm", "twelve_hour": True, "tomorrow": True},
+        ),
+        ("set an alarm for quarter to eight in the evening", "set_timer", {"at": "19:45", "label": "alarm"}),
+        ("remind me at 5pm to call the bank", "set_timer", {"at": "17:00", "label": "call the bank"}),
+        (
+            "remind me to call the bank tomorrow at 9",
+            "set_timer",
+            {"at": "09:00", "label": "call the bank", "twelve_hour": True, "tomorrow": True},
+        ),
+        (
+            "remind me to look at the car at 5",
+            "set_timer",
+            {"at": "05:00", "label": "look at the car", "twelve_hour": True},
+        ),
+        ("remind me about the meeting at noon", "set_timer", {"at": "12:00", "label": "the meeting"}),
+        ("cancel my alarm", "cancel_timer", {"label": "alarm"}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -113,6 +186,15 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
         "what is the nearest star",
         "what is facebook",
         "how did you do that",
+        "how many days are in a leap year",  # not a unit conversion
+        "what is 5 miles in minutes",  # units that do not convert into each other
+        "how many people live in London",
+        "translate hello to Spanish",
+        "what is the volume of a sphere",  # not the speaker's volume
+        "who invented the television",
+        "how long should I cook chicken in the oven",
+        "did you win",
+        "set the table for 5 minutes from now",  # a duration inside something else is not a timer
         "",
     ],
 )
@@ -145,7 +227,21 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("what are today's top stories?", "news"),
         ("how much is a dollar in euros right now", "prices"),
         ("show me pictures of cats", "pictures"),
-        ("wake me up at 7", "alarms"),
+        ("set an alarm for every weekday", "only set one for a time today or tomorrow"),
+        ("remind me on Monday to pay the rent", "that alarm"),
+        ("what's the pollen count today", "weather"),
+        ("did the Lakers win last night?", "sports"),
+        ("where is my amazon package", "packages"),
+        ("turn the volume up", "devices"),
+        ("open the garage door", "devices"),
+        ("find my phone", "devices"),
+        ("what time is sunset today", "sunset"),
+        ("skip this song", "music"),
+        ("is the pharmacy open now", "opening hours"),
+        ("when is the next train to Leeds", "timetables"),
+        ("who's at the front door?", "devices"),
+        ("what movies are showing at the cinema tonight", "listings"),
+        ("what's it going to be like outside this weekend", "weather"),
         ("is it windy outside?", "weather"),
         ("how did Arsenal do yesterday", "sports"),
         ("will I need a coat today", "weather"),
@@ -174,6 +270,17 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
          {"expression": "28*2"}),
         (["what's 8 times 8", "8 times 8 is 64.", "plus one?"], "calculate", {"expression": "64+1"}),
         (["what's 100 divided by 4", "100 divided by 4 is 25.", "and minus 5?"], "calculate", {"expression": "25-5"}),
+        (["convert 5 miles to km", "5 miles is 8.05 kilometres.", "and in feet?"], "convert_units",
+         {"value": 5, "from_unit": "miles", "to_unit": "feet"}),
+        (["convert 5 miles to km", "5 miles is 8.05 kilometres.", "what about 20?"], "convert_units",
+         {"value": 20, "from_unit": "miles", "to_unit": "km"}),
+        (["set a 3 minute timer for the pasta", "Timer called pasta set for 3 minutes.", "actually, make that 10 minutes"],
+         "change_timer", {"label": "pasta", "seconds": 600}),
+        (["set a timer for 5 minutes", "Timer set for 5 minutes.", "add 2 more minutes"], "change_timer",
+         {"add_seconds": 120}),
+        (["set a timer for 5 minutes", "Timer set for 5 minutes.", "no, 4 minutes"], "change_timer", {"seconds": 240}),
+        (["set a timer for 5 minutes called tea", "Timer called tea set for 5 minutes.", "cancel it"], "cancel_timer",
+         {"label": "tea"}),
     ],
 )  # fmt: skip
 def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
@@ -218,6 +325,20 @@ def test_conversation_intents() -> None:
     assert agent.reply([Message("user", "good night")], ALL_TOOLS).text.startswith("Good night")
 
 
+def test_who_coda_is_is_answered_by_the_agent() -> None:
+    # The small local model answered "are you a real person?" with "Yes, I am a human being."
+    for question in ("are you a real person?", "are you human", "who are you", "what's your name?", "are you an AI"):
+        reply = IntentAgent().reply([Message("user", question)], ALL_TOOLS)
+        assert reply.text.startswith("I'm Coda") and "not a person" in reply.text and not reply.defer, question
+    assert "made by" in IntentAgent().reply([Message("user", "who made you?")], ALL_TOOLS).text
+    assert match_intent("what are you doing") is None
+
+
+def test_a_timer_change_is_not_guessed_without_a_timer_before_it() -> None:
+    chat = [Message("user", "tell me a joke"), Message("assistant", "A joke."), Message("user", "make it 10 minutes")]
+    assert IntentAgent().reply(chat, ALL_TOOLS).defer
+
+
 def _after_tool(tool: str, arguments: dict, result: object, question: str = "q") -> str:
     call = ToolCall("call_1", tool, arguments)
     messages = [
@@ -255,6 +376,25 @@ def test_answers_phrased_from_tool_results() -> None:
         "set_timer", {"seconds": 330, "label": "tea"}, {"timer_id": "t1", "seconds": 330, "label": "tea"}
     ) == ("Timer called tea set for 5 minutes and 30 seconds.")
     # A reminder's label is a task: "remind me to call the dentist in 15 minutes".
+    conversion = {"value": 5, "from_unit": "miles", "to_unit": "km"}
+    converted = {"result": 8.04672, "text": "5 miles is 8.05 kilometres"}
+    assert _after_tool("convert_units", conversion, converted) == "5 miles is 8.05 kilometres."
+    # Another provider's tool of the same name may return only the number.
+    assert _after_tool("convert_units", conversion, {"result": 8.04672}) == "5 miles is 8.04672 km."
+    alarm = {"at": "07:00", "day": "tomorrow", "seconds": 27000.4, "label": "alarm"}
+    assert (
+        _after_tool("set_timer", {"at": "07:00"}, alarm) == "Alarm set for 07:00 tomorrow, in 7 hours and 30 minutes."
+    )
+    bank = {"at": "17:00", "day": "today", "seconds": 3600, "label": "call the bank"}
+    assert _after_tool("set_timer", {"at": "17:00"}, bank) == "I'll remind you to call the bank at 17:00 today."
+    meeting = {**bank, "label": "the meeting"}
+    assert _after_tool("set_timer", {"at": "17:00"}, meeting) == "I'll remind you about the meeting at 17:00 today."
+    changed = {"changed": [{"label": "tea", "remaining_seconds": 420}]}
+    assert (
+        _after_tool("change_timer", {"add_seconds": 120}, changed)
+        == "Done: there's now 7 minutes left on the tea timer."
+    )
+    assert _after_tool("change_timer", {"seconds": 60}, {"changed": []}) == "You have no timer running to change."
     reminder = {"seconds": 900.0, "label": "call the dentist"}
     assert _after_tool("set_timer", reminder, reminder) == "I'll remind you to call the dentist in 15 minutes."
     left = {"timers": [{"label": "call the dentist", "remaining_seconds": 600}]}
@@ -272,6 +412,36 @@ def test_answers_phrased_from_tool_results() -> None:
         "Sorry, calculate failed: division by zero."
     )
     assert _after_tool("weather", {}, "Sunny, 21 degrees") == "Sunny, 21 degrees"
+
+
+@pytest.mark.parametrize(
+    ("said", "clock"),
+    [
+        ("7", (7, 0, True)),
+        ("7am", (7, 0, False)),
+        ("6:45 pm", (18, 45, False)),
+        ("19:00", (19, 0, False)),
+        ("07:30", (7, 30, False)),  # a leading zero: a 24-hour clock
+        ("seven thirty", (7, 30, True)),  # not 37
+        ("seven thirty pm", (19, 30, False)),
+        ("six oh five", (6, 5, True)),
+        ("half past seven", (7, 30, True)),
+        ("quarter to eight", (7, 45, True)),
+        ("ten to six", (5, 50, True)),
+        ("noon", (12, 0, False)),
+        ("midnight", (0, 0, False)),
+        ("12 am", (0, 0, False)),
+        ("7 in the evening", (19, 0, False)),
+        ("eleven fifteen in the morning", (11, 15, False)),
+        ("8 tonight", (20, 0, False)),
+        ("7 o'clock", (7, 0, True)),
+        ("25:00", None),
+        ("7:75", None),
+        ("the car", None),
+    ],
+)
+def test_times_of_day(said: str, clock: tuple[int, int, bool] | None) -> None:
+    assert clock_time(said) == clock
 
 
 def test_numbers_durations_and_places() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 import zoneinfo
 from datetime import UTC, datetime
@@ -20,9 +21,10 @@ from coda.tools import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailu
 from coda.tools.builtin import builtin_tools, switched_off
 from coda.tools.builtin.timers import Timers
 from coda.tools.calculator import MAX_EXPRESSION_CHARS, CalculationError, evaluate
+from coda.tools.converter import ConversionError, convert, find_unit, format_amount, is_degrees, spelled
 from coda.tools.plugins import PluginError, load_references, resolve_reference, tools_from
 from coda.tools.registry import ToolRegistry
-from coda.tools.timezones import clock_reading, resolve_zone
+from coda.tools.timezones import clock_reading, next_clock_time, resolve_zone
 from coda.tools.validation import ToolDefinitionError, compile_schema, parse_arguments, validate_arguments
 
 # --- validation
@@ -159,10 +161,12 @@ def test_builtin_names_and_opt_in() -> None:
         [
             "get_time",
             "calculate",
+            "convert_units",
             "remember",
             "recall",
             "set_timer",
             "list_timers",
+            "change_timer",
             "cancel_timer",
             "system_status",
             "shell",
@@ -172,10 +176,12 @@ def test_builtin_names_and_opt_in() -> None:
     assert {t.name for t in registry.enabled()} == {
         "get_time",
         "calculate",
+        "convert_units",
         "remember",
         "recall",
         "set_timer",
         "list_timers",
+        "change_timer",
         "cancel_timer",
         "system_status",
     }
@@ -202,6 +208,87 @@ async def test_decorator_passes_keyword_arguments_and_ctx() -> None:
     assert await double.run({"a": 2}, ToolContext(call_id="c1", tool_name="double")) == {"value": 4, "call": "c1"}
     assert add.parameters["type"] == "object"
     assert await add.run({"a": 5}, ToolContext(call_id="c2", tool_name="sync_add")) == 7
+
+
+# --- unit conversion
+
+
+@pytest.mark.parametrize(
+    ("value", "source", "target", "result"),
+    [
+        (5, "miles", "km", 8.04672),
+        (1, "kilometer", "metres", 1000),
+        (100, "degrees fahrenheit", "celsius", 37.7778),
+        (-40, "°C", "°F", -40),
+        (0, "kelvin", "c", -273.15),
+        (30, "degrees", "fahrenheit", 86),  # a temperature without its scale: the other common one
+        (86, "degrees", "celsius", 30),
+        (1, "pound", "ounces", 16),
+        (1, "stone", "lbs", 14),
+        (1, "gallon", "cups", 16),
+        (1, "imperial gallon", "litres", 4.54609),
+        (1, "tablespoon", "teaspoons", 3),
+        (1, "hour", "seconds", 3600),
+        (1, "week", "days", 7),
+        (60, "mph", "km/h", 96.5606),
+        (1, "knot", "km/h", 1.852),
+        (1, "acre", "sq ft", 43560),
+        (1, "hectare", "square metres", 10000),
+        (1, "sq. mi", "km²", 2.58999),
+    ],
+)
+def test_unit_conversions(value: float, source: str, target: str, result: float) -> None:
+    assert convert(value, source, target).result == pytest.approx(result, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("value", "source", "target", "argument", "words"),
+    [
+        (1, "parsecs", "km", "source", "unknown unit 'parsecs'"),
+        (1, "km", "furlongs", "target", "unknown unit 'furlongs'"),
+        (1, "kg", "km", "target", "cannot convert kilograms (mass) to kilometres (length)"),
+        (1, "month", "days", "source", "unknown unit"),  # months and years have no one length
+        (-300, "c", "f", "value", "below absolute zero"),
+        (float("nan"), "m", "ft", "value", "finite"),
+        (1, "degrees", "km", "source", "unknown unit 'degrees'"),
+    ],
+)
+def test_unit_conversion_refuses_cleanly(value: float, source: str, target: str, argument: str, words: str) -> None:
+    with pytest.raises(ConversionError, match=re.escape(words)) as raised:
+        convert(value, source, target)
+    assert raised.value.argument == argument
+
+
+def test_unit_names_and_amounts_read_well() -> None:
+    assert [format_amount(x) for x in (8.04672, 37.7778, 1609.344, 0.0393701, 3600.0, -40.0, 1e6, 0)] == [
+        "8.05", "37.8", "1,609", "0.0394", "3,600", "-40", "1,000,000", "0",
+    ]  # fmt: skip
+    mile, foot = find_unit("mi"), find_unit("FEET")
+    assert mile is not None and foot is not None
+    assert spelled(mile, "1") == "mile" and spelled(foot, "3") == "feet" and spelled(foot, "1") == "foot"
+    metre = find_unit("meters")
+    assert metre is not None and spelled(metre, "2", american=True) == "meters" and spelled(metre, "2") == "metres"
+    assert find_unit("apples") is None and is_degrees("degrees") and not is_degrees("miles")
+
+
+# --- alarms: the next time the clock shows a time of day
+
+
+def test_next_clock_time() -> None:
+    london = zoneinfo.ZoneInfo("Europe/London")
+    evening = datetime(2026, 12, 5, 23, 30, tzinfo=london)
+    morning = datetime(2026, 12, 5, 8, 30, tzinfo=london)
+    assert next_clock_time(evening, 7, 0) == datetime(2026, 12, 6, 7, 0, tzinfo=london)
+    assert next_clock_time(evening, 23, 45) == datetime(2026, 12, 5, 23, 45, tzinfo=london)
+    # "at 7" said without am or pm: whichever comes first.
+    assert next_clock_time(morning, 7, 0, twelve_hour=True) == datetime(2026, 12, 5, 19, 0, tzinfo=london)
+    assert next_clock_time(morning, 12, 0, twelve_hour=True) == datetime(2026, 12, 5, 12, 0, tzinfo=london)
+    assert next_clock_time(morning, 9, 0) == datetime(2026, 12, 5, 9, 0, tzinfo=london)
+    assert next_clock_time(morning, 9, 0, tomorrow=True) == datetime(2026, 12, 6, 9, 0, tzinfo=london)
+    assert next_clock_time(morning, 7, 0, twelve_hour=True, tomorrow=True) == datetime(2026, 12, 6, 7, 0, tzinfo=london)
+    # Across the clocks going forward (29 March 2026 in London): 7:00 the next morning is 23 hours away.
+    spring = datetime(2026, 3, 28, 8, 0, tzinfo=london)
+    assert (next_clock_time(spring, 7, 0).astimezone(UTC) - spring.astimezone(UTC)).total_seconds() == 22 * 3600
 
 
 # --- calculator

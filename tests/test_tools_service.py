@@ -6,6 +6,8 @@ import asyncio
 import http.server
 import json
 import threading
+import zoneinfo
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +382,106 @@ async def test_timers_are_listed_with_time_left_and_cancelled_per_session(channe
     assert (await stream.until_final("bad"))["bad"][1].field == "/label"
     stream.call("all", "cancel_timer", {}, session_id=SESSION)
     assert len(json.loads((await stream.until_final("all"))["all"][1].result_json)["cancelled"]) == 1
+    stream.close()
+
+
+async def test_an_alarm_at_a_time_of_day(tmp_path: Path, gate: Gate) -> None:
+    host_cm, host = await start(tmp_path, gate, CODA_TOOLS__TIMEZONE="Asia/Tokyo")
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            await _alarms(channel)
+    finally:
+        await host_cm.__aexit__(None, None, None)
+
+
+async def _alarms(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    tokyo = datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo"))
+    soon = (tokyo + timedelta(minutes=2)).strftime("%H:%M")
+    stream.call("soon", "set_timer", {"at": soon, "label": "alarm"}, session_id=SESSION)
+    stream.call("tomorrow", "set_timer", {"at": soon, "tomorrow": True}, session_id=SESSION)
+    finals = await stream.until_final("soon", "tomorrow")
+    alarm = json.loads(finals["soon"][1].result_json)
+    # Read on the configured zone's clock: at most 2 minutes away, fires_at in Tokyo's offset.
+    assert alarm["at"] == soon and 60 < alarm["seconds"] <= 120 and alarm["fires_at"].endswith("+09:00")
+    assert alarm["day"] in ("today", "tomorrow")  # "tomorrow" when Tokyo's midnight falls in between
+    later = json.loads(finals["tomorrow"][1].result_json)
+    if (tokyo + timedelta(minutes=2)).date() == tokyo.date():
+        assert 86400 < later["seconds"] <= 86400 + 120 and later["at"] == soon
+    else:  # two minutes from now is already tomorrow's date
+        assert later["seconds"] == pytest.approx(alarm["seconds"], abs=5)
+    for call_id, arguments, field in [
+        ("hour", {"at": "25:00"}, "/at"),
+        ("both", {"at": "07:00", "seconds": 5}, ""),
+        ("alone", {"seconds": 5, "tomorrow": True}, ""),
+    ]:
+        stream.call(call_id, "set_timer", arguments, session_id=SESSION)
+        kind, error = (await stream.until_final(call_id))[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+        assert error.field == field, (call_id, error)
+    stream.call("all", "cancel_timer", {}, session_id=SESSION)
+    assert len(json.loads((await stream.until_final("all"))["all"][1].result_json)["cancelled"]) == 2
+    stream.close()
+
+
+async def test_a_timer_is_changed_in_place_and_fires_at_its_new_time(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("tea", "set_timer", {"seconds": 300, "label": "tea"}, session_id=SESSION)
+    stream.call("eggs", "set_timer", {"seconds": 600, "label": "eggs"}, session_id=SESSION)
+    tea_id = json.loads((await stream.until_final("tea", "eggs"))["tea"][1].result_json)["timer_id"]
+    # No label: the soonest timer. add_seconds adds to the time left; a negative one takes time off.
+    stream.call("more", "change_timer", {"add_seconds": 120}, session_id=SESSION)
+    changed = json.loads((await stream.until_final("more"))["more"][1].result_json)["changed"]
+    assert [t["label"] for t in changed] == ["tea"] and changed[0]["timer_id"] == tea_id
+    assert 415 < changed[0]["remaining_seconds"] <= 420
+    stream.call("less", "change_timer", {"label": "EGGS", "add_seconds": -540}, session_id=SESSION)
+    changed = json.loads((await stream.until_final("less"))["less"][1].result_json)["changed"]
+    assert changed[0]["label"] == "eggs" and 55 < changed[0]["remaining_seconds"] <= 60
+    # seconds sets the time left; the timer keeps its id and label and goes off at the new time.
+    stream.call(
+        "soon", "change_timer", {"label": "tea", "seconds": 0.2}, session_id=SESSION, correlation_id=CORRELATION
+    )
+    assert json.loads((await stream.until_final("soon"))["soon"][1].result_json)["changed"][0]["timer_id"] == tea_id
+    events = await collect_events(channel, ["tool.timer_fired"], lambda events: bool(events))
+    assert events[0].tool_timer_fired.timer_id == tea_id and events[0].tool_timer_fired.label == "tea"
+    # The old schedule is gone: the list holds the eggs timer only, and tea does not fire twice.
+    stream.call("list", "list_timers", {}, session_id=SESSION)
+    assert [t["label"] for t in json.loads((await stream.until_final("list"))["list"][1].result_json)["timers"]] == [
+        "eggs"
+    ]
+    stream.call("none", "change_timer", {"label": "roast", "seconds": 60}, session_id=SESSION)
+    assert json.loads((await stream.until_final("none"))["none"][1].result_json) == {"changed": []}
+    for call_id, arguments in [
+        ("both", {"seconds": 60, "add_seconds": 60}),
+        ("neither", {"label": "eggs"}),
+        ("negative", {"seconds": -5}),
+    ]:
+        stream.call(call_id, "change_timer", arguments, session_id=SESSION)
+        kind, error = (await stream.until_final(call_id))[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+    stream.call("all", "cancel_timer", {}, session_id=SESSION)
+    await stream.until_final("all")
+    stream.close()
+
+
+async def test_convert_units_round_trip_and_bad_units(channel: grpc.aio.Channel) -> None:
+    stream = ExecuteStream(channel)
+    stream.call("miles", "convert_units", {"value": 5, "from_unit": "miles", "to_unit": "km"})
+    stream.call("oven", "convert_units", {"value": 350, "from_unit": "°F", "to_unit": "celsius"})
+    finals = await stream.until_final("miles", "oven")
+    miles = json.loads(finals["miles"][1].result_json)
+    assert miles["result"] == pytest.approx(8.04672) and miles["text"] == "5 miles is 8.05 kilometres"
+    assert json.loads(finals["oven"][1].result_json)["text"] == "350 degrees Fahrenheit is 177 degrees Celsius"
+    for call_id, arguments, field in [
+        ("unknown", {"value": 1, "from_unit": "parsecs", "to_unit": "km"}, "/from_unit"),
+        ("mismatch", {"value": 1, "from_unit": "kg", "to_unit": "km"}, "/to_unit"),
+        ("cold", {"value": -300, "from_unit": "c", "to_unit": "f"}, "/value"),
+        ("text", {"value": "five", "from_unit": "kg", "to_unit": "lb"}, "/value"),
+    ]:
+        stream.call(call_id, "convert_units", arguments)
+        kind, error = (await stream.until_final(call_id))[call_id]
+        assert kind == "error" and error.field == field, (call_id, error)
+        assert error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS
     stream.close()
 
 

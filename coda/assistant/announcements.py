@@ -31,6 +31,8 @@ TIMER_TYPES = ("tool.timer_fired",)
 def timer_announcement(fired: events_pb2.ToolTimerFired) -> str:
     """What the assistant says when a timer goes off."""
     label = fired.label.strip().rstrip(".")
+    if label.lower() == "alarm":
+        return "Your alarm is going off."
     return f"Your timer is done: {label}." if label else "Your timer is done."
 
 

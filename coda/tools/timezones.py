@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from coda.tools.api import InvalidArguments
 
@@ -150,3 +150,27 @@ def clock_reading(zone: tzinfo, zone_name: str, now: datetime | None = None) -> 
 
 def zone_info(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(resolve_zone(name))
+
+
+def next_clock_time(
+    now: datetime, hour: int, minute: int, *, twelve_hour: bool = False, tomorrow: bool = False
+) -> datetime:
+    """The first moment after `now` (timezone-aware) when its zone's clock shows hour:minute.
+
+    `twelve_hour`: the hour was said without am or pm ("at 7"), so whichever of 7:00 and 19:00 comes
+    first. `tomorrow`: not before tomorrow's date ("tomorrow at 9").
+    """
+    hours = sorted({hour % 12, hour % 12 + 12}) if twelve_hour else [hour]
+    first_day = now.date() + timedelta(days=1 if tomorrow else 0)
+    later = [
+        moment
+        for offset in (0, 1)
+        for moment in (
+            datetime.combine(first_day + timedelta(days=offset), datetime.min.time(), now.tzinfo).replace(
+                hour=h, minute=minute
+            )
+            for h in hours
+        )
+        if moment > now
+    ]
+    return min(later)

@@ -53,6 +53,7 @@ class IntentAgent:
                 "thanks": answers.thanks,
                 "goodbye": lambda: answers.goodbye(night=bool(intent.arguments.get("night"))),
                 "smalltalk": answers.smalltalk,
+                "identity": lambda: answers.identity(maker=bool(intent.arguments.get("maker"))),
                 "help": lambda: answers.help_text(tools),
                 "unsupported": lambda: answers.unsupported(intent.arguments["what"]),
             }

@@ -12,9 +12,10 @@ from typing import Any
 CAPABILITIES: dict[str, str] = {
     "get_time": 'tell the time anywhere ("what time is it in Tokyo?")',
     "calculate": 'do arithmetic ("what is twelve times seven?")',
+    "convert_units": 'convert units ("how many feet are in a mile?")',
     "remember": 'remember things you tell me ("remember that my favourite colour is green")',
     "recall": 'recall what you told me ("what is my favourite colour?")',
-    "set_timer": 'set timers ("set a timer for 5 minutes called tea")',
+    "set_timer": 'set timers and alarms ("set a timer for 5 minutes called tea", "wake me up at 7 am")',
     "list_timers": 'tell you how long is left on your timers ("how long is left on my timer?")',
     "system_status": 'report how the system is doing ("status")',
 }
@@ -45,6 +46,8 @@ def unsupported(what: str) -> str:
     """The honest answer to a request for something Coda cannot do ("check the weather")."""
     if what == "control devices in your home":
         return "Sorry, I can't control devices in your home: none are connected to me."
+    if what == "set that alarm":
+        return 'Sorry, I can\'t set that alarm: I can only set one for a time today or tomorrow, like "wake me up at 7 am".'
     return f"Sorry, I can't {what}: I run offline, without internet access or connected services."
 
 
@@ -55,6 +58,12 @@ def unavailable(tool: str) -> str:
 
 def smalltalk() -> str:
     return "I'm doing well, thanks for asking! How can I help?"
+
+
+def identity(*, maker: bool = False) -> str:
+    if maker:
+        return "I'm Coda, an assistant made by the Coda project. I run here, on this computer, not in the cloud."
+    return "I'm Coda, a voice and text assistant: a program running on this computer, not a person."
 
 
 def greeting() -> str:
@@ -149,6 +158,16 @@ def _calculate(result: Any, arguments: Mapping[str, Any]) -> str | None:
     return f"{spoken_expression(str(expression))} is {_number(value)}."
 
 
+def _converted(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    text = _pick(result, "text")
+    if text:
+        return f"{text}."
+    value = _pick(result, "result", "value")
+    if value is None:
+        return None
+    return f"{_number(arguments.get('value'))} {arguments.get('from_unit')} is {_number(value)} {arguments.get('to_unit')}."
+
+
 def _remember(result: Any, arguments: Mapping[str, Any]) -> str:
     text = str(arguments.get("text") or "").strip().rstrip(".")
     if not text:
@@ -208,6 +227,16 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if seconds is None:
         return None
     label = _pick(result, "label", "name") or arguments.get("label")
+    at = _pick(result, "at")
+    if at:  # an alarm or a reminder at a time of day
+        day = _pick(result, "day") or ""
+        when = f"{at} {day}".strip() if day != "today" else f"{at} today"
+        away = f", in {_duration(round(float(seconds) / 60) * 60)}" if float(seconds) >= 60 else ""
+        if not label or label == "alarm":
+            return f"Alarm set for {when}{away}."
+        if _is_task(label):
+            return f"I'll remind you to {label} at {when}."
+        return f"I'll remind you about {label} at {when}."
     if label and _is_task(label):
         return f"I'll remind you to {label} in {_duration(float(seconds))}."
     named = f" called {label}" if label else ""
@@ -234,6 +263,8 @@ def _left(timer: Mapping[str, Any]) -> str:
     remaining = _duration(float(timer.get("remaining_seconds", 0)))
     if label and _is_task(label):
         return f"{remaining} left before you {label}"
+    if label == "alarm":
+        return f"{remaining} until your alarm"
     return f"{remaining} left on the {label} timer" if label else f"{remaining} left"
 
 
@@ -246,6 +277,17 @@ def _timers(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if len(timers) == 1:
         return f"There's {_left(timers[0])}."
     return f"You have {len(timers)} timers: " + "; ".join(_left(t) for t in timers[:5]) + "."
+
+
+def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    changed = _pick(result, "changed")
+    if changed is None and isinstance(result, dict) and "changed" in result:
+        changed = []
+    if not isinstance(changed, list):
+        return None
+    if not changed:
+        return "You have no timer running to change."
+    return f"Done: there's now {_left(changed[0])}."
 
 
 def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
@@ -295,10 +337,12 @@ def _generic(tool: str, result: Any) -> str:
 _PHRASES = {
     "get_time": _time,
     "calculate": _calculate,
+    "convert_units": _converted,
     "remember": _remember,
     "recall": _recall,
     "set_timer": _timer,
     "list_timers": _timers,
+    "change_timer": _changed,
     "cancel_timer": _cancelled,
     "system_status": _status,
 }

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from coda.llm.agent.intents import Intent, match_intent, normalise
+from coda.llm.agent.intents import (
+    Intent,
+    conversion_arguments,
+    exact_duration,
+    match_intent,
+    normalise,
+    spoken_quantity,
+    whole,
+)
 from coda.llm.agent.numbers import NUMBER, arithmetic_expression, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.types import Message
@@ -59,7 +67,63 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
             return Intent("get_time", {"timezone": time_zone_for(where)}) if where else None
     if previous.name == "calculate":
         return _continued_arithmetic(text, _last(earlier, "assistant"))
+    if previous.name == "convert_units":
+        return _continued_conversion(text, previous.arguments)
+    if previous.name in ("set_timer", "change_timer", "list_timers"):
+        return _same_timer(text, str(previous.arguments.get("label") or ""))
     return None
+
+
+#: "actually, make that 10 minutes", "change it to 10 minutes instead", "no, 10 minutes".
+_NEW_LENGTH = re.compile(
+    r"^(?:(?:no|sorry|actually|oh|wait|oops|make that|i meant|i mean)[, ]+)*"
+    r"(?:(?:make|change|set|reset|update) (?:it|that|this|the timer)(?: to| for)? )?(?P<duration>[\w .-]+?)"
+    r"(?: (?:instead|then|please))*$",
+    re.IGNORECASE,
+)
+#: "add 5 more minutes", "5 more minutes", "another 2 minutes", "give it 3 more minutes".
+_MORE = re.compile(
+    r"^(?:and |ok |okay |actually,? )*(?:(?:add|give it|give me|put on) )?(?:another |an extra )?(?P<more>[\w .-]+?)"
+    r" ?(?:more|extra)?(?: to it| on it)?$",
+    re.IGNORECASE,
+)
+_CANCEL_IT = re.compile(r"^(?:(?:actually|no|ok|okay)[, ]+)*(?:cancel|stop|delete|remove|turn off) (?:it|that)$", re.I)
+
+
+def _same_timer(text: str, label: str) -> Intent | None:
+    """A change to the timer just set or asked about: its label picks the same timer."""
+    which = {"label": label} if label else {}
+    if _CANCEL_IT.match(text):
+        return Intent("cancel_timer", which)
+    more = _MORE.match(text)
+    if more and re.search(r"\b(?:more|extra|another|add)\b", text, re.IGNORECASE):
+        seconds = exact_duration(re.sub(r"\s*\b(?:more|extra)\b", "", more.group("more")))
+        if seconds is not None:
+            return Intent("change_timer", {**which, "add_seconds": whole(seconds)})
+    length = _NEW_LENGTH.match(text)
+    if length and re.search(r"\b(?:make|change|set|reset|update|instead|actually|meant|mean|no|sorry)\b", text, re.I):
+        seconds = exact_duration(length.group("duration"))
+        if seconds is not None:
+            return Intent("change_timer", {**which, "seconds": whole(seconds)})
+    return None
+
+
+_ANOTHER = re.compile(
+    r"^(?:(?:and|but|ok|okay|so|what about|how about|and what about) )*(?:(?:in|to|into) )?(?P<rest>.+)$"
+)
+
+
+def _continued_conversion(text: str, before: dict[str, object]) -> Intent | None:
+    """ "and in feet?" (the same amount in another unit), "what about 10 miles?" (another amount)."""
+    rest = _ANOTHER.match(text.lower())
+    said = rest.group("rest") if rest else text
+    value, source, target = float(str(before["value"])), str(before["from_unit"]), str(before["to_unit"])
+    arguments = conversion_arguments(value, source, said)
+    if arguments is None:
+        digits = words_to_digits(said)
+        quantity = spoken_quantity(said) or ((float(digits), source) if NUMBER.fullmatch(digits) else None)
+        arguments = conversion_arguments(quantity[0], quantity[1], target) if quantity else None
+    return Intent("convert_units", arguments) if arguments else None
 
 
 def _continued_arithmetic(text: str, answer: Message | None) -> Intent | None:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coda.llm.agent.numbers import NUMBER, arithmetic_expression, duration_seconds, words_to_digits
+from coda.llm.agent.numbers import NUMBER, arithmetic_expression, clock_time, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
+from coda.tools.converter import ConversionError, convert, find_unit, is_degrees
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,12 @@ class Intent:
 
 #: Intents answered in words rather than by a tool. "smalltalk" and "unsupported" carry no exact
 #: answer: a language model phrases them when there is one ("unsupported" keeps its honest refusal).
-CONVERSATIONAL = frozenset({"greeting", "thanks", "help", "goodbye", "smalltalk", "unsupported"})
+CONVERSATIONAL = frozenset({"greeting", "thanks", "help", "goodbye", "smalltalk", "identity", "unsupported"})
 
 _CONTRACTIONS = {
     "what's": "what is", "whats": "what is", "how's": "how is", "it's": "it is", "i'm": "I am",
-    "don't": "do not", "you're": "you are", "what're": "what are", "where's": "where is",
+    "don't": "do not", "you're": "you are", "what're": "what are", "where's": "where is", "who's": "who is",
+    "when's": "when is",
 }  # fmt: skip
 
 
@@ -45,7 +47,7 @@ def normalise(text: str) -> str:
         text = re.sub(rf"(?<![\w']){re.escape(short)}(?![\w'])", long, text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:(?:hey|ok|okay|so|um|uh|coda),? )+", "", text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:please |can you |could you |would you |will you )+", "", text, flags=re.IGNORECASE)
-    text = re.sub(r"(?:,? please)+[ ?!.,]*$", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"(?:,? (?:please|coda))+[ ?!.,]*$", "", text, flags=re.IGNORECASE)
     return text.strip(" ?!.,")
 
 
@@ -97,6 +99,23 @@ def _goodbye(match: re.Match[str]) -> Intent:
     return Intent("goodbye", {"night": "night" in match.group("words").lower()})
 
 
+# Who or what Coda is: answered by the agent, since the small local model once answered "are you a
+# real person?" with "Yes, I am a human being."
+@_template(
+    r"(?:are you|r u) (?:a |an )?(?:real |actual |living )?(?:person|human(?: being)?|man|woman|people|alive|real|"
+    r"robot|bot|machine|computer|ai|a\.i\.|artificial intelligence|program|chatbot|sentient|conscious)",
+    r"(?:who|what) (?:are|r) you(?: exactly| really)?",
+    r"(?:what is|tell me) your name",
+    r"(?:do you have|have you got) a name",
+    r"what (?:should|do|can) i call you",
+    r"(?:tell me )?(?:a (?:little |bit )?)?about yourself",
+    r"introduce yourself",
+    r"(?P<maker>who (?:made|built|created|programmed|designed|wrote|invented|owns) you)",
+)
+def _identity(match: re.Match[str]) -> Intent:
+    return Intent("identity", {"maker": match.groupdict().get("maker") is not None})
+
+
 @_template(
     r"help(?: me)?",
     r"what (?:can|do) you do",
@@ -137,6 +156,8 @@ _PLACE = (
     r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
     r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
+    r"(?:is (?:it|today)|are we on) (?:a |the )?(?:weekday|week day|weekend|working day|work day|workday|school day|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)(?: today)?",
 )
 def _time(match: re.Match[str]) -> Intent | None:
     groups = match.groupdict()
@@ -156,7 +177,16 @@ def _time(match: re.Match[str]) -> Intent | None:
     r"(?:what|which) timers (?:do i have|are (?:set|running|there))",
     r"(?:list|show)(?: me)? (?:my |the )?timers",
     r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
+    r"(?:do i have|have i got|are there|is there) (?:any |a )?(?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:time|how long) left on (?:my|the) (?P<label3>[\w ,'-]+?)?(?: ?timers?)",
+    r"how (?:much )?longer(?: (?:on|for|until|till|before) (?:my |the )?(?P<label>[\w ,'-]+?))?(?: ?timers?)?"
+    r"(?: (?:goes off|is done|is ready|finishes|rings|ends|will be(?: done| ready)?|has left))?",
+    r"how (?:long|much time) (?:until|till|before) (?:my |the )?(?P<label>[\w ,'-]+?)(?: ?timers?)? "
+    r"(?:is ready|will be (?:done|ready)|is finished|is up)",
+    r"when (?:will|does|is) (?:my|the) (?P<label>[\w ,'-]+?)?(?: ?timers?)? (?:go off|be done|be ready|finish|ring|end|due|up)",
+    r"how (?:long|much time) (?:has|have) (?:my|the) (?P<label>[\w ,'-]+?)?(?: ?timers?) got(?: left)?",
+    r"(?:how (?:much time|long|many (?:minutes|seconds|hours))(?: is| are| do i have| have i got)? (?:left|remaining|to go)"
+    r"|(?:time )?remaining|time left)(?: (?:on|for) (?:my |the )?(?P<label>[\w ,'-]+?)(?: ?timers?)?)?",
 )
 def _timer_status(match: re.Match[str]) -> Intent:
     groups = match.groupdict()
@@ -166,6 +196,8 @@ def _timer_status(match: re.Match[str]) -> Intent:
 
 @_template(
     r"(?:cancel|stop|delete|remove|clear|turn off)(?: all)? (?:my |the |all )?(?:(?P<label>[\w ,'-]+?) )?timers?",
+    r"(?:cancel|stop|delete|remove|clear|turn off|switch off)(?: all)? (?:my |the |all )?(?P<label>alarms?)"
+    r"(?: for (?:tomorrow|the morning|tonight))?",
 )
 def _timer_cancel(match: re.Match[str]) -> Intent:
     label = _clean_slot(match.group("label") or "")
@@ -173,6 +205,52 @@ def _timer_cancel(match: re.Match[str]) -> Intent:
 
 
 _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
+_WHICH_TIMER = r"(?:my |the |that |this )(?:(?P<label>[\w '-]+?) )?timer"
+
+
+@_template(
+    rf"(?:add|put) (?:another |an extra |extra )?(?P<more>[\w .-]+?) (?:more )?(?:to|on|onto) {_WHICH_TIMER}",
+    rf"(?:take|knock) (?P<less>[\w .-]+?) off {_WHICH_TIMER}",
+    rf"(?:subtract|remove) (?P<less>[\w .-]+?) from {_WHICH_TIMER}",
+    rf"(?:change|set|make|reset|update|move) {_WHICH_TIMER} (?:to|for) (?P<duration>[\w .-]+?)(?: instead)?",
+    rf"(?:extend|increase) {_WHICH_TIMER} by (?P<more>[\w .-]+?)",
+    rf"(?:shorten|reduce|decrease) {_WHICH_TIMER} by (?P<less>[\w .-]+?)",
+)
+def _timer_change(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    said = groups.get("duration") or groups.get("more") or groups.get("less") or ""
+    seconds = exact_duration(said)
+    if seconds is None:
+        return None
+    arguments: dict[str, Any] = {}
+    label = _clean_slot(groups.get("label") or "")
+    if label:
+        arguments["label"] = label
+    if groups.get("duration"):
+        arguments["seconds"] = whole(seconds)
+    else:
+        arguments["add_seconds"] = whole(seconds if groups.get("more") else -seconds)
+    return Intent("change_timer", arguments)
+
+
+def whole(seconds: float) -> float | int:
+    return int(seconds) if seconds == int(seconds) else seconds
+
+
+def exact_duration(text: str) -> float | None:
+    """Seconds in `text` when it says a duration and nothing else ("5 minutes", "an hour and a
+    half"), so that "add 5 minutes to the" is not read as a timer of 5 minutes."""
+    seconds = duration_seconds(text)
+    if seconds is None:
+        return None
+    rest = _DURATION_WORDS.sub(" ", words_to_digits(text.lower()))
+    return seconds if not rest.strip(" ,.-") else None
+
+
+_DURATION_WORDS = re.compile(
+    r"\b(?:\d+(?:\.\d+)?|and|a|an|one|three|half|quarters?|of|the|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|"
+    r"just|only|exactly|about|another|more|extra)\b|\b\d+(?:\.\d+)?(?:hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+)
 
 
 @_template(
@@ -197,15 +275,65 @@ _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
     rf"(?:start |set )?(?:a |an )?(?P<duration>[\w .-]+?) countdown{_LABEL}",
 )
 def _timer(match: re.Match[str]) -> Intent | None:
-    seconds = duration_seconds(match.group("duration"))
+    seconds = exact_duration(match.group("duration"))
     if seconds is None:
         return None
-    arguments: dict[str, Any] = {"seconds": int(seconds) if seconds == int(seconds) else seconds}
+    arguments: dict[str, Any] = {"seconds": whole(seconds)}
     groups = match.groupdict()
     label = groups.get("label") or groups.get("label2") or groups.get("label3")
     if label:
         arguments["label"] = _clean_slot(label)
     return Intent("set_timer", arguments)
+
+
+# Alarms and reminders at a time of day: a timer with `at` (the tools' clock and zone decide when).
+@_template(
+    r"(?:set|make|create|start|put|schedule|add) (?:an? |me an? |the |my )?(?:alarm|wake[- ]up call) "
+    r"(?:for |at |on )?(?P<clock>.+)",
+    r"(?:an? )?(?:alarm|wake[- ]up call) (?:for|at) (?P<clock>.+)",
+    r"wake me(?: up)? (?P<clock>(?:tomorrow )?(?:at|by) .+)",
+    r"(?:i need to|i have to|i want to) (?:wake|get) up (?P<clock>(?:tomorrow )?at .+)",
+    r"remind me (?P<clock>(?:tomorrow )?(?:at|by) .+?)(?: tomorrow)? (?:to|about|that i (?:need|have) to) (?P<label>.+)",
+    r"(?:remind me|do not let me forget) (?:to|about) (?P<task>.+)",
+)
+def _alarm(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    if groups.get("task") is not None:
+        found = _task_then_clock(groups["task"])
+        if found is None:
+            return None
+        label, clock = found
+    else:
+        label, clock = _clean_slot(groups.get("label") or ""), groups["clock"]
+    tomorrow = bool(re.search(r"\btomorrow\b", match.group(0), re.IGNORECASE))
+    said = clock_time(re.sub(r"\b(?:tomorrow|please|for me|today)\b", " ", clock, flags=re.IGNORECASE))
+    if said is None:
+        # "remind me at in 5 minutes to stir the soup": a delay after all, said haltingly.
+        delay = re.search(r"\bin (?P<duration>.+)$", clock)
+        seconds = exact_duration(delay["duration"]) if delay else None
+        if seconds is None or not label:
+            return None
+        return Intent("set_timer", {"seconds": whole(seconds), "label": label})
+    hour, minute, twelve_hour = said
+    arguments: dict[str, Any] = {"at": f"{hour:02d}:{minute:02d}", "label": label or "alarm"}
+    if twelve_hour:
+        arguments["twelve_hour"] = True
+    if tomorrow:
+        arguments["tomorrow"] = True
+    return Intent("set_timer", arguments)
+
+
+def _task_then_clock(text: str) -> tuple[str, str] | None:
+    """ "call the bank at 9 tomorrow" -> ("call the bank", "at 9 tomorrow"): tried from the last
+    "at", since a task may have one of its own ("look at the car at 5")."""
+    words = text.split()
+    for i in range(len(words) - 1, 0, -1):
+        if words[i].lower() in ("at", "by") and clock_time(
+            re.sub(r"\b(?:tomorrow|please|today)\b", " ", " ".join(words[i + 1 :]), flags=re.IGNORECASE)
+        ):
+            task = " ".join(word for word in words[:i] if word.lower() != "tomorrow")
+            return _clean_slot(task), " ".join(words[i:])
+    return None
 
 
 _PREFERENCE = re.compile(r"\b(?:i (?:like|love|prefer|hate|dislike|enjoy)|my fav(?:ou)?rite|i would rather)\b")
@@ -253,6 +381,10 @@ def _fact(match: re.Match[str]) -> Intent:
     return Intent("remember", {"text": text, "kind": _memory_kind(text)})
 
 
+#: What a question about "my ..." asks of a service Coda has no access to, not of its memory.
+_NOT_TOLD = frozenset({"track packages or orders", "control devices in your home"})
+
+
 @_template(
     r"what do you (?:remember|know|recall) about (?P<query>.+)",
     r"what did i (?:tell|say to) you about (?P<query>.+)",
@@ -270,9 +402,91 @@ def _fact(match: re.Match[str]) -> Intent:
     r"(?:read|tell|show) me (?:what is on )?(?P<query>my [\w -]*?list)",
     r"do you (?:know|remember) (?P<query>(?:my|where i|what i|who i|how old i) .+)",
 )
-def _recall(match: re.Match[str]) -> Intent:
+def _recall(match: re.Match[str]) -> Intent | None:
     query = _clean_slot(match.groupdict().get("query") or "")
+    if unsupported(query) in _NOT_TOLD:
+        return None  # "where is my amazon package", "what is my schedule": not something the user told
     return Intent("recall", {"query": query or "me"})
+
+
+#: "5 miles" (the unit may follow the digits directly: "5km"), "an hour", "one pound".
+_QUANTITY = re.compile(r"^(?P<value>-?\d[\d,]*(?:\.\d+)?|-?\.\d+|an?|one)(?![\d,.])\s*(?P<unit>\S.*)$")
+
+
+def spoken_quantity(text: str) -> tuple[float, str] | None:
+    """The amount and the unit of "5 miles", "an hour", "twenty kg"."""
+    found = _QUANTITY.match(words_to_digits(text.strip().lower()))
+    if found is None:
+        return None
+    value = found["value"].replace(",", "")
+    return (1.0 if value in ("a", "an", "one") else float(value)), found["unit"]
+
+
+def conversion_arguments(value: float, source: str, target: str) -> dict[str, Any] | None:
+    """`convert_units` arguments when both are units that convert into each other, else None."""
+    source, target = _clean_slot(source), re.sub(r"^(?:terms of |the )", "", _clean_slot(target))
+    if not (find_unit(source) or is_degrees(source)) or find_unit(target) is None:
+        return None
+    try:
+        convert(value, source, target)
+    except ConversionError:
+        return None  # "5 miles in minutes": not a conversion the tool makes
+    return {"value": int(value) if value.is_integer() else value, "from_unit": source, "to_unit": target}
+
+
+def _last_quantity(text: str) -> tuple[float, str] | None:
+    """The last amount with a unit in `text` ("... says 180 celsius" -> (180, "celsius"))."""
+    words = words_to_digits(text.lower().replace(",", " , ")).split()
+    for i in range(len(words) - 1, -1, -1):
+        for length in (3, 2, 1):
+            quantity = spoken_quantity(" ".join(words[i : i + 1 + length]))
+            if quantity and i + 1 + length <= len(words) and (find_unit(quantity[1]) or is_degrees(quantity[1])):
+                return quantity
+        quantity = spoken_quantity(words[i])  # "5km"
+        if quantity and find_unit(quantity[1]):
+            return quantity
+    return None
+
+
+def _split_conversion(phrase: str) -> dict[str, Any] | None:
+    """ "5 miles to km", "12 in in cm": tried at every "in", "to", "into" or "as", since a unit may
+    itself be "in" (inches)."""
+    words = phrase.split()
+    for i, word in enumerate(words):
+        if word.lower() in ("in", "to", "into", "as") and 0 < i < len(words) - 1:
+            quantity = spoken_quantity(" ".join(words[:i]))
+            arguments = quantity and conversion_arguments(quantity[0], quantity[1], " ".join(words[i + 1 :]))
+            if arguments:
+                return arguments
+    return None
+
+
+@_template(
+    r"(?:(?:convert|change|turn|express|what is|what are|how much is|how much are|how many is|how many are|"
+    r"tell me|give me|how (?:far|long|heavy|big|hot|cold|fast|much|tall|high|deep|wide|warm|large) (?:is|are)) )?"
+    r"(?P<phrase>[^ ].*)",
+    r"(?P<quantity>.+?) (?:is|are|equals|makes|make) how many (?P<target>.+)",
+    r"how many (?P<target2>[\w /°²³.-]+?) (?:are there |is there |are |is |would )?(?:in|to|make|make up|per|fit in)"
+    r" (?P<quantity2>.+)",
+    r"how many (?P<target2>[\w /°²³.-]+?) (?:is|are|would be|does|do|makes?) (?P<quantity2>.+?)(?: make| equal| weigh)?",
+    # An amount said first, then asked about: "my recipe says 180 celsius, what is that in fahrenheit?"
+    r"(?P<before>.+?),? (?:so |and |but )?(?:what is|how much is|how many|convert|change) (?:that|this|it) "
+    r"(?:is |to be )?(?:in|to|into) (?P<target3>.+)",
+    r"(?P<before>.+?),? (?:so |and |but )?how many (?P<target3>.+?) (?:is|are|would be|makes?) (?:that|this|it)",
+)
+def _convert_units(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    if groups.get("before") is not None:
+        quantity = _last_quantity(groups["before"])
+        arguments = conversion_arguments(quantity[0], quantity[1], groups["target3"]) if quantity else None
+    elif groups.get("phrase") is not None:
+        arguments = _split_conversion(groups["phrase"])
+    else:
+        said = groups.get("quantity") or groups.get("quantity2") or ""
+        quantity = spoken_quantity(said) or spoken_quantity(f"1 {said}")
+        target = groups.get("target") or groups.get("target2") or ""
+        arguments = conversion_arguments(quantity[0], quantity[1], target) if quantity else None
+    return Intent("convert_units", arguments) if arguments else None
 
 
 @_template(
@@ -317,13 +531,32 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
         (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|wind(?:y)?|"
          r"storm(?:y|s)?|fog(?:gy)?|hail(?:ing)?|thunder\w*|frost(?:y)?|"
          r"need (?:a |an |my )?(?:coat|jacket|scarf|gloves|sunscreen|sun cream)|"
-         r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it)\b", "check the weather"),
+         r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it|pollen(?: count)?|"
+         r"air quality|uv index|uv levels?|(?:like|be) outside|going to be (?:nice|warm|cold|hot|wet|dry)|"
+         r"nice day (?:today|tomorrow|for)|(?:what|how) is it (?:going to be |gonna be )?like (?:today|tomorrow|this "
+         r"(?:weekend|week|afternoon|evening)))\b", "check the weather"),
+        (r"\b(?:sunrise|sunset|sun (?:rise|set|come up|go down|goes down|comes up)|tides?|high tide|low tide)\b",
+         "look up sunrise, sunset or tide times"),
         (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world",
          "read the news"),
         (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b|\bwho(?:'s| is) playing\b|"
          r"\b(?:football|soccer|basketball|baseball|cricket|rugby|tennis|hockey) (?:tonight|today|tomorrow|"
          r"this weekend|game|match)\b|"
-         r"\bhow did (?!you\b|i\b|we\b|it\b|that\b)[\w ]+ (?:do|get on|play)\b", "look up live sports results"),
+         r"\bhow did (?!you\b|i\b|we\b|it\b|that\b)[\w ]+ (?:do|get on|play)\b|"
+         r"\b(?:did|do|does|will|have|has) (?:the )?(?!you\b|i\b|we\b|it\b|that\b|they\b|he\b|she\b)[\w ]+ "
+         r"(?:win|won|lose|lost|beat|draw|score)\b|\bwhen (?:do|does|is|are) (?:the )?[\w ]+ (?:play|playing) (?:next|again)\b|"
+         r"\b(?:game|match|race) (?:results?|last night|yesterday|today|tonight)\b", "look up live sports results"),
+        (r"\b(?:packages?|parcels?|deliver(?:y|ies)|tracking number|my (?:amazon |online )?orders?)\b",
+         "track packages or orders"),
+        (r"\b(?:next|last) (?:bus|train|tram|flight|ferry|subway|metro)\b|"
+         r"\b(?:bus|train|tram|flight|ferry) (?:times|schedule|timetable|status)\b|\bis my (?:flight|train|bus)\b|"
+         r"\b(?:is|are) (?:the )?[\w' ]+ open (?:now|today|tonight|tomorrow|right now|on \w+)\b|"
+         r"\bopening (?:hours|times)\b|\bwhat time does (?:the )?[\w' ]+ (?:open|close)\b|"
+         r"\b(?:gas|petrol|fuel|diesel) prices?\b|\bwhat is on (?:tv|television)\b|"
+         r"\b(?:cinema|movie theater|movie theatre|theatre|theater) (?:tonight|today|listings|times|this week)\b|"
+         r"\b(?:showing|playing|on) at the (?:cinema|movies|theater|theatre)\b|\bshow ?times\b|"
+         r"\bwhat (?:movies|films) are (?:showing|playing|on)\b",
+         "look up timetables, listings, opening hours or prices"),
         (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
          "look up prices or markets"),
         (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
@@ -344,13 +577,27 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"taxi|uber|cab|flight|hotel|groceries|online)\b", "order, buy or book things"),
         (r"\b(?:play|put on|listen to)\b.*\b(?:music|songs?|tunes|album|playlist|radio|podcast|audiobook|spotify|"
          r"by|jazz|rock|pop|classical|blues|hip ?hop|rap|country|folk|reggae|metal|techno|disco|soul|funk|"
-         r"opera|lo-?fi|beatles|queen|mozart|beethoven)\b", "play music"),
+         r"opera|lo-?fi|beatles|queen|mozart|beethoven)\b|"
+         r"^(?:pause|resume|skip|stop|replay|shuffle)(?: (?:the |this |that )?(?:music|song|track|video|movie|show|"
+         r"podcast|playback|playlist))$|^(?:play )?(?:the )?(?:next|previous|last) (?:song|track|episode)$|"
+         r"\bwhat (?:song|music|track) is (?:this|playing)\b", "play music"),
         (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:lights?|lamp|thermostat|heating|"
-         r"air ?con\w*|lock the door|unlock|vacuum)\b", "control devices in your home"),
+         r"air ?con\w*|lock the door|unlock|vacuum)\b|"
+         r"\b(?:turn|crank|bring|put|set) (?:the |it )?(?:volume|sound)\b|\bvolume (?:up|down|to)\b|"
+         r"^(?:(?:a bit |a little )?(?:louder|quieter)|mute|unmute)(?: please)?$|^(?:mute|unmute) (?:the |yourself|it)\b|"
+         r"\b(?:open|close|shut|raise|lower) (?:the )?(?:garage(?: door)?|blinds|curtains|shades|shutters|gate|windows?)\b|"
+         r"\b(?:preheat|start|run) the (?:oven|dishwasher|washing machine|dryer|kettle|coffee (?:machine|maker))\b|"
+         r"\b(?:on|change) (?:the )?(?:tv|television|channel)\b|"
+         r"\b(?:arm|disarm) the (?:alarm|security)\b|\b(?:find|locate|ring) my (?:phone|tablet|watch|earbuds)\b|"
+         r"\bwhere is my (?:phone|tablet|watch|earbuds)\b|\bwho is at the (?:\w+ )?door\b|\bdoorbell\b|"
+         r"\b(?:show|check|see|view|open)\b.*\b(?:door|security|garden|front|back|baby) ?cameras?\b|"
+         r"\b(?:door|security|garden|front|back|baby) ?cameras?\b.*\b(?:show|see|check|anyone|anything)\b",
+         "control devices in your home"),
         (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"
          r"website)\b", "search the internet"),
         (r"\b(?:calendar|appointments?|my meetings?|my schedule|agenda)\b", "see your calendar"),
-        (r"\b(?:set|wake me|make) (?:an? |me an? )?alarm\b|\bwake me up\b", "set alarms at a time of day"),
+        (r"\b(?:set|wake me|make) (?:an? |me an? )?alarm\b|\bwake me up\b|\bremind me (?:on|next|every)\b",
+         "set that alarm"),
     ]
 ]  # fmt: skip
 

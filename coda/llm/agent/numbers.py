@@ -139,3 +139,60 @@ def duration_seconds(text: str) -> float | None:
     if half:
         total += 0.5 * _UNIT_SECONDS[half.group(1).rstrip("s")]
     return total if found and total > 0 else None
+
+
+def _hour_then_minutes(text: str) -> str:
+    """ "seven thirty pm" -> "7:30 pm": the hour is read on its own, or "seven thirty" would be 37."""
+    words = text.split()
+    if len(words) < 2 or not 1 <= _UNITS.get(words[0], 0) <= 12:
+        return text
+    for size in (2, 1):
+        minute = words_to_digits(" ".join(words[1 : 1 + size]).replace("o ", "oh "))
+        if len(words) > size and minute.isdigit() and int(minute) < 60 and len(minute.split()) == 1:
+            return " ".join([f"{_UNITS[words[0]]}:{int(minute):02d}", *words[1 + size :]])
+    return text
+
+
+_HALF_DAY = re.compile(
+    r"\s*(?P<am>a\.? ?m\.?|in the morning|this morning|tomorrow morning|morning)\b"
+    r"|\s*(?P<pm>p\.? ?m\.?|in the (?:afternoon|evening)|at night|tonight|this (?:afternoon|evening)|"
+    r"tomorrow (?:afternoon|evening|night))\b"
+)
+
+
+def clock_time(text: str) -> tuple[int, int, bool] | None:
+    """(hour, minute, said on a 12-hour clock without am or pm) of a time of day: "7", "7am",
+    "seven thirty", "6:45 pm", "19:00", "half past seven", "quarter to 8", "noon", "7 in the morning"."""
+    text = text.lower().replace("o'clock", "").replace("oclock", "").strip(" ,.")
+    text = _hour_then_minutes(re.sub(r"^(?:at|for|by) ", "", text))
+    text = words_to_digits(text).strip(" ,.")
+    text = re.sub(r"^(?:at|for|by|on) ", "", text)
+    if text in ("noon", "midday", "12 noon"):
+        return 12, 0, False
+    if text == "midnight":
+        return 0, 0, False
+    half = _HALF_DAY.search(text)
+    if half:
+        text = (text[: half.start()] + text[half.end() :]).strip(" ,.")
+    relative = re.fullmatch(r"(?:(?P<half>half)|(?:a )?(?P<quarter>quarter)|(?P<minutes>\d{1,2})(?: minutes?)?) "
+                            r"(?P<way>past|after|to|before) (?P<hour>\d{1,2})", text)  # fmt: skip
+    if relative:
+        minutes = 30 if relative["half"] else 15 if relative["quarter"] else int(relative["minutes"])
+        hour = int(relative["hour"])
+        if relative["way"] in ("to", "before"):
+            hour, minutes = (hour - 1) % 24, 60 - minutes
+        clock = (hour, minutes) if minutes < 60 else None
+        twelve = True
+    else:
+        plain = re.fullmatch(r"(?P<hour>\d{1,2})(?:(?:[:.]| )(?P<minute>\d{2}))?", text)
+        if not plain:
+            return None
+        clock = (int(plain["hour"]), int(plain["minute"] or 0))
+        # "07:30", "19:00", "0:15" are a 24-hour clock; "7", "7:30", "seven thirty" may be either.
+        twelve = 1 <= clock[0] <= 12 and not plain["hour"].startswith("0")
+    hour, minute = clock or (24, 0)
+    if hour > 23 or minute > 59:
+        return None
+    if half and hour <= 12:
+        return (hour % 12 + (12 if half["pm"] else 0)), minute, False
+    return hour, minute, twelve

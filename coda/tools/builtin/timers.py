@@ -1,5 +1,6 @@
 """Timers: `set_timer` returns at once and a tool.timer_fired event goes to the bus when it goes off;
-`list_timers` says what is left on a session's timers and `cancel_timer` stops them.
+`list_timers` says what is left on a session's timers, `change_timer` adds or sets the time left on
+one and `cancel_timer` stops them.
 
 Timers live in the tools component (in memory) and are cancelled when it stops.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from coda.bus.publisher import EventPublisher
 from coda.schema import new_event
 from coda.tools.api import ErrorCode, Tool, ToolContext, ToolFailure
+from coda.tools.timezones import local_zone, next_clock_time, resolve_zone
 from coda.v1 import events_pb2
 
 #: A week: longer timers belong in a calendar.
@@ -30,9 +33,43 @@ PARAMETERS = {
             "maximum": MAX_TIMER_SECONDS,
             "description": "Delay in seconds until the timer fires.",
         },
+        "at": {
+            "type": "string",
+            "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9]$",
+            "description": "Instead of seconds, a time of day (24-hour HH:MM, local time): an alarm that goes off the "
+            "next time the clock shows it.",
+        },
+        "twelve_hour": {
+            "type": "boolean",
+            "description": "With `at`: the hour was said without am or pm, so whichever of the two comes first.",
+        },
+        "tomorrow": {"type": "boolean", "description": "With `at`: that time tomorrow, not the next one."},
         "label": {"type": "string", "maxLength": 200, "description": "What the timer is for."},
     },
-    "required": ["seconds"],
+    "oneOf": [{"required": ["seconds"]}, {"required": ["at"]}],
+    "dependentRequired": {"twelve_hour": ["at"], "tomorrow": ["at"]},
+    "additionalProperties": False,
+}
+
+
+CHANGE_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "maxLength": 200, "description": "The timer whose label contains this."},
+        "seconds": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": MAX_TIMER_SECONDS,
+            "description": "The time it should have left, in seconds.",
+        },
+        "add_seconds": {
+            "type": "number",
+            "minimum": -MAX_TIMER_SECONDS,
+            "maximum": MAX_TIMER_SECONDS,
+            "description": "Seconds to add to the time it has left (negative to take time off).",
+        },
+    },
+    "oneOf": [{"required": ["seconds"]}, {"required": ["add_seconds"]}],
     "additionalProperties": False,
 }
 
@@ -78,10 +115,39 @@ class Timers:
                 f"too many timers pending (at most {self._max_pending})", ErrorCode.TOOL_ERROR_CODE_UNAVAILABLE
             )
         timer_id = uuid.uuid4().hex[:12]
-        task = asyncio.create_task(self._fire_after(timer_id, seconds, label, session_id, correlation_id))
-        self._pending[timer_id] = PendingTimer(timer_id, label, session_id, seconds, time.monotonic() + seconds, task)
-        task.add_done_callback(lambda _task: self._pending.pop(timer_id, None))
+        self._schedule(timer_id, label, session_id, correlation_id, seconds, seconds, time.monotonic())
         return timer_id
+
+    def change(self, timer: PendingTimer, remaining: float, correlation_id: str = "") -> PendingTimer:
+        """`timer` with `remaining` seconds left from now (0 makes it go off now); same id and label."""
+        if self._pending.get(timer.timer_id) is not timer:
+            raise ToolFailure("that timer has already gone off or been cancelled", ErrorCode.TOOL_ERROR_CODE_NOT_FOUND)
+        remaining = min(max(0.0, remaining), MAX_TIMER_SECONDS)
+        timer.task.cancel()
+        now = time.monotonic()
+        started = timer.due - timer.seconds
+        return self._schedule(
+            timer.timer_id, timer.label, timer.session_id, correlation_id, now - started + remaining, remaining, started
+        )
+
+    def _schedule(
+        self,
+        timer_id: str,
+        label: str,
+        session_id: str,
+        correlation_id: str,
+        seconds: float,
+        remaining: float,
+        started: float,
+    ) -> PendingTimer:
+        task = asyncio.create_task(self._fire_after(timer_id, remaining, label, session_id, correlation_id, started))
+        pending = PendingTimer(timer_id, label, session_id, seconds, started + seconds, task)
+        self._pending[timer_id] = pending
+        # A changed timer's old task finishes (cancelled) after its replacement is in place.
+        task.add_done_callback(
+            lambda _task: self._pending.pop(timer_id, None) if self._pending.get(timer_id) is pending else None
+        )
+        return pending
 
     def of_session(self, session_id: str, label: str = "") -> list[PendingTimer]:
         """A session's pending timers, soonest first; `label` keeps those whose label contains it."""
@@ -100,9 +166,8 @@ class Timers:
                 timer.task.cancel()
 
     async def _fire_after(
-        self, timer_id: str, seconds: float, label: str, session_id: str, correlation_id: str
+        self, timer_id: str, seconds: float, label: str, session_id: str, correlation_id: str, began: float
     ) -> None:
-        began = time.monotonic()
         await asyncio.sleep(seconds)
         if self._publisher is not None:
             self._publisher.publish(
@@ -125,22 +190,41 @@ class Timers:
         self._pending.clear()
 
 
-def set_timer_tool(timers: Timers) -> Tool:
+def set_timer_tool(timers: Timers, timezone: str = "") -> Tool:
+    """`set_timer`; an alarm's time of day (`at`) is read in `timezone` (tools.timezone), else this
+    machine's zone."""
+
     async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        seconds = float(args["seconds"])
         label = args.get("label", "")
-        fires_at = datetime.now(UTC) + timedelta(seconds=seconds)
+        extra: dict[str, Any] = {}
+        if "at" in args:
+            zone = zoneinfo.ZoneInfo(resolve_zone(timezone)) if timezone else local_zone()[0]
+            now = datetime.now(zone)
+            hour, minute = (int(part) for part in args["at"].split(":"))
+            fires_at = next_clock_time(
+                now, hour, minute, twelve_hour=bool(args.get("twelve_hour")), tomorrow=bool(args.get("tomorrow"))
+            )
+            # In UTC: between two times of one zone, Python subtracts wall clocks and misses a DST change.
+            seconds = (fires_at.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
+            extra = {"at": fires_at.strftime("%H:%M"), "day": "today" if fires_at.date() == now.date() else "tomorrow"}
+            if fires_at.date() > now.date() + timedelta(days=1):
+                extra["day"] = fires_at.strftime("%A")
+        else:
+            seconds = float(args["seconds"])
+            fires_at = datetime.now(UTC) + timedelta(seconds=seconds)
         timer_id = timers.start(seconds, label, ctx.session_id, ctx.correlation_id)
         return {
             "timer_id": timer_id,
             "fires_at": fires_at.isoformat(timespec="milliseconds"),
-            "seconds": seconds,
+            "seconds": round(seconds, 3),
             "label": label,
+            **extra,
         }
 
     return Tool(
         name="set_timer",
-        description="Set a timer that goes off after a number of seconds (an event announces it).",
+        description="Set a timer that goes off after a number of seconds, or an alarm at a time of day (`at`); an "
+        "event announces it.",
         parameters=PARAMETERS,
         run=run,
     )
@@ -164,6 +248,28 @@ def list_timers_tool(timers: Timers) -> Tool:
         name="list_timers",
         description="The timers set in this conversation that have not gone off yet, with the time left on each.",
         parameters=FILTER_PARAMETERS,
+        run=run,
+    )
+
+
+def change_timer_tool(timers: Timers) -> Tool:
+    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        found = timers.of_session(ctx.session_id, args.get("label", ""))
+        if not found:
+            return {"changed": []}
+        timer = found[0]  # the soonest: "add five minutes" means the one about to go off
+        if "seconds" in args:
+            remaining = float(args["seconds"])
+        else:
+            remaining = timer.remaining(time.monotonic()) + float(args["add_seconds"])
+        changed = timers.change(timer, remaining, ctx.correlation_id)
+        return {"changed": [_listed(changed, time.monotonic())]}
+
+    return Tool(
+        name="change_timer",
+        description="Set or add to the time left on one of this conversation's timers (the soonest, or the one "
+        "whose label contains `label`); give `seconds` (the new time left) or `add_seconds`.",
+        parameters=CHANGE_PARAMETERS,
         run=run,
     )
 
