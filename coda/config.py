@@ -346,7 +346,8 @@ class ToolsConfig:
     plugins: list[str] = field(default_factory=list)
     #: Load third-party tools from the `coda.tools` Python entry point group.
     entry_points: bool = True
-    #: Time zone of `get_time` when none is asked for (IANA name or city); empty: this machine's zone.
+    #: Time zone of `get_time` when none is asked for, and of alarms set for a time of day (IANA name or
+    #: city); empty: this machine's zone.
     timezone: str = ""
     #: Most timers set with `set_timer` that may be pending at once.
     max_timers: int = 100

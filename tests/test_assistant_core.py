@@ -521,7 +521,7 @@ def test_verbosity_bounds_the_answer_length() -> None:
     assert answer_token_limit({"verbosity": 0.1}) < answer_token_limit({}) < answer_token_limit({"verbosity": 0.9})
 
 
-@pytest.mark.parametrize(("verbosity", "said"), [(0.1, 2), (0.5, 4), (0.9, 6)])
+@pytest.mark.parametrize(("verbosity", "said"), [(0.1, 2), (0.5, 3), (0.9, 6)])
 async def test_verbosity_ends_the_answer_after_whole_sentences(verbosity: float, said: int) -> None:
     text = "One is first. Two follows it. Three comes then. Sure. Four is here. Five is now. Six ends it."
     engines = Engines(FakeLlm([[*tokens(*pieces(text)), finished()]]))

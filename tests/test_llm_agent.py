@@ -87,6 +87,9 @@ ALL_TOOLS = frozenset(
         ("what's on my shopping list?", "recall", {"query": "my shopping list"}),
         ("add twelve and 30", "calculate", {"expression": "12+30"}),
         ("multiply 6 by 7", "calculate", {"expression": "6*7"}),
+        ("subtract 18 from 50", "calculate", {"expression": "50-18"}),
+        ("take seven away from twenty", "calculate", {"expression": "20-7"}),
+        ("divide 100 by 4", "calculate", {"expression": "100/4"}),
         ("I need a timer for 25 minutes for the cake", "set_timer", {"seconds": 1500, "label": "cake"}),
         ("wake me up in 20 minutes", "set_timer", {"seconds": 1200}),
         ("a 90 second timer please", "set_timer", {"seconds": 90}),
@@ -194,6 +197,10 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
         "who invented the television",
         "how long should I cook chicken in the oven",
         "did you win",
+        "how fast does light travel",  # not a light of the house
+        "what is a vacuum",
+        "book recommendations please",
+        "order of operations",
         "set the table for 5 minutes from now",  # a duration inside something else is not a timer
         "",
     ],
@@ -240,6 +247,13 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("is the pharmacy open now", "opening hours"),
         ("when is the next train to Leeds", "timetables"),
         ("who's at the front door?", "devices"),
+        ("switch the kitchen light on", "devices"),
+        ("make it warmer in here", "devices"),
+        ("start the robot vacuum in the kitchen", "devices"),
+        ("order more milk from the supermarket", "order"),
+        ("get me an uber to the airport", "order"),
+        ("find a good italian restaurant nearby", "places"),
+        ("take a photo", "devices"),
         ("what movies are showing at the cinema tonight", "listings"),
         ("what's it going to be like outside this weekend", "weather"),
         ("is it windy outside?", "weather"),
@@ -281,6 +295,13 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
         (["set a timer for 5 minutes", "Timer set for 5 minutes.", "no, 4 minutes"], "change_timer", {"seconds": 240}),
         (["set a timer for 5 minutes called tea", "Timer called tea set for 5 minutes.", "cancel it"], "cancel_timer",
          {"label": "tea"}),
+        # "and in a kilo?" converts another amount into the same unit; "and in ounces?" the same amount.
+        (["how many grams in a pound", "1 pound is 454 grams.", "and in a kilo?"], "convert_units",
+         {"value": 1, "from_unit": "kilo", "to_unit": "grams"}),
+        (["how many grams in a pound", "1 pound is 454 grams.", "and in ounces?"], "convert_units",
+         {"value": 1, "from_unit": "pound", "to_unit": "ounces"}),
+        (["I live in Vancouver", "Got it.", "what's the time where I live?"], "get_time",
+         {"timezone": "America/Vancouver"}),
     ],
 )  # fmt: skip
 def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
@@ -332,6 +353,18 @@ def test_who_coda_is_is_answered_by_the_agent() -> None:
         assert reply.text.startswith("I'm Coda") and "not a person" in reply.text and not reply.defer, question
     assert "made by" in IntentAgent().reply([Message("user", "who made you?")], ALL_TOOLS).text
     assert match_intent("what are you doing") is None
+
+
+def test_the_time_at_home_comes_from_what_the_user_said_or_memory_recalled() -> None:
+    recalled = Message(
+        "system", "Things you remember about the user that may be relevant:\n- I live in New York with my sister"
+    )
+    reply = IntentAgent().reply([recalled, Message("user", "what time is it at home")], ALL_TOOLS)
+    assert [c.arguments for c in reply.tool_calls] == [{"timezone": "America/New_York"}]
+    # Never said, or a place without a known zone: the time where this computer is.
+    for earlier in ([], [Message("user", "I live in Atlantis"), Message("assistant", "Got it.")]):
+        reply = IntentAgent().reply([*earlier, Message("user", "what time is it where I live")], ALL_TOOLS)
+        assert [c.arguments for c in reply.tool_calls] == [{}]
 
 
 def test_a_timer_change_is_not_guessed_without_a_timer_before_it() -> None:

@@ -96,8 +96,9 @@ def answer_token_limit(traits: Mapping[str, float]) -> int:
 
 #: Most sentences of one answer by verbosity third (0: no limit). Measured with the bundled 0.5B model:
 #: told to "keep answers very short", it still gives five sentences about feeling tired; stopping it
-#: after its second sentence keeps the answer whole, where a token limit cuts one in half.
-ANSWER_SENTENCES = (2, 4, 0)
+#: after its second sentence keeps the answer whole, where a token limit cuts one in half. The middle
+#: third stops after three: four ran to 400 and more characters, half a minute read aloud.
+ANSWER_SENTENCES = (2, 3, 0)
 
 
 def answer_sentence_limit(traits: Mapping[str, float]) -> int:

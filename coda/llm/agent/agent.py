@@ -9,13 +9,15 @@ when there is one, and the reply's text is the short honest answer to give when 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coda.llm.agent import answers
 from coda.llm.agent.followups import follow_up
-from coda.llm.agent.intents import match_intent
+from coda.llm.agent.intents import HOME, match_intent
+from coda.llm.agent.places import time_zone_for
 from coda.llm.types import Message, ToolCall
 
 #: Conversational intents a language model phrases better (and in the session's personality) when
@@ -60,7 +62,11 @@ class IntentAgent:
             return AgentReply(text=texts[intent.name](), defer=intent.name in MODEL_PHRASED, canned=True)
         if intent.tool not in tools:
             return AgentReply(text=answers.unavailable(intent.tool), canned=True)
-        call = ToolCall(id=f"call_{uuid.uuid4().hex[:16]}", name=intent.tool, arguments=dict(intent.arguments))
+        arguments = dict(intent.arguments)
+        if arguments.get("timezone") == HOME:
+            home = _home_zone(messages[:position])
+            arguments = {"timezone": home} if home else {}  # unknown: where this computer is
+        call = ToolCall(id=f"call_{uuid.uuid4().hex[:16]}", name=intent.tool, arguments=arguments)
         return AgentReply(tool_calls=(call,))
 
     def _answer_results(self, messages: Sequence[Message], results: Sequence[Message]) -> str:
@@ -71,6 +77,27 @@ class IntentAgent:
             name = result.name or (call.name if call else "tool")
             sentences.append(answers.answer_from_result(name, call.arguments if call else {}, result.content))
         return " ".join(sentences)
+
+
+_LIVES_IN = re.compile(
+    r"\bI (?:live|am living|now live|moved) (?:in|to) (?P<place>[\w'-]+(?: [\w'-]+){0,2})", re.IGNORECASE
+)
+
+
+def _home_zone(earlier: Sequence[Message]) -> str:
+    """The time zone of where the user said they live, in the conversation or in what memory recalled
+    for this turn (a system message of remembered facts); the latest mention wins. "I live in New
+    York with my sister" tries "New York with", "New York", then "New" until a zone is known."""
+    for message in reversed(earlier):
+        if message.role not in ("user", "system"):
+            continue
+        for found in reversed(list(_LIVES_IN.finditer(message.content))):
+            words = found.group("place").split()
+            for size in range(len(words), 0, -1):
+                zone = time_zone_for(" ".join(words[:size]))
+                if "/" in zone:
+                    return zone
+    return ""
 
 
 def _trailing_tool_results(messages: Sequence[Message]) -> list[Message]:

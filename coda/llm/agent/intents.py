@@ -14,6 +14,7 @@ from typing import Any
 
 from coda.llm.agent.numbers import NUMBER, arithmetic_expression, clock_time, duration_seconds, words_to_digits
 from coda.llm.agent.places import time_zone_for
+from coda.llm.agent.refusals import unsupported
 from coda.tools.converter import ConversionError, convert, find_unit, is_degrees
 
 
@@ -140,6 +141,10 @@ def _status(_: re.Match[str]) -> Intent:
     return Intent("system_status", {})
 
 
+#: The place of "what time is it where I live?": the agent finds it in what the user said or it recalls.
+HOME = "where the user lives"
+
+
 _PLACE = (
     r"(?: right)?(?: now)?(?: (?:over |out )?(?P<preposition>in|at|for) (?P<place>[\w .,'/-]+?))?(?: right now| now)?"
 )
@@ -156,12 +161,18 @@ _PLACE = (
     r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
     r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
+    r"(?:what (?:time is it|is the time)|what is the time|time)(?: right now| now)? (?P<home>where i live|at (?:my )?home|"
+    r"(?:in|at) my (?:city|town|place|home(?:town)?))",
     r"(?:is (?:it|today)|are we on) (?:a |the )?(?:weekday|week day|weekend|working day|work day|workday|school day|"
     r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)(?: today)?",
 )
 def _time(match: re.Match[str]) -> Intent | None:
     groups = match.groupdict()
+    if groups.get("home"):
+        return Intent("get_time", {"timezone": HOME})
     place = groups.get("place") or groups.get("place2")
+    if place and _clean_slot(place).lower() in ("home", "my home", "my place", "my city", "my town", "my hometown"):
+        return Intent("get_time", {"timezone": HOME})
     if place:
         zone = time_zone_for(_clean_slot(place))
         if groups.get("preposition") == "for" and zone == _clean_slot(place) and "/" not in zone:
@@ -490,17 +501,21 @@ def _convert_units(match: re.Match[str]) -> Intent | None:
 
 
 @_template(
-    r"(?:add|(?:what is )?the sum of|sum) (?P<a>[\w .]+?) (?:and|to|plus) (?P<b>[\w .]+?)(?: together)?",
-    r"multiply (?P<m1>[\w .]+?) (?:and|by|with) (?P<m2>[\w .]+?)",
+    r"(?:add|(?:what is )?the sum of|sum) (?P<left>[\w .]+?) (?P<op>and|to|plus) (?P<right>[\w .]+?)(?: together)?",
+    r"(?P<op>multiply) (?P<left>[\w .]+?) (?:and|by|with) (?P<right>[\w .]+?)",
+    r"(?P<op>divide) (?P<left>[\w .]+?) (?:by|into) (?P<right>[\w .]+?)",
+    # The second number first: "subtract 18 from 50" is 50 - 18.
+    r"(?P<op>subtract|take|take away|deduct) (?P<right>[\w .]+?) (?:away )?from (?P<left>[\w .]+?)",
 )
 def _two_numbers(match: re.Match[str]) -> Intent | None:
-    groups = match.groupdict()
-    adding = groups.get("a") is not None
-    left = words_to_digits(groups["a"] if adding else groups["m1"]).strip()
-    right = words_to_digits(groups["b"] if adding else groups["m2"]).strip()
+    left = words_to_digits(match.group("left")).strip()
+    right = words_to_digits(match.group("right")).strip()
     if not NUMBER.fullmatch(left) or not NUMBER.fullmatch(right):
         return None  # "add eggs to my list", "multiply the cost by two"
-    return Intent("calculate", {"expression": f"{left}{'+' if adding else '*'}{right}"})
+    operator = {"multiply": "*", "divide": "/"}.get(match.group("op").lower(), "+")
+    if match.group("op").lower() in ("subtract", "take", "take away", "deduct"):
+        operator = "-"
+    return Intent("calculate", {"expression": f"{left}{operator}{right}"})
 
 
 _CONTINUATION = re.compile(
@@ -518,96 +533,6 @@ def _calculate(match: re.Match[str]) -> Intent | None:
         return None  # "plus one?" continues the last result (a follow-up), it is not "+1" on its own
     expression = arithmetic_expression(match.group("expression"))
     return Intent("calculate", {"expression": expression}) if expression else None
-
-
-_CURRENCY = r"(?:dollars?|euros?|pounds? sterling|sterling|yen|yuan|rupees?|francs?|pesos?|bitcoins?|usd|eur|gbp)"
-
-# What Coda cannot do on its own (it runs offline, with no connected services), found anywhere in an
-# utterance that no template matched. Each is answered with an honest "I can't", never by a model that
-# might make up a forecast or a score.
-_UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(p, re.IGNORECASE), what)
-    for p, what in [
-        (r"\b(?:weather|forecast|rain(?:ing|y)?|snow(?:ing|y)?|sunny|humid(?:ity)?|umbrella|wind(?:y)?|"
-         r"storm(?:y|s)?|fog(?:gy)?|hail(?:ing)?|thunder\w*|frost(?:y)?|"
-         r"need (?:a |an |my )?(?:coat|jacket|scarf|gloves|sunscreen|sun cream)|"
-         r"temperature (?:outside|today|tomorrow|now|in)|how (?:hot|cold|warm) is it|pollen(?: count)?|"
-         r"air quality|uv index|uv levels?|(?:like|be) outside|going to be (?:nice|warm|cold|hot|wet|dry)|"
-         r"nice day (?:today|tomorrow|for)|(?:what|how) is it (?:going to be |gonna be )?like (?:today|tomorrow|this "
-         r"(?:weekend|week|afternoon|evening)))\b", "check the weather"),
-        (r"\b(?:sunrise|sunset|sun (?:rise|set|come up|go down|goes down|comes up)|tides?|high tide|low tide)\b",
-         "look up sunrise, sunset or tide times"),
-        (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world",
-         "read the news"),
-        (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b|\bwho(?:'s| is) playing\b|"
-         r"\b(?:football|soccer|basketball|baseball|cricket|rugby|tennis|hockey) (?:tonight|today|tomorrow|"
-         r"this weekend|game|match)\b|"
-         r"\bhow did (?!you\b|i\b|we\b|it\b|that\b)[\w ]+ (?:do|get on|play)\b|"
-         r"\b(?:did|do|does|will|have|has) (?:the )?(?!you\b|i\b|we\b|it\b|that\b|they\b|he\b|she\b)[\w ]+ "
-         r"(?:win|won|lose|lost|beat|draw|score)\b|\bwhen (?:do|does|is|are) (?:the )?[\w ]+ (?:play|playing) (?:next|again)\b|"
-         r"\b(?:game|match|race) (?:results?|last night|yesterday|today|tonight)\b", "look up live sports results"),
-        (r"\b(?:packages?|parcels?|deliver(?:y|ies)|tracking number|my (?:amazon |online )?orders?)\b",
-         "track packages or orders"),
-        (r"\b(?:next|last) (?:bus|train|tram|flight|ferry|subway|metro)\b|"
-         r"\b(?:bus|train|tram|flight|ferry) (?:times|schedule|timetable|status)\b|\bis my (?:flight|train|bus)\b|"
-         r"\b(?:is|are) (?:the )?[\w' ]+ open (?:now|today|tonight|tomorrow|right now|on \w+)\b|"
-         r"\bopening (?:hours|times)\b|\bwhat time does (?:the )?[\w' ]+ (?:open|close)\b|"
-         r"\b(?:gas|petrol|fuel|diesel) prices?\b|\bwhat is on (?:tv|television)\b|"
-         r"\b(?:cinema|movie theater|movie theatre|theatre|theater) (?:tonight|today|listings|times|this week)\b|"
-         r"\b(?:showing|playing|on) at the (?:cinema|movies|theater|theatre)\b|\bshow ?times\b|"
-         r"\bwhat (?:movies|films) are (?:showing|playing|on)\b",
-         "look up timetables, listings, opening hours or prices"),
-        (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
-         "look up prices or markets"),
-        (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
-        (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
-         r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b",
-         "show pictures, videos or apps"),
-        (r"\b(?:traffic|directions|route to|how do i get to|commute|navigate)\b|\bnear me\b|"
-         r"\b(?:nearest|closest) (?:petrol|gas|station|shop|store|restaurant|pharmacy|hospital|atm|cafe|"
-         r"supermarket|bank)\b", "check traffic or directions"),
-        (r"\btrending\b|\bwhat is (?:new |happening )?on (?:twitter|x|tiktok|instagram|facebook|reddit)\b|"
-         r"\b(?:post|tweet|share) (?:this |that |it )?(?:on|to) (?:twitter|x|tiktok|instagram|facebook|reddit)\b",
-         "check or post on social media"),
-        (r"^(?:message|text|e-?mail|whats ?app|sms|call|phone|ring|dial|facetime|video call) (?!me\b)\w+|"
-         r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
-         r"wife|husband|boss|friend|someone|\w+@\w+)\b|\b(?:send|text) (?:a |an )?(?:message|text|e-?mail)\b",
-         "send messages or make calls"),
-        (r"\b(?:order|buy|purchase|book|reserve|deliver)\b.*\b(?:me|a|an|some|tickets?|table|pizza|food|"
-         r"taxi|uber|cab|flight|hotel|groceries|online)\b", "order, buy or book things"),
-        (r"\b(?:play|put on|listen to)\b.*\b(?:music|songs?|tunes|album|playlist|radio|podcast|audiobook|spotify|"
-         r"by|jazz|rock|pop|classical|blues|hip ?hop|rap|country|folk|reggae|metal|techno|disco|soul|funk|"
-         r"opera|lo-?fi|beatles|queen|mozart|beethoven)\b|"
-         r"^(?:pause|resume|skip|stop|replay|shuffle)(?: (?:the |this |that )?(?:music|song|track|video|movie|show|"
-         r"podcast|playback|playlist))$|^(?:play )?(?:the )?(?:next|previous|last) (?:song|track|episode)$|"
-         r"\bwhat (?:song|music|track) is (?:this|playing)\b", "play music"),
-        (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:lights?|lamp|thermostat|heating|"
-         r"air ?con\w*|lock the door|unlock|vacuum)\b|"
-         r"\b(?:turn|crank|bring|put|set) (?:the |it )?(?:volume|sound)\b|\bvolume (?:up|down|to)\b|"
-         r"^(?:(?:a bit |a little )?(?:louder|quieter)|mute|unmute)(?: please)?$|^(?:mute|unmute) (?:the |yourself|it)\b|"
-         r"\b(?:open|close|shut|raise|lower) (?:the )?(?:garage(?: door)?|blinds|curtains|shades|shutters|gate|windows?)\b|"
-         r"\b(?:preheat|start|run) the (?:oven|dishwasher|washing machine|dryer|kettle|coffee (?:machine|maker))\b|"
-         r"\b(?:on|change) (?:the )?(?:tv|television|channel)\b|"
-         r"\b(?:arm|disarm) the (?:alarm|security)\b|\b(?:find|locate|ring) my (?:phone|tablet|watch|earbuds)\b|"
-         r"\bwhere is my (?:phone|tablet|watch|earbuds)\b|\bwho is at the (?:\w+ )?door\b|\bdoorbell\b|"
-         r"\b(?:show|check|see|view|open)\b.*\b(?:door|security|garden|front|back|baby) ?cameras?\b|"
-         r"\b(?:door|security|garden|front|back|baby) ?cameras?\b.*\b(?:show|see|check|anyone|anything)\b",
-         "control devices in your home"),
-        (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"
-         r"website)\b", "search the internet"),
-        (r"\b(?:calendar|appointments?|my meetings?|my schedule|agenda)\b", "see your calendar"),
-        (r"\b(?:set|wake me|make) (?:an? |me an? )?alarm\b|\bwake me up\b|\bremind me (?:on|next|every)\b",
-         "set that alarm"),
-    ]
-]  # fmt: skip
-
-
-def unsupported(utterance: str) -> str | None:
-    """What the user asked for that Coda cannot do ("check the weather"), or None."""
-    for pattern, what in _UNSUPPORTED:
-        if pattern.search(utterance):
-            return what
-    return None
 
 
 def match_intent(text: str) -> Intent | None:
