@@ -166,6 +166,11 @@ ALL_TOOLS = frozenset(
         ),
         ("remind me about the meeting at noon", "set_timer", {"at": "12:00", "label": "the meeting"}),
         ("cancel my alarm", "cancel_timer", {"label": "alarm"}),
+        ("what's the date tomorrow", "get_time", {"days": 1}),
+        ("what day was it yesterday", "get_time", {"days": -1}),
+        ("what's the date going to be next friday", "get_time", {"weekday": "friday"}),
+        ("what day will it be in three days", "get_time", {"days": 3}),
+        ("what was the date two weeks ago", "get_time", {"days": -14}),
     ],
 )
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -414,6 +419,12 @@ def test_answers_phrased_from_tool_results() -> None:
     assert _after_tool("convert_units", conversion, converted) == "5 miles is 8.05 kilometres."
     # Another provider's tool of the same name may return only the number.
     assert _after_tool("convert_units", conversion, {"result": 8.04672}) == "5 miles is 8.04672 km."
+    tomorrow = {"iso": "2026-12-07T09:30:00+00:00", "days": 1}
+    assert _after_tool("get_time", {"days": 1}, tomorrow) == "Tomorrow is Monday, 7 December 2026."
+    ago = {"iso": "2026-11-22T09:30:00+00:00", "days": -14}
+    assert _after_tool("get_time", {"days": -14}, ago) == "14 days ago it was Sunday, 22 November 2026."
+    friday = {"iso": "2026-12-11T09:30:00+00:00", "days": 5}
+    assert _after_tool("get_time", {"weekday": "friday"}, friday) == "Next Friday is 11 December 2026."
     alarm = {"at": "07:00", "day": "tomorrow", "seconds": 27000.4, "label": "alarm"}
     assert (
         _after_tool("set_timer", {"at": "07:00"}, alarm) == "Alarm set for 07:00 tomorrow, in 7 hours and 30 minutes."

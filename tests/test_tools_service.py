@@ -340,6 +340,21 @@ async def test_get_time_by_city_and_zone(channel: grpc.aio.Channel) -> None:
     assert set(paris) == {"iso", "time", "date", "weekday", "timezone", "utc_offset"}
     assert json.loads(finals["iana"][1].result_json)["utc_offset"] == "-03:00"
     assert finals["local"][0] == "result"
+    # Another day: "tomorrow" (days 1) and "next friday" (the coming one, never today).
+    before = datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo")).date()
+    stream.call("tomorrow", "get_time", {"timezone": "Tokyo", "days": 1})
+    stream.call("friday", "get_time", {"timezone": "Tokyo", "weekday": "friday"})
+    stream.call("both", "get_time", {"days": 1, "weekday": "friday"})
+    stream.call("funday", "get_time", {"weekday": "funday"})
+    finals = await stream.until_final("tomorrow", "friday", "both", "funday")
+    after = datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo")).date()
+    tomorrow = json.loads(finals["tomorrow"][1].result_json)
+    assert tomorrow["days"] == 1 and tomorrow["date"] in {str(d + timedelta(days=1)) for d in (before, after)}
+    friday = json.loads(finals["friday"][1].result_json)
+    assert friday["weekday"] == "Friday" and 1 <= friday["days"] <= 7
+    for call_id in ("both", "funday"):
+        kind, error = finals[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
     stream.close()
 
 

@@ -110,7 +110,24 @@ def _pick(result: Any, *keys: str) -> Any:
     return None
 
 
+def _another_day(result: Mapping[str, Any], days: int) -> str | None:
+    stamp = _pick(result, "iso", "datetime")
+    if not isinstance(stamp, str):
+        return None
+    day = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    date = f"{day:%A}, {day.day} {day:%B %Y}"
+    if days in (1, -1):
+        return f"Tomorrow is {date}." if days == 1 else f"Yesterday was {date}."
+    return f"In {days} days it will be {date}." if days > 0 else f"{-days} days ago it was {date}."
+
+
 def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    days = _pick(result, "days")
+    if isinstance(days, int) and days and isinstance(result, dict):
+        if arguments.get("weekday"):
+            stamp = datetime.fromisoformat(str(result.get("iso", "")).replace("Z", "+00:00"))
+            return f"Next {stamp:%A} is {stamp.day} {stamp:%B %Y}."
+        return _another_day(result, days)
     zone = _pick(result, "timezone", "time_zone", "tz", "zone") or arguments.get("timezone") or ""
     place = str(zone).split("/")[-1].replace("_", " ") if zone else ""
     stamp = _pick(result, "iso", "datetime", "local_time", "time", "now") if isinstance(result, dict) else result

@@ -141,6 +141,41 @@ def _status(_: re.Match[str]) -> Intent:
     return Intent("system_status", {})
 
 
+_DAYS_AWAY = {"tomorrow": 1, "yesterday": -1, "the day after tomorrow": 2, "the day before yesterday": -2}
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ANOTHER_DAY = (
+    r"(?P<when>tomorrow|yesterday|the day after tomorrow|the day before yesterday|in [\w ]+? (?:days?|weeks?)|"
+    r"[\w ]+? (?:days?|weeks?) (?:ago|from (?:now|today))|(?:a|one) week (?:from )?today|next week|"
+    r"(?:next |this (?:coming )?|on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday))"
+)
+
+
+@_template(
+    rf"what (?:is|was|will be) (?:the )?(?:date|day)(?: of the week)?(?: going to be| gonna be)? {_ANOTHER_DAY}",
+    rf"what (?:date|day)(?: of the (?:week|month))? (?:is it|is|was it|was|will it be|will be|would it be) {_ANOTHER_DAY}",
+    rf"{_ANOTHER_DAY}(?:'s| is) (?:date|day)",
+    rf"what date (?:is|will it be|was it|does|do) {_ANOTHER_DAY}(?: fall on| land on| be)?",
+    rf"(?:what is |tell me )?the date {_ANOTHER_DAY}",
+)
+def _another_day(match: re.Match[str]) -> Intent | None:
+    when = words_to_digits(match.group("when").lower())
+    if when in _DAYS_AWAY:
+        return Intent("get_time", {"days": _DAYS_AWAY[when]})
+    if when in ("next week", "a week today", "one week today", "a week from today", "one week from today"):
+        return Intent("get_time", {"days": 7})
+    day = re.sub(r"^(?:next|this|this coming|on) ", "", when)
+    if day in _WEEKDAYS:
+        return Intent("get_time", {"weekday": day})
+    count = re.fullmatch(
+        r"(?:in )?(?P<n>\d+|a|an|one) (?P<unit>days?|weeks?)(?P<ago> ago)?(?: from (?:now|today))?", when
+    )
+    if count is None:
+        return None
+    n = 1 if count["n"] in ("a", "an", "one") else int(count["n"])
+    days = n * (7 if count["unit"].startswith("week") else 1)
+    return Intent("get_time", {"days": -days if count["ago"] else days})
+
+
 #: The place of "what time is it where I live?": the agent finds it in what the user said or it recalls.
 HOME = "where the user lives"
 
