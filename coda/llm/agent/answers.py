@@ -296,11 +296,17 @@ def _timers(result: Any, arguments: Mapping[str, Any]) -> str | None:
     return f"You have {len(timers)} timers: " + "; ".join(_left(t) for t in timers[:5]) + "."
 
 
+def _timer_list(result: Any, key: str) -> list[Any] | None:
+    """The timers a result lists under `key` ([] for an empty or null list), or None."""
+    listed = _pick(result, key)
+    if listed is None and isinstance(result, dict) and key in result:
+        listed = []
+    return listed if isinstance(listed, list) else None
+
+
 def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
-    changed = _pick(result, "changed")
-    if changed is None and isinstance(result, dict) and "changed" in result:
-        changed = []
-    if not isinstance(changed, list):
+    changed = _timer_list(result, "changed")
+    if changed is None:
         return None
     if not changed:
         return "You have no timer running to change."
@@ -308,10 +314,8 @@ def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
 
 
 def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
-    cancelled = _pick(result, "cancelled")
-    if cancelled is None and isinstance(result, dict) and "cancelled" in result:
-        cancelled = []
-    if not isinstance(cancelled, list):
+    cancelled = _timer_list(result, "cancelled")
+    if cancelled is None:
         return None
     if not cancelled:
         return "There was no timer to cancel."
