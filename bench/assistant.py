@@ -173,6 +173,7 @@ async def main(quick: bool) -> None:
             "CODA_BUS__PATH": str(Path(tmp) / "bus"),
             "CODA_MEMORY__PATH": str(Path(tmp) / "memory.db"),
             "CODA_ASSISTANT__SESSIONS_PATH": str(Path(tmp) / "sessions.db"),
+            "CODA_TOOLS__TIMERS_PATH": str(Path(tmp) / "timers.db"),
         }
         host = Host(config_module.load(None, env=env))
         await host.start()

@@ -85,6 +85,7 @@ async def measure(samples: int) -> None:
         "CODA_BUS__PATH": str(data / "bus"),
         "CODA_MEMORY__PATH": str(data / "memory.db"),
         "CODA_ASSISTANT__SESSIONS_PATH": str(data / "sessions.db"),
+        "CODA_TOOLS__TIMERS_PATH": str(data / "timers.db"),
         "CODA_BRIDGE__PORT": "0",
         # Every sample is a request: the bridge's per-client rate limit would pace the benchmark.
         "CODA_BRIDGE__FRAMES_PER_SECOND": "0",

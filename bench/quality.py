@@ -234,6 +234,7 @@ class Server:
                 "CODA_BUS__PATH": str(self.workdir / "bus"),
                 "CODA_MEMORY__PATH": str(self.workdir / "memory.db"),
                 "CODA_ASSISTANT__SESSIONS_PATH": str(self.workdir / "sessions.db"),
+                "CODA_TOOLS__TIMERS_PATH": str(self.workdir / "timers.db"),
                 "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
             }
         )

@@ -351,6 +351,8 @@ class ToolsConfig:
     timezone: str = ""
     #: Most timers set with `set_timer` that may be pending at once.
     max_timers: int = 100
+    #: SQLite file of pending timers and alarms, so that they survive a restart ("": kept in memory only).
+    timers_path: str = "var/tools/timers.db"
     #: MCP servers whose tools are mounted (`[[tools.mcp]]` tables; see docs/mcp.md).
     mcp: list[McpServerConfig] = field(default_factory=list)
 

@@ -37,6 +37,7 @@ def make_config(tmp_path: Path, **env: str) -> Config:
         "CODA_BUS__PATH": str(tmp_path / "bus"),
         "CODA_MEMORY__PATH": str(tmp_path / "memory.db"),
         "CODA_ASSISTANT__SESSIONS_PATH": str(tmp_path / "sessions.db"),
+        "CODA_TOOLS__TIMERS_PATH": str(tmp_path / "timers.db"),
         "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
         "CODA_BRIDGE__PORT": "0",
         **NO_LOCAL_MODEL,
@@ -76,7 +77,9 @@ class Processes:
             stderr=None,
             text=True,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            # Children run in the repository: timers stay in memory unless a test gives them a file,
+            # never in the var/ of a `make run` there.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "CODA_TOOLS__TIMERS_PATH": "", **(env or {})},
             start_new_session=True,
         )
         self._children.append(child)

@@ -25,6 +25,7 @@ def serve_env(tmp_path: Path) -> dict[str, str]:
         "CODA_BUS__PATH": str(tmp_path / "bus"),
         "CODA_MEMORY__PATH": str(tmp_path / "memory.db"),
         "CODA_ASSISTANT__SESSIONS_PATH": str(tmp_path / "sessions.db"),
+        "CODA_TOOLS__TIMERS_PATH": str(tmp_path / "timers.db"),
         "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
     }
 

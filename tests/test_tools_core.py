@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import re
 import sys
+import time
 import zoneinfo
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +21,15 @@ from hypothesis import strategies as st
 from coda.config import ToolsConfig
 from coda.tools import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailure, tool
 from coda.tools.builtin import builtin_tools, switched_off
-from coda.tools.builtin.timers import Timers
+from coda.tools.builtin.timers import LATE_LIMIT_SECONDS, Timers
 from coda.tools.calculator import MAX_EXPRESSION_CHARS, CalculationError, evaluate
 from coda.tools.converter import ConversionError, convert, find_unit, format_amount, is_degrees, spelled
 from coda.tools.plugins import PluginError, load_references, resolve_reference, tools_from
 from coda.tools.registry import ToolRegistry
+from coda.tools.timer_store import StoredTimer, TimerStore
 from coda.tools.timezones import clock_reading, next_clock_time, resolve_zone
 from coda.tools.validation import ToolDefinitionError, compile_schema, parse_arguments, validate_arguments
+from coda.v1 import events_pb2
 
 # --- validation
 
@@ -289,6 +293,64 @@ def test_next_clock_time() -> None:
     # Across the clocks going forward (29 March 2026 in London): 7:00 the next morning is 23 hours away.
     spring = datetime(2026, 3, 28, 8, 0, tzinfo=london)
     assert (next_clock_time(spring, 7, 0).astimezone(UTC) - spring.astimezone(UTC)).total_seconds() == 22 * 3600
+
+
+# --- timers kept across a restart
+
+
+class _Published:
+    def __init__(self) -> None:
+        self.events: list[events_pb2.Event] = []
+
+    def publish(self, event: events_pb2.Event) -> None:
+        self.events.append(event)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_pending_timers_are_written_down_and_forgotten_when_done(tmp_path: Path) -> None:
+    store = TimerStore(str(tmp_path / "timers.db"))
+    timers = Timers(None, store=store, wall_clock=lambda: 1000.0)
+    tea = timers.start(300, "tea", "s1", "c1")
+    soon = timers.start(0.05, "eggs", "s1")
+    assert [(t.timer_id, t.label, t.due) for t in store.pending()] == [(soon, "eggs", 1000.05), (tea, "tea", 1300.0)]
+    await asyncio.sleep(0.2)  # eggs goes off: forgotten
+    assert [t.timer_id for t in store.pending()] == [tea]
+    changed = timers.change(timers.of_session("s1")[0], 60)
+    assert [(t.timer_id, t.due) for t in store.pending()] == [(tea, 1060.0)] and changed.timer_id == tea
+    await timers.cancel_all()  # shutting down is not cancelling: still written down
+    assert [t.label for t in store.pending()] == ["tea"]
+    timers = Timers(None, store=store, wall_clock=lambda: 1000.0)
+    assert timers.restore() == (1, 0)
+    timers.cancel([tea])
+    assert store.pending() == []
+    await timers.cancel_all()
+    store.close()
+
+
+async def test_restored_timers_go_off_late_or_are_dropped_when_long_overdue(tmp_path: Path) -> None:
+    store = TimerStore(str(tmp_path / "timers.db"))
+    now = 50_000.0
+    store.save(StoredTimer("later", "roast", "s1", "c1", 600, now + 60))
+    store.save(StoredTimer("missed", "alarm", "s1", "c2", 3600, now - 600))  # due while Coda was down
+    store.save(StoredTimer("stale", "tea", "s1", "", 300, now - LATE_LIMIT_SECONDS - 1))
+    published = _Published()
+    timers = Timers(published, store=store, wall_clock=lambda: now)
+    assert timers.restore() == (2, 1)
+    assert timers.restore() == (0, 0)  # nothing twice
+    await asyncio.sleep(0.1)
+    [fired] = published.events
+    assert fired.tool_timer_fired.timer_id == "missed" and fired.tool_timer_fired.label == "alarm"
+    assert fired.session_id == "s1" and fired.correlation_id == "c2"
+    [later] = timers.of_session("s1")
+    assert later.timer_id == "later" and 55 < later.remaining(time.monotonic()) <= 60
+    assert [t.timer_id for t in store.pending()] == ["later"]
+    await timers.cancel_all()
+    store.close()
 
 
 # --- calculator

@@ -439,6 +439,34 @@ async def _alarms(channel: grpc.aio.Channel) -> None:
     stream.close()
 
 
+async def test_a_pending_alarm_survives_a_restart(tmp_path: Path, gate: Gate) -> None:
+    host_cm, host = await start(tmp_path, gate)
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stream = ExecuteStream(channel)
+            stream.call("tea", "set_timer", {"seconds": 600, "label": "tea"}, session_id=SESSION)
+            stream.call("gone", "set_timer", {"seconds": 900, "label": "gone"}, session_id=SESSION)
+            await stream.until_final("tea", "gone")
+            stream.call("cancel", "cancel_timer", {"label": "gone"}, session_id=SESSION)
+            await stream.until_final("cancel")
+            stream.close()
+    finally:
+        await host_cm.__aexit__(None, None, None)
+    # A new process on the same files: the tea timer is set again, with the time it had left.
+    host_cm, host = await start(tmp_path, gate)
+    try:
+        async with grpc.aio.insecure_channel(host.address) as channel:
+            stream = ExecuteStream(channel)
+            stream.call("list", "list_timers", {}, session_id=SESSION)
+            [tea] = json.loads((await stream.until_final("list"))["list"][1].result_json)["timers"]
+            assert tea["label"] == "tea" and 560 < tea["remaining_seconds"] <= 600
+            stream.call("all", "cancel_timer", {}, session_id=SESSION)
+            await stream.until_final("all")
+            stream.close()
+    finally:
+        await host_cm.__aexit__(None, None, None)
+
+
 async def test_a_timer_is_changed_in_place_and_fires_at_its_new_time(channel: grpc.aio.Channel) -> None:
     stream = ExecuteStream(channel)
     stream.call("tea", "set_timer", {"seconds": 300, "label": "tea"}, session_id=SESSION)

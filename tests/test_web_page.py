@@ -86,6 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "CODA_BUS__PATH": str(tmp / "bus"),
             "CODA_MEMORY__PATH": str(tmp / "memory.db"),
             "CODA_ASSISTANT__SESSIONS_PATH": str(tmp / "sessions.db"),
+            "CODA_TOOLS__TIMERS_PATH": str(tmp / "timers.db"),
             "CODA_GRPC__SHUTDOWN_GRACE_SECONDS": "1",
         }
         command = ["-m", "coda", "serve", "--address", "127.0.0.1:0", "--metrics-address", ""]

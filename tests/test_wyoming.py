@@ -341,6 +341,7 @@ async def test_coda_up_starts_the_wyoming_server(tmp_path: Path, processes: Proc
         "CODA_BUS__PATH": str(tmp_path / "bus"),
         "CODA_MEMORY__PATH": str(tmp_path / "memory.db"),
         "CODA_ASSISTANT__SESSIONS_PATH": str(tmp_path / "sessions.db"),
+        "CODA_TOOLS__TIMERS_PATH": str(tmp_path / "timers.db"),
         "CODA_BRIDGE__PORT": "0",
         "CODA_WYOMING__URI": "tcp://127.0.0.1:0",
         "CODA_WYOMING__METRICS_ADDRESS": "",

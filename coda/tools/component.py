@@ -15,6 +15,7 @@ from coda.tools.mcp.source import McpSource, start_all
 from coda.tools.plugins import load_entry_points, load_references
 from coda.tools.registry import ToolRegistry
 from coda.tools.service import ToolsServicer
+from coda.tools.timer_store import TimerStore
 from coda.v1 import tools_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class ToolsComponent:
         config = ctx.config.tools
         self._config = config
         self.registry = ToolRegistry(allow=config.enabled, deny={*config.disabled, *switched_off(config)})
-        self.timers = Timers(ctx.publisher, config.max_timers)
+        self._timer_store = TimerStore(config.timers_path)
+        self.timers = Timers(ctx.publisher, config.max_timers, self._timer_store)
         for tool in builtin_tools(config, self.timers):
             self.registry.add(tool)
         check_servers(config.mcp)
@@ -58,11 +60,15 @@ class ToolsComponent:
             load_entry_points(self.registry)
         load_references(self.registry, self._config.plugins)
         await start_all(self.mcp_sources)
+        restored, dropped = self.timers.restore()
+        if restored or dropped:
+            log.info("timers restored", extra={"restored": restored, "dropped_overdue": dropped})
         log.info("tools ready", extra={"tools": ",".join(entry.name for entry in self.registry.enabled())})
 
     async def stop(self) -> None:
         await self._servicer.close()
         await self.timers.cancel_all()
+        self._timer_store.close()
         for source in self.mcp_sources:
             await source.stop()
 

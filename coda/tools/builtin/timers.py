@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from coda.bus.publisher import EventPublisher
 from coda.schema import new_event
 from coda.tools.api import ErrorCode, Tool, ToolContext, ToolFailure
+from coda.tools.timer_store import StoredTimer, TimerStore
 from coda.tools.timezones import local_zone, next_clock_time, resolve_zone
 from coda.v1 import events_pb2
 
@@ -97,13 +99,51 @@ class PendingTimer:
         return max(0.0, self.due - now)
 
 
-class Timers:
-    """Pending timers; each publishes tool.timer_fired when it goes off."""
+#: A timer found due when Coda starts again still goes off (late) within this many seconds of its time;
+#: one older than that is dropped: an alarm from last week is noise, not a reminder.
+LATE_LIMIT_SECONDS = 3600.0
 
-    def __init__(self, publisher: EventPublisher | None, max_pending: int = 100) -> None:
+
+class Timers:
+    """Pending timers; each publishes tool.timer_fired when it goes off.
+
+    With a `store`, every pending timer is also written down (and forgotten when it goes off or is
+    cancelled), and `restore()` sets them again after a restart; stopping does not forget them."""
+
+    def __init__(
+        self,
+        publisher: EventPublisher | None,
+        max_pending: int = 100,
+        store: TimerStore | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._publisher = publisher
         self._max_pending = max_pending
         self._pending: dict[str, PendingTimer] = {}
+        self._store = store
+        self._wall_clock = wall_clock
+
+    def restore(self) -> tuple[int, int]:
+        """Set again the timers the store kept from an earlier run: (how many were set, how many were
+        dropped for being more than LATE_LIMIT_SECONDS overdue). One due while Coda was down goes off now."""
+        if self._store is None:
+            return 0, 0
+        restored = dropped = 0
+        wall, now = self._wall_clock(), time.monotonic()
+        for kept in self._store.pending():
+            if kept.timer_id in self._pending:
+                continue
+            if wall - kept.due > LATE_LIMIT_SECONDS:
+                self._store.delete(kept.timer_id)
+                dropped += 1
+                continue
+            remaining = max(0.0, kept.due - wall)
+            started = now + remaining - kept.seconds
+            self._schedule(
+                kept.timer_id, kept.label, kept.session_id, kept.correlation_id, kept.seconds, remaining, started
+            )
+            restored += 1
+        return restored, dropped
 
     @property
     def pending(self) -> int:
@@ -143,6 +183,9 @@ class Timers:
         task = asyncio.create_task(self._fire_after(timer_id, remaining, label, session_id, correlation_id, started))
         pending = PendingTimer(timer_id, label, session_id, seconds, started + seconds, task)
         self._pending[timer_id] = pending
+        if self._store is not None:
+            due = self._wall_clock() + remaining
+            self._store.save(StoredTimer(timer_id, label, session_id, correlation_id, seconds, due))
         # A changed timer's old task finishes (cancelled) after its replacement is in place.
         task.add_done_callback(
             lambda _task: self._pending.pop(timer_id, None) if self._pending.get(timer_id) is pending else None
@@ -164,6 +207,8 @@ class Timers:
             timer = self._pending.pop(timer_id, None)
             if timer is not None:
                 timer.task.cancel()
+            if self._store is not None:
+                self._store.delete(timer_id)
 
     async def _fire_after(
         self, timer_id: str, seconds: float, label: str, session_id: str, correlation_id: str, began: float
@@ -180,8 +225,11 @@ class Timers:
                     correlation_id=correlation_id,
                 )
             )
+        if self._store is not None:
+            self._store.delete(timer_id)
 
     async def cancel_all(self) -> None:
+        """Stop every pending timer in this process (on shutdown); a store keeps them for `restore`."""
         tasks = [timer.task for timer in self._pending.values()]
         for task in tasks:
             task.cancel()

@@ -1,0 +1,63 @@
+"""Pending timers in a small SQLite file, so that an alarm set for tomorrow morning survives a restart.
+
+Rows hold wall-clock due times (seconds since the epoch): the monotonic clock the timers run on does
+not survive the process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StoredTimer:
+    timer_id: str
+    label: str
+    session_id: str
+    correlation_id: str
+    #: Its whole length in seconds, as set or changed.
+    seconds: float
+    #: When it goes off, in seconds since the epoch.
+    due: float
+
+
+class TimerStore:
+    """Pending timers by id; path "" or ":memory:" keeps them in this process only."""
+
+    def __init__(self, path: str) -> None:
+        target = path or ":memory:"
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(target, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS timers (timer_id TEXT PRIMARY KEY, label TEXT NOT NULL,"
+                " session_id TEXT NOT NULL, correlation_id TEXT NOT NULL, seconds REAL NOT NULL, due REAL NOT NULL)"
+            )
+
+    def save(self, timer: StoredTimer) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO timers VALUES (?, ?, ?, ?, ?, ?)",
+                (timer.timer_id, timer.label, timer.session_id, timer.correlation_id, timer.seconds, timer.due),
+            )
+
+    def delete(self, timer_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM timers WHERE timer_id = ?", (timer_id,))
+
+    def pending(self) -> list[StoredTimer]:
+        """Every stored timer, soonest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT timer_id, label, session_id, correlation_id, seconds, due FROM timers ORDER BY due"
+            ).fetchall()
+        return [StoredTimer(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
