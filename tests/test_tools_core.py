@@ -290,6 +290,9 @@ def test_next_clock_time() -> None:
     assert next_clock_time(morning, 9, 0) == datetime(2026, 12, 5, 9, 0, tzinfo=london)
     assert next_clock_time(morning, 9, 0, tomorrow=True) == datetime(2026, 12, 6, 9, 0, tzinfo=london)
     assert next_clock_time(morning, 7, 0, twelve_hour=True, tomorrow=True) == datetime(2026, 12, 6, 7, 0, tzinfo=london)
+    # "tomorrow at 6:30" said at 00:45 is the morning to come, not the day after it.
+    small_hours = datetime(2026, 12, 6, 0, 45, tzinfo=london)
+    assert next_clock_time(small_hours, 6, 30, tomorrow=True) == datetime(2026, 12, 6, 6, 30, tzinfo=london)
     # Across the clocks going forward (29 March 2026 in London): 7:00 the next morning is 23 hours away.
     spring = datetime(2026, 3, 28, 8, 0, tzinfo=london)
     assert (next_clock_time(spring, 7, 0).astimezone(UTC) - spring.astimezone(UTC)).total_seconds() == 22 * 3600

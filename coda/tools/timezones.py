@@ -152,16 +152,21 @@ def zone_info(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(resolve_zone(name))
 
 
+#: Until this hour, "tomorrow" still means the day that has just begun ("wake me up at 7 tomorrow" at 00:45).
+NIGHT_ENDS_HOUR = 4
+
+
 def next_clock_time(
     now: datetime, hour: int, minute: int, *, twelve_hour: bool = False, tomorrow: bool = False
 ) -> datetime:
     """The first moment after `now` (timezone-aware) when its zone's clock shows hour:minute.
 
     `twelve_hour`: the hour was said without am or pm ("at 7"), so whichever of 7:00 and 19:00 comes
-    first. `tomorrow`: not before tomorrow's date ("tomorrow at 9").
+    first. `tomorrow`: not before tomorrow's date ("tomorrow at 9"); said in the small hours (before
+    NIGHT_ENDS_HOUR), "tomorrow" is the morning to come, as people mean it before they have slept.
     """
     hours = sorted({hour % 12, hour % 12 + 12}) if twelve_hour else [hour]
-    first_day = now.date() + timedelta(days=1 if tomorrow else 0)
+    first_day = now.date() + timedelta(days=1 if tomorrow and now.hour >= NIGHT_ENDS_HOUR else 0)
     later = [
         moment
         for offset in (0, 1)

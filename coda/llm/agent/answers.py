@@ -321,6 +321,8 @@ def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
         return "There was no timer to cancel."
     labels = [t.get("label") for t in cancelled if isinstance(t, dict) and t.get("label")]
     if len(cancelled) == 1:
+        if labels == ["alarm"]:
+            return "Alarm cancelled."
         return f"Cancelled the {labels[0]} timer." if labels else "Timer cancelled."
     return f"Cancelled {len(cancelled)} timers."
 
