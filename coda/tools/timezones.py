@@ -148,8 +148,12 @@ def clock_reading(zone: tzinfo, zone_name: str, now: datetime | None = None) -> 
     }
 
 
-def zone_info(name: str) -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(resolve_zone(name))
+def zone_or_local(asked: str) -> tuple[tzinfo, str]:
+    """The zone a zone name or city stands for, and its IANA name; this machine's zone when `asked` is ""."""
+    if not asked:
+        return local_zone()
+    name = resolve_zone(asked)
+    return zoneinfo.ZoneInfo(name), name
 
 
 #: Until this hour, "tomorrow" still means the day that has just begun ("wake me up at 7 tomorrow" at 00:45).

@@ -110,7 +110,7 @@ def _pick(result: Any, *keys: str) -> Any:
     return None
 
 
-def _another_day(result: Mapping[str, Any], days: int) -> str | None:
+def _date_days_away(result: Mapping[str, Any], days: int) -> str | None:
     stamp = _pick(result, "iso", "datetime")
     if not isinstance(stamp, str):
         return None
@@ -127,7 +127,7 @@ def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
         if arguments.get("weekday"):
             stamp = datetime.fromisoformat(str(result.get("iso", "")).replace("Z", "+00:00"))
             return f"Next {stamp:%A} is {stamp.day} {stamp:%B %Y}."
-        return _another_day(result, days)
+        return _date_days_away(result, days)
     zone = _pick(result, "timezone", "time_zone", "tz", "zone") or arguments.get("timezone") or ""
     place = str(zone).split("/")[-1].replace("_", " ") if zone else ""
     stamp = _pick(result, "iso", "datetime", "local_time", "time", "now") if isinstance(result, dict) else result

@@ -118,16 +118,14 @@ def _continued_conversion(text: str, before: dict[str, object]) -> Intent | None
     rest = _ANOTHER.match(text.lower())
     said = rest.group("rest") if rest else text
     value, source, target = float(str(before["value"])), str(before["from_unit"]), str(before["to_unit"])
-    if re.match(r"(?:an?|one|\d)\b", said):  # "and in a kilo?": another amount to convert, not another unit
-        quantity = spoken_quantity(said)
-        arguments = conversion_arguments(quantity[0], quantity[1], target) if quantity else None
-        if arguments:
-            return Intent("convert_units", arguments)
-    arguments = conversion_arguments(value, source, said)
+    quantity = spoken_quantity(said)
+    # "and in a kilo?": another amount to convert, not another unit to convert the same amount into.
+    another = conversion_arguments(*quantity, target) if quantity and re.match(r"(?:an?|one|\d)\b", said) else None
+    arguments = another or conversion_arguments(value, source, said)
     if arguments is None:
         digits = words_to_digits(said)
-        quantity = spoken_quantity(said) or ((float(digits), source) if NUMBER.fullmatch(digits) else None)
-        arguments = conversion_arguments(quantity[0], quantity[1], target) if quantity else None
+        quantity = quantity or ((float(digits), source) if NUMBER.fullmatch(digits) else None)
+        arguments = conversion_arguments(*quantity, target) if quantity else None
     return Intent("convert_units", arguments) if arguments else None
 
 

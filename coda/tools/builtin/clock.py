@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import zoneinfo
 from datetime import datetime, timedelta
 from typing import Any
 
 from coda.tools.api import Tool, ToolContext
-from coda.tools.timezones import clock_reading, local_zone, resolve_zone
+from coda.tools.timezones import clock_reading, zone_or_local
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -38,8 +37,7 @@ PARAMETERS = {
 
 def get_time_tool(default_timezone: str = "") -> Tool:
     async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        asked = args.get("timezone") or default_timezone
-        zone, name = local_zone() if not asked else (zoneinfo.ZoneInfo(resolve_zone(asked)), resolve_zone(asked))
+        zone, name = zone_or_local(args.get("timezone") or default_timezone)
         now = datetime.now(zone)
         days = args.get("days")
         if "weekday" in args:

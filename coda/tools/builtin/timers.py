@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from coda.bus.publisher import EventPublisher
 from coda.schema import new_event
 from coda.tools.api import ErrorCode, Tool, ToolContext, ToolFailure
 from coda.tools.timer_store import StoredTimer, TimerStore
-from coda.tools.timezones import local_zone, next_clock_time, resolve_zone
+from coda.tools.timezones import next_clock_time, zone_or_local
 from coda.v1 import events_pb2
 
 #: A week: longer timers belong in a calendar.
@@ -246,7 +245,7 @@ def set_timer_tool(timers: Timers, timezone: str = "") -> Tool:
         label = args.get("label", "")
         extra: dict[str, Any] = {}
         if "at" in args:
-            zone = zoneinfo.ZoneInfo(resolve_zone(timezone)) if timezone else local_zone()[0]
+            zone = zone_or_local(timezone)[0]
             now = datetime.now(zone)
             hour, minute = (int(part) for part in args["at"].split(":"))
             fires_at = next_clock_time(
