@@ -407,6 +407,8 @@ def test_answers_phrased_from_tool_results() -> None:
     assert _after_tool("cancel_timer", {}, {"cancelled": [{"label": "tea"}]}) == "Cancelled the tea timer."
     assert _after_tool("cancel_timer", {}, {"cancelled": []}) == "There was no timer to cancel."
     assert _after_tool("cancel_timer", {"label": "alarm"}, {"cancelled": [{"label": "alarm"}]}) == "Alarm cancelled."
+    reminder_cancelled = {"cancelled": [{"label": "call the bank"}]}
+    assert _after_tool("cancel_timer", {}, reminder_cancelled) == "Cancelled the reminder to call the bank."
     assert _after_tool(
         "recall", {"query": "my favourite colour"}, {"memories": [{"text": "my favourite colour is green"}]}
     ) == ("You told me that your favourite colour is green.")

@@ -323,6 +323,8 @@ def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if len(cancelled) == 1:
         if labels == ["alarm"]:
             return "Alarm cancelled."
+        if labels and _is_task(labels[0]):
+            return f"Cancelled the reminder to {labels[0]}."
         return f"Cancelled the {labels[0]} timer." if labels else "Timer cancelled."
     return f"Cancelled {len(cancelled)} timers."
 
