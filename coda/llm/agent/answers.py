@@ -319,7 +319,7 @@ def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
         return None
     if not cancelled:
         return "There was no timer to cancel."
-    labels = [t.get("label") for t in cancelled if isinstance(t, dict) and t.get("label")]
+    labels = [str(t["label"]) for t in cancelled if isinstance(t, dict) and t.get("label")]
     if len(cancelled) == 1:
         if labels == ["alarm"]:
             return "Alarm cancelled."
