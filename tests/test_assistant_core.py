@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coda.assistant.announcements import Attached, timer_announcement
+from coda.assistant.announcements import MISSED_KEPT_SECONDS, MISSED_PER_SESSION, Attached, timer_announcement
 from coda.assistant.personality import (
     FormalRegister,
     TraitError,
@@ -614,5 +614,33 @@ def test_a_timer_event_reaches_the_streams_of_its_session_with_one_announcement(
     assert attached.deliver(fired) == 0
     assert attached.deliver(events_pb2.Event(id="no-session", tool_timer_fired=events_pb2.ToolTimerFired())) == 0
     assert timer_announcement(events_pb2.ToolTimerFired(label="tea.")) == "Your timer is done: tea."
-    assert timer_announcement(events_pb2.ToolTimerFired()) == "Your timer is done."
     assert timer_announcement(events_pb2.ToolTimerFired(label="alarm")) == "Your alarm is going off."
+
+
+def test_a_timer_that_finds_no_stream_is_announced_to_the_next_one_within_the_hour() -> None:
+    now = [0.0]
+    attached = Attached(clock=lambda: now[0])
+    fired = events_pb2.Event(id="missed", session_id="s-1", tool_timer_fired=events_pb2.ToolTimerFired())
+    assert attached.deliver(fired) == 0  # the page was reloading
+    other = _Stream()
+    attached.attach("s-2", other)
+    assert other.got == []  # another session's stream is not told
+    late, again = _Stream(), _Stream()
+    attached.attach("s-1", late)
+    assert late.got == [("missed", None)]  # it makes (and publishes) the announcement
+    attached.attach("s-1", again)
+    assert again.got == []  # once
+    attached.detach("s-1", late)
+    attached.detach("s-1", again)
+    # Kept an hour, then forgotten; at most MISSED_PER_SESSION per session.
+    for i in range(MISSED_PER_SESSION + 2):
+        attached.deliver(events_pb2.Event(id=f"m{i}", session_id="s-1", tool_timer_fired=events_pb2.ToolTimerFired()))
+    reader = _Stream()
+    attached.attach("s-1", reader)
+    assert [got for got, _ in reader.got] == [f"m{i}" for i in range(2, MISSED_PER_SESSION + 2)]
+    attached.deliver(events_pb2.Event(id="old", session_id="s-3", tool_timer_fired=events_pb2.ToolTimerFired()))
+    now[0] = MISSED_KEPT_SECONDS + 1
+    too_late = _Stream()
+    attached.attach("s-3", too_late)
+    assert too_late.got == []
+    assert timer_announcement(events_pb2.ToolTimerFired()) == "Your timer is done."

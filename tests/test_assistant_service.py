@@ -548,6 +548,21 @@ async def test_a_timer_firing_during_a_spoken_answer_is_spoken_after_it(tmp_path
             await chat.close()
 
 
+async def test_a_timer_that_goes_off_while_the_page_is_away_is_announced_when_it_comes_back(
+    channel: grpc.aio.Channel,
+) -> None:
+    chat = converser(channel)
+    info = await chat.open(open_request())
+    await chat.turn("set a timer for 1 second called tea")
+    await chat.close()  # gone before it goes off
+    await asyncio.sleep(2.5)
+    back = converser(channel)
+    await back.open(open_request(session_id=info.session_id))
+    heard = await back.read_until(lambda e: e.HasField("conversation_announcement"), timeout=30)
+    assert heard[-1].conversation_announcement.text == "Your timer is done: tea."
+    await back.close()
+
+
 async def test_a_timer_is_announced_only_in_its_own_session(channel: grpc.aio.Channel) -> None:
     setter, other = converser(channel), converser(channel)
     await setter.open(open_request())

@@ -4,7 +4,8 @@ Timers live in the tools component, which publishes tool.timer_fired on the bus 
 that set the timer. The assistant follows those events (`TimerWatch`, one bus subscription per
 assistant process) and hands each to the Converse streams attached to that session
 (`Attached`), which show it and announce it (conversation.announcement, spoken with voice output
-on). A session with no stream attached just has the event on the bus.
+on). One that goes off while no stream of its session is attached (the page was reloading, Coda had
+just restarted) is kept for an hour and announced to the next stream that opens the session.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -45,14 +48,28 @@ class Listener(Protocol):
         ...
 
 
+#: How long a timer event that found no stream of its session waits for one, and how many wait per
+#: session and in all (the oldest sessions' are forgotten first).
+MISSED_KEPT_SECONDS = 3600.0
+MISSED_PER_SESSION = 5
+MISSED_SESSIONS = 1000
+
+
 class Attached:
     """The Converse streams attached to each session, for events addressed to a session."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_session: dict[str, set[Listener]] = {}
+        #: Timer events no stream of their session was attached for: (when, event), oldest first.
+        self._missed: dict[str, deque[tuple[float, events_pb2.Event]]] = {}
+        self._clock = clock
 
     def attach(self, session_id: str, listener: Listener) -> None:
         self._by_session.setdefault(session_id, set()).add(listener)
+        missed = self._missed.pop(session_id, None)
+        for when, event in missed or ():
+            if self._clock() - when <= MISSED_KEPT_SECONDS:
+                listener.timer_fired(event)
 
     def detach(self, session_id: str, listener: Listener) -> None:
         listeners = self._by_session.get(session_id)
@@ -64,11 +81,20 @@ class Attached:
     def deliver(self, event: events_pb2.Event) -> int:
         """Hand a timer event to the streams of its session; how many got it."""
         listeners = list(self._by_session.get(event.session_id, ())) if event.session_id else []
+        if not listeners and event.session_id:
+            self._keep_missed(event)
         announcement: events_pb2.Event | None = None
         for listener in listeners:
             # One announcement per session on the bus, however many streams have the session open.
             announcement = listener.timer_fired(event, announcement) or announcement
         return len(listeners)
+
+    def _keep_missed(self, event: events_pb2.Event) -> None:
+        kept = self._missed.pop(event.session_id, None) or deque(maxlen=MISSED_PER_SESSION)
+        kept.append((self._clock(), event))
+        self._missed[event.session_id] = kept  # last in the dict: the most recently missed session
+        while len(self._missed) > MISSED_SESSIONS:
+            del self._missed[next(iter(self._missed))]
 
 
 class TimerWatch:
