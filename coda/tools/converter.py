@@ -153,9 +153,9 @@ def convert(value: float, source: str, target: str) -> Conversion:
             f"cannot convert {from_unit.plural} ({from_unit.dimension}) to {to_unit.plural} ({to_unit.dimension})",
             "target",
         )
-    if from_unit.dimension == "temperature" and value * from_unit.factor + from_unit.offset < -1e-9:
-        raise ConversionError(f"{format_amount(value)} {from_unit.plural} is below absolute zero", "value")
     base = value * from_unit.factor + from_unit.offset
+    if from_unit.dimension == "temperature" and base < -1e-9:
+        raise ConversionError(f"{format_amount(value)} {from_unit.plural} is below absolute zero", "value")
     return Conversion(value, from_unit, to_unit, (base - to_unit.offset) / to_unit.factor)
 
 

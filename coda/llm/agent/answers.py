@@ -247,7 +247,7 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     at = _pick(result, "at")
     if at:  # an alarm or a reminder at a time of day
         day = _pick(result, "day") or ""
-        when = f"{at} {day}".strip() if day != "today" else f"{at} today"
+        when = f"{at} {day}".strip()
         away = f", in {_duration(round(float(seconds) / 60) * 60)}" if float(seconds) >= 60 else ""
         if not label or label == "alarm":
             return f"Alarm set for {when}{away}."

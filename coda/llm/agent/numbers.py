@@ -164,9 +164,8 @@ def clock_time(text: str) -> tuple[int, int, bool] | None:
     """(hour, minute, said on a 12-hour clock without am or pm) of a time of day: "7", "7am",
     "seven thirty", "6:45 pm", "19:00", "half past seven", "quarter to 8", "noon", "7 in the morning"."""
     text = text.lower().replace("o'clock", "").replace("oclock", "").strip(" ,.")
-    text = _hour_then_minutes(re.sub(r"^(?:at|for|by) ", "", text))
+    text = _hour_then_minutes(re.sub(r"^(?:at|for|by|on) ", "", text))
     text = words_to_digits(text).strip(" ,.")
-    text = re.sub(r"^(?:at|for|by|on) ", "", text)
     if text in ("noon", "midday", "12 noon"):
         return 12, 0, False
     if text == "midnight":

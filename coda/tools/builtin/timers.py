@@ -253,9 +253,9 @@ def set_timer_tool(timers: Timers, timezone: str = "") -> Tool:
             )
             # In UTC: between two times of one zone, Python subtracts wall clocks and misses a DST change.
             seconds = (fires_at.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
-            extra = {"at": fires_at.strftime("%H:%M"), "day": "today" if fires_at.date() == now.date() else "tomorrow"}
-            if fires_at.date() > now.date() + timedelta(days=1):
-                extra["day"] = fires_at.strftime("%A")
+            ahead = (fires_at.date() - now.date()).days
+            day = "today" if ahead == 0 else "tomorrow" if ahead == 1 else fires_at.strftime("%A")
+            extra = {"at": fires_at.strftime("%H:%M"), "day": day}
         else:
             seconds = float(args["seconds"])
             fires_at = datetime.now(UTC) + timedelta(seconds=seconds)

@@ -29,13 +29,14 @@ async def _convert_units(args: dict[str, Any], ctx: ToolContext) -> dict[str, An
         raise InvalidArguments(str(exc), field=_ARGUMENT[exc.argument]) from None
     american = any(word in f"{args['from_unit']} {args['to_unit']}".lower() for word in ("meter", "liter"))
     value, result = format_amount(conversion.value), format_amount(conversion.result)
+    source = spelled(conversion.source, value, american=american)
+    target = spelled(conversion.target, result, american=american)
     return {
         "value": conversion.value,
-        "from_unit": spelled(conversion.source, value, american=american),
+        "from_unit": source,
         "result": conversion.result,
-        "to_unit": spelled(conversion.target, result, american=american),
-        "text": f"{value} {spelled(conversion.source, value, american=american)} is "
-        f"{result} {spelled(conversion.target, result, american=american)}",
+        "to_unit": target,
+        "text": f"{value} {source} is {result} {target}",
     }
 
 
