@@ -8,8 +8,15 @@ import re
 import pytest
 
 from coda.llm.agent import IntentAgent
+from coda.llm.agent.followups import follow_up
 from coda.llm.agent.intents import Intent, match_intent
-from coda.llm.agent.numbers import arithmetic_expression, clock_time, duration_seconds, words_to_digits
+from coda.llm.agent.numbers import (
+    arithmetic_expression,
+    calendar_day,
+    clock_time,
+    duration_seconds,
+    words_to_digits,
+)
 from coda.llm.agent.places import time_zone_for
 from coda.llm.providers.embedded import AGENT_MODEL, CANNED_MODEL, EmbeddedProvider, pieces
 from coda.llm.types import Finish, GenerationRequest, Message, TextDelta, Tool, ToolCall, ToolCallDelta, Usage
@@ -21,6 +28,7 @@ ALL_TOOLS = frozenset(
         "convert_units",
         "remember",
         "recall",
+        "forget",
         "set_timer",
         "list_timers",
         "change_timer",
@@ -171,8 +179,29 @@ ALL_TOOLS = frozenset(
         ("what's the date going to be next friday", "get_time", {"weekday": "friday"}),
         ("what day will it be in three days", "get_time", {"days": 3}),
         ("what was the date two weeks ago", "get_time", {"days": -14}),
+        ("how many days until christmas", "get_time", {"date": "12-25"}),
+        ("how many sleeps till new year's eve?", "get_time", {"date": "12-31"}),
+        ("what day of the week is the 25th of december", "get_time", {"date": "12-25"}),
+        ("what day does the fourth of july fall on this year", "get_time", {"date": "07-04"}),
+        ("when is halloween", "get_time", {"date": "10-31"}),
+        ("what day was march the third 2025", "get_time", {"date": "2025-03-03"}),
+        ("what's the time difference between london and tokyo", "get_time",
+         {"timezone": "Asia/Tokyo", "compared_with": "Europe/London"}),
+        ("how many hours ahead of new york is paris", "get_time",
+         {"timezone": "Europe/Paris", "compared_with": "America/New_York"}),
+        ("forget my gym locker code", "forget", {"query": "my gym locker code"}),
+        ("forget that my sister lives in Boston", "forget", {"query": "my sister lives in Boston"}),
+        ("forget what I told you about my job", "forget", {"query": "my job"}),
+        ("take the eggs off my shopping list", "forget", {"query": "shopping list", "item": "the eggs"}),
+        ("remove milk from the shopping list please", "forget", {"query": "shopping list", "item": "milk"}),
+        ("remove 2 minutes from the timer", "change_timer", {"add_seconds": -120}),
+        ("remove the pasta timer", "cancel_timer", {"label": "pasta"}),
+        ("any timers on?", "list_timers", {}),
+        ("my brother lives in Denver", "remember", {"text": "my brother lives in Denver", "kind": "fact"}),
+        ("where does my brother live?", "recall", {"query": "my brother live"}),
+        ("call me Jo from now on", "remember", {"text": "my name is Jo", "kind": "fact"}),
     ],
-)
+)  # fmt: skip
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
     reply = IntentAgent().reply([Message("user", utterance)], ALL_TOOLS)
     assert reply.text == ""
@@ -307,6 +336,12 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
          {"value": 1, "from_unit": "pound", "to_unit": "ounces"}),
         (["I live in Vancouver", "Got it.", "what's the time where I live?"], "get_time",
          {"timezone": "America/Vancouver"}),
+        (["what time is it in Sydney", "It's 13:24 on Sunday in Sydney.", "and what's the date there?"], "get_time",
+         {"timezone": "Australia/Sydney"}),
+        (["my brother lives in Denver", "Got it.", "actually he moved to Austin"], "remember",
+         {"text": "my brother moved to Austin", "kind": "fact"}),
+        (["my dog is called Biscuit", "Got it.", "she is three years old"], "remember",
+         {"text": "my dog is three years old", "kind": "fact"}),
     ],
 )  # fmt: skip
 def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
@@ -461,6 +496,32 @@ def test_answers_phrased_from_tool_results() -> None:
     assert _after_tool("weather", {}, "Sunny, 21 degrees") == "Sunny, 21 degrees"
 
 
+def test_calendar_forget_and_time_difference_answers() -> None:
+    day = {"iso": "2026-12-25T09:00:00+00:00", "days": 19}
+    assert _after_tool("get_time", {"date": "12-25"}, day) == "25 December 2026 is a Friday, 19 days from today."
+    today = {"iso": "2026-12-06T09:00:00+00:00", "days": 0}
+    assert _after_tool("get_time", {"date": "12-06"}, today) == "That's today, Sunday, 6 December 2026."
+    past = {"iso": "2026-01-01T09:00:00+00:00", "days": -339}
+    assert _after_tool("get_time", {"date": "2026-01-01"}, past) == "1 January 2026 was a Thursday, 339 days ago."
+    apart = {"timezone": "Asia/Kolkata", "time": "14:30", "compared_with": "Europe/London", "other_time": "09:00",
+             "hours_ahead": 5.5}  # fmt: skip
+    assert _after_tool("get_time", {}, apart) == (
+        "Kolkata is 5.5 hours ahead of London: it's 14:30 in Kolkata and 09:00 in London."
+    )
+    behind = {**apart, "timezone": "America/New_York", "compared_with": "Europe/Paris", "hours_ahead": -6}
+    assert "New York is 6 hours behind Paris" in _after_tool("get_time", {}, behind)
+    one = {"query": "my gym locker code", "forgotten": ["my gym locker code is 4471"]}
+    assert _after_tool("forget", {}, one) == "Okay, I've forgotten that your gym locker code is 4471."
+    many = {"query": "my sister", "forgotten": ["my sister lives in Porto", "my sister is called Ana"]}
+    assert _after_tool("forget", {}, many) == "Okay, I've forgotten 2 things about your sister."
+    none = {"query": "my cat", "forgotten": []}
+    assert _after_tool("forget", {}, none) == "I had nothing about your cat to forget."
+    taken = {"list": "shopping list", "item": "the eggs", "removed": True}
+    assert _after_tool("forget", {}, taken) == "Okay, I took the eggs off your shopping list."
+    absent = {**taken, "item": "milk", "removed": False}
+    assert _after_tool("forget", {}, absent) == "Milk isn't on your shopping list."
+
+
 @pytest.mark.parametrize(
     ("said", "clock"),
     [
@@ -489,6 +550,33 @@ def test_answers_phrased_from_tool_results() -> None:
 )
 def test_times_of_day(said: str, clock: tuple[int, int, bool] | None) -> None:
     assert clock_time(said) == clock
+
+
+@pytest.mark.parametrize(
+    ("said", "day"),
+    [
+        ("christmas", "12-25"),
+        ("next christmas", "12-25"),
+        ("New Year's Eve", "12-31"),
+        ("the 25th of december", "12-25"),
+        ("December 25th", "12-25"),
+        ("the twenty fifth of december", "12-25"),
+        ("march the third", "03-03"),
+        ("sept 9th", "09-09"),
+        ("25 december 2027", "2027-12-25"),
+        ("the 31st of april", None),  # no such day
+        ("the 3rd of mayo", None),
+        ("my birthday", None),  # not a calendar day: memory's
+        ("today", None),
+    ],
+)
+def test_calendar_days(said: str, day: str | None) -> None:
+    assert calendar_day(said) == day
+
+
+def test_the_answer_to_a_timed_question_that_is_not_a_place_is_left_alone() -> None:
+    messages = [Message("user", "what time is it in Sydney"), Message("assistant", "It's 13:24 in Sydney.")]
+    assert follow_up("and what is the weather like", messages) is None
 
 
 def test_numbers_durations_and_places() -> None:

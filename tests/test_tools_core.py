@@ -21,9 +21,11 @@ from hypothesis import strategies as st
 from coda.config import ToolsConfig
 from coda.tools import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailure, tool
 from coda.tools.builtin import builtin_tools, switched_off
+from coda.tools.builtin.clock import calendar_date
 from coda.tools.builtin.timers import LATE_LIMIT_SECONDS, Timers
 from coda.tools.calculator import MAX_EXPRESSION_CHARS, CalculationError, evaluate
 from coda.tools.converter import ConversionError, convert, find_unit, format_amount, is_degrees, spelled
+from coda.tools.lists import bare_entry, list_entries, list_sentence, without_entry
 from coda.tools.plugins import PluginError, load_references, resolve_reference, tools_from
 from coda.tools.registry import ToolRegistry
 from coda.tools.timer_store import StoredTimer, TimerStore
@@ -168,6 +170,7 @@ def test_builtin_names_and_opt_in() -> None:
             "convert_units",
             "remember",
             "recall",
+            "forget",
             "set_timer",
             "list_timers",
             "change_timer",
@@ -183,6 +186,7 @@ def test_builtin_names_and_opt_in() -> None:
         "convert_units",
         "remember",
         "recall",
+        "forget",
         "set_timer",
         "list_timers",
         "change_timer",
@@ -552,3 +556,36 @@ def test_config_plugins_load_and_broken_ones_are_skipped(tmp_path: Path, monkeyp
         resolve_reference("coda_cfg_plugin")
     for name in ("coda_cfg_plugin", "coda_cfg_broken"):
         sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    ("memory", "entry", "outcome"),
+    [
+        ("my shopping list includes eggs and bread", "the eggs", (True, "my shopping list includes bread")),
+        ("my shopping list includes eggs, milk and bread", "Milk", (True, "my shopping list includes eggs and bread")),
+        ("My Shopping List includes some eggs.", "eggs", (True, None)),  # the last entry: the memory goes
+        ("my shopping list includes eggs", "milk", (False, "my shopping list includes eggs")),
+        ("my todo list includes eggs", "eggs", (False, "my todo list includes eggs")),  # another list
+        ("my sister lives in Porto", "Porto", (False, "my sister lives in Porto")),  # not a list at all
+    ],
+)
+def test_taking_an_entry_off_a_list(memory: str, entry: str, outcome: tuple[bool, str | None]) -> None:
+    assert without_entry(memory, "shopping list", entry) == outcome
+
+
+def test_list_entries_and_sentences() -> None:
+    assert list_entries("my shopping list includes eggs, milk, and bread", "shopping list") == ["eggs", "milk", "bread"]
+    assert list_sentence("shopping list", ["eggs", "milk", "bread"]) == "my shopping list includes eggs, milk and bread"
+    assert bare_entry("  the Eggs. ") == "eggs" and bare_entry("the") == ""
+
+
+def test_calendar_dates_are_the_next_such_day() -> None:
+    today = datetime(2026, 12, 6).date()
+    assert str(calendar_date("12-25", today)) == "2026-12-25"
+    assert str(calendar_date("12-06", today)) == "2026-12-06"  # today itself
+    assert str(calendar_date("01-01", today)) == "2027-01-01"
+    assert str(calendar_date("02-29", today)) == "2028-02-29"  # the next year that has one
+    assert str(calendar_date("2020-02-29", today)) == "2020-02-29"
+    for impossible in ("02-30", "13-01", "2027-02-29"):
+        with pytest.raises(InvalidArguments, match="not a calendar date"):
+            calendar_date(impossible, today)

@@ -141,3 +141,58 @@ async def test_remembered_facts_answer_paraphrases_and_unrelated_recall_is_empty
         assert (await recall("where am I from?"))[0] == "I live in Lisbon"
         assert await recall("how far away is the moon?") == []
         stream.close()
+
+
+async def test_forget_deletes_what_was_asked_and_takes_entries_off_lists(tmp_path: Path) -> None:
+    """Through the real Memory component: `forget` deletes the matching memory and leaves the others,
+    takes one entry off a list (editing the memory, deleting it once empty), never touches another
+    user's memories, and refuses an item that names nothing."""
+    pytest.importorskip("coda.memory.component")
+    config = make_config(tmp_path)
+    async with running_host(config, only="bus,memory,tools") as host, grpc.aio.insecure_channel(host.address) as ch:
+        worker = next(c for c in host.components if c.name == "memory").worker  # type: ignore[attr-defined]
+        await worker.wait_backfilled()
+        stream = ExecuteStream(ch)
+        ids = {"user_id": "jo", "session_id": "s1"}
+        said = {
+            "code": "my gym locker code is 4471",
+            "sister": "my sister lives in Porto",
+            "list": "my shopping list includes eggs and bread",
+        }
+        for key, text in said.items():
+            stream.call(key, "remember", {"text": text}, **ids)
+        stream.call("bob", "remember", {"text": "my gym locker code is 1234"}, user_id="bob", session_id="s9")
+        assert {kind for kind, _ in (await stream.until_final(*said, "bob")).values()} == {"result"}
+
+        async def run(call_id: str, tool: str, arguments: dict[str, object], user: str = "jo") -> dict[str, object]:
+            stream.call(call_id, tool, arguments, user_id=user, session_id="s2")
+            kind, result = (await stream.until_final(call_id, timeout=30))[call_id]
+            assert kind == "result", result
+            return json.loads(result.result_json)
+
+        asked = iter(range(100))
+
+        async def recalled(query: str, user: str = "jo") -> list[str]:
+            return [hit["text"] for hit in (await run(f"q{next(asked)}", "recall", {"query": query}, user))["results"]]
+
+        forgotten = await run("f1", "forget", {"query": "my gym locker code"})
+        assert forgotten == {"query": "my gym locker code", "forgotten": ["my gym locker code is 4471"]}
+        assert not any("4471" in text for text in await recalled("my gym locker code"))
+        assert "my gym locker code is 1234" in await recalled("my gym locker code", user="bob")
+        assert "my sister lives in Porto" in await recalled("where does my sister live")
+
+        taken = await run("l1", "forget", {"query": "shopping list", "item": "the eggs"})
+        assert taken == {"list": "shopping list", "item": "the eggs", "removed": True}
+        assert "my shopping list includes bread" in await recalled("my shopping list")
+        assert (await run("l2", "forget", {"query": "my shopping list", "item": "eggs"}))["removed"] is False
+        assert (await run("l3", "forget", {"query": "shopping list", "item": "bread"}))["removed"] is True
+        left = await recalled("my shopping list")
+        assert not any("shopping list" in text for text in left), left
+
+        assert (await run("f2", "forget", {"query": "my cat's name"}))["forgotten"] == []
+
+        stream.call("bad", "forget", {"query": "shopping list", "item": "the"}, user_id="jo", session_id="s2")
+        kind, error = (await stream.until_final("bad"))["bad"]
+        assert kind == "error" and error.code == ErrorCode.TOOL_ERROR_CODE_INVALID_ARGUMENTS
+        assert "names no entry" in error.message
+        stream.close()

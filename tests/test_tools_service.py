@@ -356,6 +356,28 @@ async def test_get_time_by_city_and_zone(channel: grpc.aio.Channel) -> None:
     for call_id in ("both", "funday"):
         kind, error = finals[call_id]
         assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+    # A calendar date: its weekday and how many days away; the time difference between two places.
+    today = datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo")).date()
+    stream.call("ny", "get_time", {"timezone": "Tokyo", "date": "01-01"})
+    stream.call("past", "get_time", {"timezone": "Tokyo", "date": "2020-02-29"})
+    stream.call("diff", "get_time", {"timezone": "Asia/Kolkata", "compared_with": "London"})
+    stream.call("no-day", "get_time", {"date": "02-30"})
+    stream.call("shape", "get_time", {"date": "25 December"})
+    stream.call("two", "get_time", {"date": "12-25", "days": 3})
+    stream.call("nowhere", "get_time", {"compared_with": "Atlantis"})
+    finals = await stream.until_final("ny", "past", "diff", "no-day", "shape", "two", "nowhere")
+    new_year = json.loads(finals["ny"][1].result_json)
+    assert new_year["date"] == f"{today.year + 1}-01-01" or today.timetuple().tm_yday == 1
+    assert new_year["days"] == (datetime.fromisoformat(new_year["date"]).date() - today).days
+    past = json.loads(finals["past"][1].result_json)
+    assert past["weekday"] == "Saturday" and past["days"] < 0
+    diff = json.loads(finals["diff"][1].result_json)
+    london = zoneinfo.ZoneInfo("Europe/London").utcoffset(datetime.now())  # type: ignore[arg-type]
+    assert diff["compared_with"] == "Europe/London" and diff["hours_ahead"] == 5.5 - london.total_seconds() / 3600
+    for call_id, field in (("no-day", "/date"), ("shape", "date"), ("two", ""), ("nowhere", "")):
+        kind, error = finals[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+        assert field in error.field or field in error.message, (call_id, error)
     stream.close()
 
 

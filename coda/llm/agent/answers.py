@@ -15,6 +15,7 @@ CAPABILITIES: dict[str, str] = {
     "convert_units": 'convert units ("how many feet are in a mile?")',
     "remember": 'remember things you tell me ("remember that my favourite colour is green")',
     "recall": 'recall what you told me ("what is my favourite colour?")',
+    "forget": 'forget what you told me ("forget my locker code", "take eggs off my shopping list")',
     "set_timer": 'set timers and alarms ("set a timer for 5 minutes called tea", "wake me up at 7 am")',
     "list_timers": 'tell you how long is left on your timers ("how long is left on my timer?")',
     "system_status": 'report how the system is doing ("status")',
@@ -121,8 +122,43 @@ def _date_days_away(result: Mapping[str, Any], days: int) -> str | None:
     return f"In {days} days it will be {date}." if days > 0 else f"{-days} days ago it was {date}."
 
 
+def _calendar_day(result: Mapping[str, Any], days: int) -> str | None:
+    """ "25 December 2026 is a Friday, 19 days from today." """
+    stamp = _pick(result, "iso", "datetime")
+    if not isinstance(stamp, str):
+        return None
+    day = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    date = f"{day.day} {day:%B %Y}"
+    if days == 0:
+        return f"That's today, {day:%A}, {date}."
+    if days in (1, -1):
+        return f"{date} is tomorrow, a {day:%A}." if days == 1 else f"{date} was yesterday, a {day:%A}."
+    if days > 0:
+        return f"{date} is a {day:%A}, {days} days from today."
+    return f"{date} was a {day:%A}, {-days} days ago."
+
+
+def _place(zone: Any) -> str:
+    return str(zone).split("/")[-1].replace("_", " ")
+
+
+def _time_difference(result: Mapping[str, Any]) -> str:
+    """ "Tokyo is 9 hours ahead of London: it's 21:30 there and 12:30 in London." """
+    here, there = _place(result.get("timezone", "")), _place(result.get("compared_with", ""))
+    hours = float(result["hours_ahead"])
+    times = f"it's {result.get('time', '?')} in {here} and {result.get('other_time', '?')} in {there}"
+    if hours == 0:
+        return f"{here} and {there} are on the same time: {times}."
+    amount = _number(abs(hours))
+    return f"{here} is {amount} hour{'' if abs(hours) == 1 else 's'} {'ahead of' if hours > 0 else 'behind'} {there}: {times}."
+
+
 def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
     days = _pick(result, "days")
+    if arguments.get("date") and isinstance(days, int) and isinstance(result, dict):
+        return _calendar_day(result, days)
+    if isinstance(result, dict) and isinstance(result.get("hours_ahead"), int | float):
+        return _time_difference(result)
     if isinstance(days, int) and days and isinstance(result, dict):
         if arguments.get("weekday"):
             stamp = datetime.fromisoformat(str(result.get("iso", "")).replace("Z", "+00:00"))
@@ -193,6 +229,23 @@ def _remember(result: Any, arguments: Mapping[str, Any]) -> str:
     if name:
         return f"Nice to meet you, {name.group(1)}! I'll remember your name."
     return f"Got it, I'll remember that {_second_person(text)}."
+
+
+def _forgotten(result: Any, arguments: Mapping[str, Any]) -> str:
+    if not isinstance(result, dict):
+        return "Okay, I've forgotten that."
+    if "list" in result:
+        item, list_name = str(result.get("item") or "that"), str(result.get("list") or "list")
+        if result.get("removed"):
+            return f"Okay, I took {item} off your {list_name}."
+        return f"{item[:1].upper()}{item[1:]} isn't on your {list_name}."
+    forgotten = _memory_texts({"memories": result.get("forgotten")})
+    query = _second_person(str(result.get("query") or arguments.get("query") or "that"))
+    if not forgotten:
+        return f"I had nothing about {query} to forget."
+    if len(forgotten) == 1:
+        return f"Okay, I've forgotten that {_second_person(forgotten[0])}."
+    return f"Okay, I've forgotten {len(forgotten)} things about {query}."
 
 
 def _memory_texts(result: Any) -> list[str]:
@@ -365,6 +418,7 @@ _PHRASES = {
     "convert_units": _converted,
     "remember": _remember,
     "recall": _recall,
+    "forget": _forgotten,
     "set_timer": _timer,
     "list_timers": _timers,
     "change_timer": _changed,

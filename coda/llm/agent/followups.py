@@ -28,6 +28,13 @@ _PLACE_ONLY = re.compile(
     r"|^(?:and|what about|how about) (?P<place2>[\w .,'/-]+)$",
     re.IGNORECASE,
 )
+#: "and what is the date there", "what time is it there now", "and the day there?".
+_SAME_PLACE = re.compile(
+    r"^(?:and |so |ok |okay )?(?:what is |what )?(?:the )?(?:date|day|time)(?: is it)?(?: over)? there(?: now| today)?$",
+    re.IGNORECASE,
+)
+#: A question, not a place: "and what is the weather like".
+_NOT_A_PLACE = re.compile(r"\b(?:what|when|how|who|why|is|are|the weather|there)\b", re.IGNORECASE)
 _REFERENCE = r"(?:that|it|this|the result|the answer|the total|that number)"
 #: "divide that by 3", "multiply it by 2", "add 5 to that", "take away 4".
 _CONTINUE = re.compile(
@@ -61,17 +68,46 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
     if previous is None:
         return None
     if previous.name == "get_time":
+        if _SAME_PLACE.match(text):  # "and what's the date there?": the answer gives both
+            return Intent("get_time", dict(previous.arguments))
         place = _PLACE_ONLY.match(text)
         if place:
             where = (place.group("place") or place.group("place2") or "").strip(" ?!.,")
-            return Intent("get_time", {"timezone": time_zone_for(where)}) if where else None
+            if not where or _NOT_A_PLACE.search(where):
+                return None
+            return Intent("get_time", {"timezone": time_zone_for(where)})
     if previous.name == "calculate":
         return _continued_arithmetic(text, _last(earlier, "assistant"))
     if previous.name == "convert_units":
         return _continued_conversion(text, previous.arguments)
     if previous.name in ("set_timer", "change_timer", "list_timers"):
         return _same_timer(text, str(previous.arguments.get("label") or ""))
+    if previous.name == "remember":
+        return _more_about(text, str(previous.arguments.get("text") or ""))
     return None
+
+
+#: Whom a remembered fact is about: "my brother lives in Denver" -> "my brother".
+_SUBJECT = re.compile(
+    r"^(?P<who>my (?:\w+(?:'s)? ){0,2}?\w+) (?:lives|lived|works|worked|studies|moved|grew up|was born|is|are)\b",
+    re.IGNORECASE,
+)
+#: A fact about the same person by a pronoun: "actually he moved to Austin", "no, she works at the bakery now".
+_PRONOUN_FACT = re.compile(
+    r"^(?:(?:actually|no|sorry|oh|wait|oops|and|also)[, ]+)*(?:he|she|they) (?:has |have |just |now )*"
+    r"(?P<verb>moved|lives|live|works|work|studies|study|is|are|was born|grew up) (?P<rest>.+)$",
+    re.IGNORECASE,
+)
+_THIRD_PERSON = {"live": "lives", "work": "works", "study": "studies", "are": "is"}
+
+
+def _more_about(text: str, fact: str) -> Intent | None:
+    """ "actually he moved to Austin" after "my brother lives in Denver": a fact about my brother."""
+    subject, said = _SUBJECT.match(fact), _PRONOUN_FACT.match(text)
+    if subject is None or said is None:
+        return None
+    verb = _THIRD_PERSON.get(said["verb"].lower(), said["verb"].lower())
+    return Intent("remember", {"text": f"{subject['who']} {verb} {said['rest']}", "kind": "fact"})
 
 
 #: "actually, make that 10 minutes", "change it to 10 minutes instead", "no, 10 minutes".

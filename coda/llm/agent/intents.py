@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coda.llm.agent.numbers import NUMBER, arithmetic_expression, clock_time, duration_seconds, words_to_digits
+from coda.llm.agent.numbers import (
+    NUMBER,
+    arithmetic_expression,
+    calendar_day,
+    clock_time,
+    duration_seconds,
+    words_to_digits,
+)
 from coda.llm.agent.places import time_zone_for
 from coda.llm.agent.refusals import unsupported
 from coda.tools.converter import ConversionError, convert, find_unit, is_degrees
@@ -176,6 +183,33 @@ def _another_day(match: re.Match[str]) -> Intent | None:
     return Intent("get_time", {"days": -days if count["ago"] else days})
 
 
+# "what's the time difference between London and Tokyo": Tokyo's hours ahead of London.
+@_template(
+    r"(?:what is )?the time difference between (?P<b>[\w .'-]+?) and (?P<a>[\w .'-]+?)",
+    r"how many hours (?:ahead|behind) (?:of )?(?P<b>[\w .'-]+?) is (?P<a>[\w .'-]+?)",
+    r"how (?:far|many hours) (?:ahead|behind) is (?P<a>[\w .'-]+?) (?:of|from) (?P<b>[\w .'-]+?)",
+    r"is (?P<a>[\w .'-]+?) (?:ahead of|behind) (?P<b>[\w .'-]+?)",
+)
+def _time_difference(match: re.Match[str]) -> Intent | None:
+    first, second = (time_zone_for(_clean_slot(match.group(g))) for g in ("a", "b"))
+    if "/" not in first or "/" not in second:
+        return None  # not two places the agent knows: left to the model
+    return Intent("get_time", {"timezone": first, "compared_with": second})
+
+
+# A day of the calendar: "how many days until christmas", "what day of the week is the 25th of december".
+@_template(
+    r"how many (?:more )?(?:days|sleeps) (?:are there |is it |are left |left |to go )?(?:until|till|til|to|before) (?P<day>.+)",
+    r"how (?:long|far away) (?:is it |is there )?(?:until|till|til|to) (?P<day>.+)",
+    r"what day (?:of the week )?(?:is|will be|was|does|did|falls on) (?P<day>.+?)(?: fall on| land on| be| on| this year)?",
+    r"(?:when|what date) is (?P<day>.+?)(?: this year)?",
+    r"(?:on )?what day (?:of the week )?(?:is|does) (?P<day>.+?) (?:fall|land)(?: on)?(?: this year)?",
+)
+def _calendar_day(match: re.Match[str]) -> Intent | None:
+    day = calendar_day(match.group("day"))
+    return Intent("get_time", {"date": day}) if day else None
+
+
 #: The place of "what time is it where I live?": the agent finds it in what the user said or it recalls.
 HOME = "where the user lives"
 
@@ -222,6 +256,7 @@ def _time(match: re.Match[str]) -> Intent | None:
     r"(?:goes off|is done|finishes|rings|ends)",
     r"(?:what|which) timers (?:do i have|are (?:set|running|there))",
     r"(?:list|show)(?: me)? (?:my |the )?timers",
+    r"(?:any|got any) (?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
     r"(?:do i have|have i got|are there|is there) (?:any |a )?(?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:time|how long) left on (?:my|the) (?P<label3>[\w ,'-]+?)?(?: ?timers?)",
@@ -245,8 +280,10 @@ def _timer_status(match: re.Match[str]) -> Intent:
     r"(?:cancel|stop|delete|remove|clear|turn off|switch off)(?: all)? (?:my |the |all )?(?P<label>alarms?)"
     r"(?: for (?:tomorrow|the morning|tonight))?",
 )
-def _timer_cancel(match: re.Match[str]) -> Intent:
+def _timer_cancel(match: re.Match[str]) -> Intent | None:
     label = _clean_slot(match.group("label") or "")
+    if re.search(r"\b(?:from|off)(?: (?:the|my|that|this))?$", label):
+        return None  # "remove 2 minutes from the timer" changes it (below)
     return Intent("cancel_timer", {"label": label} if label and label not in ("all", "my", "the") else {})
 
 
@@ -385,6 +422,25 @@ def _task_then_clock(text: str) -> tuple[str, str] | None:
 _PREFERENCE = re.compile(r"\b(?:i (?:like|love|prefer|hate|dislike|enjoy)|my fav(?:ou)?rite|i would rather)\b")
 
 
+# Forgetting: "forget my gym locker code", "forget that my sister lives in Boston". Only what is the
+# user's ("my ...", "what I told you about ..."): a bare "forget it" is not a request to delete.
+@_template(
+    r"(?:forget|delete|erase|remove)(?: about| that)? (?P<query>my .+?)(?: from (?:your )?memory)?",
+    r"(?:forget|delete|erase) (?:what|everything) i (?:told|said to) you about (?P<query>.+)",
+    r"do not remember (?P<query>my .+?) any ?more",
+)
+def _forget(match: re.Match[str]) -> Intent:
+    return Intent("forget", {"query": _clean_slot(match.group("query"))})
+
+
+# "take the eggs off my shopping list", "remove milk from the shopping list".
+@_template(
+    r"(?:take|remove|delete|cross|strike|scratch) (?P<item>.+?) (?:off|off of|from) (?:my|the) (?P<list>[\w -]*?list)",
+)
+def _list_removal(match: re.Match[str]) -> Intent:
+    return Intent("forget", {"query": _clean_slot(match.group("list")), "item": _clean_slot(match.group("item"))})
+
+
 @_template(
     r"(?:remember|memori[sz]e|note|keep in mind|do not forget)(?: that)? (?P<text>.+)",
     r"(?:make a note|take a note)(?: that)? (?P<text>.+)",
@@ -411,10 +467,11 @@ def _memory_kind(text: str) -> str:
     r"(?P<text>my (?:\w+(?:'s)? ){0,3}(?:name|names|birthday|address|job|age|favou?rite \w+|email|number|phone number)"
     r" (?:is|are) .+)",
     r"(?P<text>i (?:live|grew up|was born|work|study|stay) (?:in|at|on|for|as) .+)",
+    r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:lives|lived|works|worked|studies|moved|grew up|was born) (?:in|at|to|for) .+)",
     r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",
     r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
     r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:is|are) (?:called|named) .+)",
-    r"(?P<text>(?:you can )?call me .+)",
+    r"(?:you can |please )?call me (?P<name>[\w'-]+(?: [\w'-]+)?)(?: from now on| instead)?",
     # A liking about a thing, not a person or the conversation ("I love you", "I like that" are not).
     r"(?P<text>i (?:like|love|prefer|enjoy|hate|dislike|cannot stand) "
     r"(?!you\b|it\b|that\b|this\b|them\b|him\b|her\b|talking\b|chatting\b)\w.*)",
@@ -438,6 +495,7 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
     r"(?:recall|search (?:your )?memory for|look up) (?P<query>.+)",
     r"what (?:is|are|was|were) (?P<query>my .+)",
     r"(?:who|where|when) (?:is|are|was|were) (?P<query>my .+)",
+    r"(?:who|where|when|what|how) (?:does|did|do) (?P<query>my .+)",
     r"what do you remember",
     r"what do you know about me",
     r"(?P<query>(?:where|what|who|when|how old) (?:do|did|am|was) i (?:live|from|work|do for (?:a living|work)|born|study|called|named))",

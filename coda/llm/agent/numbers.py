@@ -195,3 +195,60 @@ def clock_time(text: str) -> tuple[int, int, bool] | None:
     if half and hour <= 12:
         return (hour % 12 + (12 if half["pm"] else 0)), minute, False
     return hour, minute, twelve
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")  # fmt: skip
+#: Days of the year that have a name, as MM-DD (the ones whose date never moves).
+NAMED_DAYS = {
+    "christmas": "12-25", "christmas day": "12-25", "xmas": "12-25", "christmas eve": "12-24", "boxing day": "12-26",
+    "new year": "01-01", "new year's day": "01-01", "new years day": "01-01", "new years": "01-01",
+    "new year's eve": "12-31", "new years eve": "12-31", "halloween": "10-31", "valentine's day": "02-14",
+    "valentines day": "02-14", "valentines": "02-14", "st patrick's day": "03-17", "saint patrick's day": "03-17",
+    "independence day": "07-04", "the fourth of july": "07-04", "bonfire night": "11-05", "guy fawkes night": "11-05",
+}  # fmt: skip
+_ORDINAL_WORDS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9,
+    "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14, "fifteenth": 15,
+    "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19, "twentieth": 20, "thirtieth": 30,
+}  # fmt: skip
+_MONTH = r"(?P<month>[a-z]{3,9})\.?"
+_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_YEAR = r"(?:,? (?P<year>\d{4}))?"
+#: "the 25th of december 2027", "december the 25th".
+_CALENDAR = (
+    re.compile(rf"^(?:the )?{_DAY} (?:of )?{_MONTH}{_YEAR}$"),
+    re.compile(rf"^{_MONTH} (?:the )?{_DAY}{_YEAR}$"),
+)
+
+
+def _ordinals_to_digits(text: str) -> str:
+    """ "the twenty fifth" -> "the 25", "third" -> "3"."""
+
+    def tens_and_unit(found: re.Match[str]) -> str:
+        return str(_ORDINAL_WORDS[found["unit"]] + (20 if found["tens"] == "twenty" else 30))
+
+    text = re.sub(r"\b(?P<tens>twenty|thirty)[ -](?P<unit>first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)\b",
+                  tens_and_unit, text)  # fmt: skip
+    return re.sub(r"\b(" + "|".join(_ORDINAL_WORDS) + r")\b", lambda m: str(_ORDINAL_WORDS[m[1]]), text)
+
+
+def calendar_day(text: str) -> str | None:
+    """ "christmas" -> "12-25", "the 4th of july" -> "07-04", "march 3rd 2027" -> "2027-03-03": a day as
+    get_time's `date` takes it; None for anything else (including impossible days)."""
+    phrase = " ".join(text.lower().replace("\u2019", "'").strip(" ?!.,").split())
+    phrase = re.sub(r"^(?:this|next|the next) ", "", phrase)
+    if phrase in NAMED_DAYS:
+        return NAMED_DAYS[phrase]
+    phrase = _ordinals_to_digits(phrase)
+    found = _CALENDAR[0].match(phrase) or _CALENDAR[1].match(phrase)
+    if found is None:
+        return None
+    word = found["month"].replace("sept", "sep")
+    month = next((i for i, name in enumerate(_MONTHS, 1) if name.startswith(word)), 0)
+    if not month:
+        return None
+    day = int(found["day"])
+    if not 1 <= day <= (29 if month == 2 else 30 if month in (4, 6, 9, 11) else 31):
+        return None
+    return (f"{found['year']}-" if found["year"] else "") + f"{month:02d}-{day:02d}"

@@ -45,7 +45,7 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          "track packages or orders"),
         (r"\b(?:next|last) (?:bus|train|tram|flight|ferry|subway|metro)\b|"
          r"\b(?:bus|train|tram|flight|ferry) (?:times|schedule|timetable|status)\b|\bis my (?:flight|train|bus)\b|"
-         r"\b(?:is|are) (?:the )?[\w' ]+ open (?:now|today|tonight|tomorrow|right now|on \w+)\b|"
+         r"\b(?:is|are) (?:the )?(?![\w' ]*\b(?:doors?|windows?|gates?|garage|fridge|oven|blinds|curtains)\b)[\w' ]+ (?:still )?open(?: (?:now|today|tonight|tomorrow|right now|on \w+|late|yet))?$|"
          r"\bopening (?:hours|times)\b|\bwhat time does (?:the )?[\w' ]+ (?:open|close)\b|"
          r"\b(?:gas|petrol|fuel|diesel) prices?\b|\bwhat is on (?:tv|television)\b|"
          r"\b(?:cinema|movie theater|movie theatre|theatre|theater) (?:tonight|today|listings|times|this week)\b|"
@@ -88,6 +88,8 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"\b(?:turn|crank|bring|put|set) (?:the |it )?(?:volume|sound)\b|\bvolume (?:up|down|to)\b|"
          r"^(?:(?:a bit |a little )?(?:louder|quieter)|mute|unmute)(?: please)?$|^(?:mute|unmute) (?:the |yourself|it)\b|"
          r"\b(?:open|close|shut|raise|lower) (?:the )?(?:garage(?: door)?|blinds|curtains|shades|shutters|gate|windows?)\b|"
+         r"^(?:is|are) (?:the |my )?[\w' ]*?(?:doors?|windows?|gates?|garage|blinds|curtains) (?:still )?"
+         r"(?:open|closed|shut|locked|unlocked)\b|"
          r"\b(?:preheat|start|run) the (?:oven|dishwasher|washing machine|dryer|kettle|coffee (?:machine|maker))\b|"
          r"\b(?:on|change) (?:the )?(?:tv|television|channel)\b|"
          r"\b(?:arm|disarm) the (?:alarm|security)\b|\b(?:find|locate|ring) my (?:phone|tablet|watch|earbuds)\b|"

@@ -6,7 +6,7 @@ from coda.config import ToolsConfig
 from coda.tools.api import Tool
 from coda.tools.builtin.arithmetic import CALCULATE
 from coda.tools.builtin.clock import get_time_tool
-from coda.tools.builtin.memory import RECALL, REMEMBER
+from coda.tools.builtin.memory import FORGET, RECALL, REMEMBER
 from coda.tools.builtin.outside import http_get_tool, shell_tool
 from coda.tools.builtin.status import SYSTEM_STATUS
 from coda.tools.builtin.timers import Timers, cancel_timer_tool, change_timer_tool, list_timers_tool, set_timer_tool
@@ -23,6 +23,7 @@ def builtin_tools(config: ToolsConfig, timers: Timers) -> list[Tool]:
         CONVERT_UNITS,
         REMEMBER,
         RECALL,
+        FORGET,
         set_timer_tool(timers, config.timezone),
         list_timers_tool(timers),
         change_timer_tool(timers),

@@ -1,7 +1,8 @@
-"""`remember` and `recall`: long-term memory through the Memory service over gRPC.
+"""`remember`, `recall` and `forget`: long-term memory through the Memory service over gRPC.
 
 Scope: with a user_id the item belongs to the user (it outlives the session); without one it
-belongs to the session. Searches cover the user, the session and global items.
+belongs to the session. Searches cover the user, the session and global items; `forget` deletes
+or edits only the user's and the session's own, never a global item.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 
 from coda.tools.api import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailure
+from coda.tools.lists import bare_entry, without_entry
 from coda.v1 import memory_pb2, memory_pb2_grpc
 
 KINDS = {"fact": memory_pb2.MEMORY_KIND_FACT, "preference": memory_pb2.MEMORY_KIND_PREFERENCE}
@@ -39,6 +41,32 @@ RECALL_PARAMETERS = {
     "required": ["query"],
     "additionalProperties": False,
 }
+
+
+FORGET_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "query": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1000,
+            "description": "What to forget ('my gym locker code'); with `item`, the list ('shopping list').",
+        },
+        "item": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "description": "One entry to take off the list named by `query` ('eggs').",
+        },
+    },
+    "required": ["query"],
+    "additionalProperties": False,
+}
+#: Memories forgotten along with the best match: those scoring at least this share of its score
+#: ("forget my sister" takes every memory about her, not one that only shares a word).
+FORGET_SHARE = 0.75
+#: Most memories one search for `forget` looks at.
+FORGET_LIMIT = 20
 
 
 def _memory(ctx: ToolContext) -> memory_pb2_grpc.MemoryAsyncStub:
@@ -90,6 +118,74 @@ async def _recall(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
+def _owned(item: memory_pb2.MemoryItem, ctx: ToolContext) -> bool:
+    """Whether the caller may delete `item`: the user's own, or the session's; never a global one."""
+    return bool(ctx.user_id and item.user_id == ctx.user_id) or bool(
+        item.session_id and item.session_id == ctx.session_id
+    )
+
+
+async def _search_owned(ctx: ToolContext, query: str) -> list[memory_pb2.ScoredItem]:
+    request = memory_pb2.SearchRequest(
+        query=query,
+        limit=FORGET_LIMIT,
+        user_id=ctx.user_id,
+        session_id=ctx.session_id,
+        correlation_id=ctx.correlation_id,
+    )
+    try:
+        response = await _memory(ctx).Search(request)
+    except grpc.aio.AioRpcError as exc:
+        raise _failure(exc) from None
+    return [hit for hit in response.results if _owned(hit.item, ctx)]
+
+
+async def _forget_ids(ctx: ToolContext, ids: list[str]) -> None:
+    if not ids:
+        return
+    request = memory_pb2.ForgetRequest(ids=memory_pb2.ForgetIds(ids=ids), correlation_id=ctx.correlation_id)
+    try:
+        await _memory(ctx).Forget(request)
+    except grpc.aio.AioRpcError as exc:
+        raise _failure(exc) from None
+
+
+async def _forget(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    query = args["query"].strip()
+    if "item" in args:
+        return await _take_off_list(query, args["item"], ctx)
+    hits = await _search_owned(ctx, query)
+    best = max((hit.score for hit in hits), default=0.0)
+    chosen = [hit.item for hit in hits if best > 0 and hit.score >= FORGET_SHARE * best]
+    await _forget_ids(ctx, [item.id for item in chosen])
+    return {"query": query, "forgotten": [item.text for item in chosen]}
+
+
+async def _take_off_list(list_name: str, entry: str, ctx: ToolContext) -> dict[str, Any]:
+    """Edits every memory of the list that names the entry (deleting one left empty)."""
+    list_name = list_name.lower().removeprefix("my ").removeprefix("the ").strip()
+    if not bare_entry(entry):
+        raise InvalidArguments("item names no entry, only an article or punctuation", field="/item")
+    removed, emptied = False, []
+    for hit in await _search_owned(ctx, f"my {list_name} includes {entry}"):
+        found, text = without_entry(hit.item.text, list_name, entry)
+        if not found:
+            continue
+        removed = True
+        if text is None:
+            emptied.append(hit.item.id)
+            continue
+        edited = memory_pb2.MemoryItem(id=hit.item.id, text=text)
+        try:
+            await _memory(ctx).Update(
+                memory_pb2.UpdateRequest(item=edited, fields=["text"], correlation_id=ctx.correlation_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+    await _forget_ids(ctx, emptied)
+    return {"list": list_name, "item": entry, "removed": removed}
+
+
 REMEMBER = Tool(
     name="remember",
     description="Store a fact or preference about the user in long-term memory.",
@@ -101,4 +197,13 @@ RECALL = Tool(
     description="Search long-term memory for facts and preferences relevant to a query.",
     parameters=RECALL_PARAMETERS,
     run=_recall,
+)
+FORGET = Tool(
+    name="forget",
+    description=(
+        "Delete what long-term memory holds about something the user asks to be forgotten, or, with"
+        " `item`, take one entry off a list the user keeps ('take eggs off my shopping list')."
+    ),
+    parameters=FORGET_PARAMETERS,
+    run=_forget,
 )
