@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from coda.bus.client import subscribe
 from coda.config import Config
 from coda.llm.replay import ReplayServer, Reply
 from coda.runtime.host import Host
+from coda.tools.timer_store import StoredTimer, TimerStore
 from coda.v1 import assistant_pb2, assistant_pb2_grpc, events_pb2, voice_pb2
 
 
@@ -578,3 +580,21 @@ async def test_a_timer_is_announced_only_in_its_own_session(channel: grpc.aio.Ch
     assert not any(e.HasField("conversation_announcement") or e.HasField("tool_timer_fired") for e in events)
     await setter.close()
     await other.close()
+
+
+async def test_a_timer_that_came_due_while_coda_was_down_is_announced_after_the_restart(tmp_path: Path) -> None:
+    """The tools component sets kept timers again as it starts, and one already due goes off at once:
+    possibly before the assistant follows the bus. It must still be announced to its session."""
+    timers_path = str(tmp_path / "timers.db")
+    store = TimerStore(timers_path)
+    store.save(StoredTimer("t-late", "take the bread out", "s-late", "c-late", 600.0, time.time() - 60))
+    store.close()
+    async with (
+        running_host(assistant_config(tmp_path, CODA_TOOLS__TIMERS_PATH=timers_path)) as host,
+        grpc.aio.insecure_channel(host.address) as channel,
+    ):
+        back = converser(channel)
+        await back.open(open_request(session_id="s-late"))
+        heard = await back.read_until(lambda e: e.HasField("conversation_announcement"), timeout=30)
+        assert heard[-1].conversation_announcement.text == "Your timer is done: take the bread out."
+        await back.close()

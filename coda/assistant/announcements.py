@@ -6,6 +6,10 @@ assistant process) and hands each to the Converse streams attached to that sessi
 (`Attached`), which show it and announce it (conversation.announcement, spoken with voice output
 on). One that goes off while no stream of its session is attached (the page was reloading, Coda had
 just restarted) is kept for an hour and announced to the next stream that opens the session.
+
+The watch starts by reading the timer events the bus log already holds and delivers those of the
+last `REPLAY_SECONDS`: the tools component sets kept timers again as it starts, and one that came
+due while Coda was down goes off at once, possibly before this watch has subscribed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from coda.v1 import events_pb2, voice_pb2
 log = logging.getLogger(__name__)
 
 TIMER_TYPES = ("tool.timer_fired",)
+#: Timer events already on the bus when the watch starts are delivered if they are this recent. An
+#: assistant restarted on its own within this long after a timer it had announced announces it again.
+REPLAY_SECONDS = 30.0
 
 
 def timer_announcement(fired: events_pb2.ToolTimerFired) -> str:
@@ -100,19 +107,27 @@ class Attached:
 class TimerWatch:
     """Follows tool.timer_fired on the bus (resuming across bus restarts) and delivers each event."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel], attached: Attached) -> None:
-        self._subscription = ResumingSubscription(channel, TIMER_TYPES)
+    def __init__(
+        self,
+        channel: Callable[[], grpc.aio.Channel],
+        attached: Attached,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        # From the log's start: what is older than REPLAY_SECONDS is skipped below.
+        self._subscription = ResumingSubscription(channel, TIMER_TYPES, after_seq=0)
         self._attached = attached
+        self._wall_clock = wall_clock
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="assistant-timer-watch")
 
     async def _run(self) -> None:
+        oldest_ns = int((self._wall_clock() - REPLAY_SECONDS) * 1e9)
         try:
             async for response in self._subscription:
                 for event in response.batch.events:
-                    if event.HasField("tool_timer_fired"):
+                    if event.HasField("tool_timer_fired") and event.time.ToNanoseconds() >= oldest_ns:
                         self._attached.deliver(event)
         except grpc.aio.AioRpcError as exc:
             log.warning("timer events unavailable", extra={"code": exc.code().name, "details": exc.details()})
