@@ -200,6 +200,9 @@ ALL_TOOLS = frozenset(
         ("my brother lives in Denver", "remember", {"text": "my brother lives in Denver", "kind": "fact"}),
         ("where does my brother live?", "recall", {"query": "my brother live"}),
         ("call me Jo from now on", "remember", {"text": "my name is Jo", "kind": "fact"}),
+        ("set a reminder for 3 minutes to turn the chicken", "set_timer", {"seconds": 180, "label": "turn the chicken"}),
+        ("put on a 2 minute timer for brushing teeth", "set_timer", {"seconds": 120, "label": "brushing teeth"}),
+        ("how far is 10k in miles", "convert_units", {"value": 10, "from_unit": "k", "to_unit": "miles"}),
     ],
 )  # fmt: skip
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -342,6 +345,10 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
          {"text": "my brother moved to Austin", "kind": "fact"}),
         (["my dog is called Biscuit", "Got it.", "she is three years old"], "remember",
          {"text": "my dog is three years old", "kind": "fact"}),
+        (["add apples to my shopping list", "Got it.", "also add oranges"], "remember",
+         {"text": "my shopping list includes oranges", "kind": "fact"}),
+        (["add apples to my shopping list", "Got it.", "and oat milk too"], "remember",
+         {"text": "my shopping list includes oat milk", "kind": "fact"}),
     ],
 )  # fmt: skip
 def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
@@ -577,6 +584,12 @@ def test_calendar_days(said: str, day: str | None) -> None:
 def test_the_answer_to_a_timed_question_that_is_not_a_place_is_left_alone() -> None:
     messages = [Message("user", "what time is it in Sydney"), Message("assistant", "It's 13:24 in Sydney.")]
     assert follow_up("and what is the weather like", messages) is None
+
+
+@pytest.mark.parametrize("said", ["and what time is it", "and tell me a joke", "okay thanks", "also remind me later"])
+def test_after_a_list_item_only_another_item_joins_the_list(said: str) -> None:
+    messages = [Message("user", "add apples to my shopping list"), Message("assistant", "Got it.")]
+    assert follow_up(said, messages) is None
 
 
 def test_numbers_durations_and_places() -> None:

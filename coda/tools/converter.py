@@ -45,7 +45,8 @@ _TABLE: list[tuple[str, str, str, float, float, tuple[str, ...]]] = [
     ("millimetre", "millimetres", "length", 0.001, 0, ("mm",)),
     ("centimetre", "centimetres", "length", 0.01, 0, ("cm", "cms")),
     ("metre", "metres", "length", 1, 0, ("m",)),
-    ("kilometre", "kilometres", "length", 1000, 0, ("km", "kms")),
+    # "k" as runners say it ("a 10k"); kelvin has no symbol here, so it cannot be misread.
+    ("kilometre", "kilometres", "length", 1000, 0, ("km", "kms", "k")),
     ("inch", "inches", "length", _INCH, 0, ("in", '"')),
     ("foot", "feet", "length", _FOOT, 0, ("ft", "foots")),
     ("yard", "yards", "length", 0.9144, 0, ("yd", "yds")),

@@ -83,8 +83,38 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
     if previous.name in ("set_timer", "change_timer", "list_timers"):
         return _same_timer(text, str(previous.arguments.get("label") or ""))
     if previous.name == "remember":
-        return _more_about(text, str(previous.arguments.get("text") or ""))
+        fact = str(previous.arguments.get("text") or "")
+        return _same_list(text, fact) or _more_about(text, fact)
     return None
+
+
+#: The list an item was just added to: "my shopping list includes apples" -> "shopping list".
+_LIST_FACT = re.compile(r"^my (?P<list>[\w -]*?list) includes ", re.IGNORECASE)
+#: Another item for it: "also add oranges", "and some bread too", "put milk on it as well".
+_ANOTHER_ITEM = re.compile(
+    r"^(?:(?:and|also|oh|plus|ok|okay)[, ]+)*(?:(?:add|put)(?: on)? (?P<item>.+?)|(?P<item2>(?!(?:and|also|plus|oh|ok|okay|add|put|what|when|where|who|why|how|is|are|do|does|did|can|could|will|would|tell|thank|set|remind|cancel|remember)\b)[\w' -]+?))"
+    r"(?: (?:on|to) (?:it|that|the list|that list))?(?: too| as well| also)?$",
+    re.IGNORECASE,
+)
+
+
+def _same_list(text: str, fact: str) -> Intent | None:
+    """ "also add oranges" after "add apples to my shopping list": oranges on the same list. A bare
+    "and bread" counts only when it begins with "and"/"also"/"plus", or ends with "too"."""
+    listed, said = _LIST_FACT.match(fact), _ANOTHER_ITEM.match(text)
+    if listed is None or said is None:
+        return None
+    bare = said["item2"]
+    if (
+        bare
+        and not re.match(r"^(?:and|also|plus)\b", text, re.IGNORECASE)
+        and not re.search(r"\b(?:too|as well)$", text)
+    ):
+        return None
+    item = (said["item"] or bare or "").strip(" ,.")
+    if not item:
+        return None
+    return Intent("remember", {"text": f"my {listed['list']} includes {item}", "kind": "fact"})
 
 
 #: Whom a remembered fact is about: "my brother lives in Denver" -> "my brother".

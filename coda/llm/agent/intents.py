@@ -345,6 +345,10 @@ _DURATION_WORDS = re.compile(
     rf"(?:(?:set|start|create|make) )?(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
+    r"(?:set|create|make|give me|add) (?:a |me a )?reminder (?:for|in) (?P<duration>[\w .-]+?)"
+    r"(?: (?:to|about|for) (?P<label2>[\w ,'-]+))?",
+    # "put on a 2 minute timer for brushing teeth", "put a 2 minute timer on for the eggs".
+    rf"put (?:on )?(?:a |an )?(?P<duration>[\w .-]+?) timer(?: on)?{_LABEL}",
     rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?timer (?:for|of) "
     rf"(?P<duration>[\w .-]+?){_LABEL}",
     rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?(?P<duration>[\w .-]+?) "
