@@ -203,6 +203,8 @@ ALL_TOOLS = frozenset(
         ("set a reminder for 3 minutes to turn the chicken", "set_timer", {"seconds": 180, "label": "turn the chicken"}),
         ("put on a 2 minute timer for brushing teeth", "set_timer", {"seconds": 120, "label": "brushing teeth"}),
         ("how far is 10k in miles", "convert_units", {"value": 10, "from_unit": "k", "to_unit": "miles"}),
+        ("and what time is it?", "get_time", {}),
+        ("oh and set a timer for 5 minutes", "set_timer", {"seconds": 300}),
     ],
 )  # fmt: skip
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:

@@ -632,17 +632,24 @@ def _calculate(match: re.Match[str]) -> Intent | None:
     return Intent("calculate", {"expression": expression}) if expression else None
 
 
+_JOINED = re.compile(r"^(?:and|also|oh and|but|then)[, ]+", re.IGNORECASE)
+
+
 def match_intent(text: str) -> Intent | None:
     """The intent a user utterance expresses, or None when no template matches."""
     utterance = normalise(text)
     if not utterance:
         return None
-    for pattern, build in _TEMPLATES:
-        match = pattern.match(utterance)
-        if match:
-            intent = build(match)
-            if intent is not None:
-                return intent
+    # "and what time is it?" asks what "what time is it?" asks; "and in London?" (no template of
+    # its own) is left to the follow-ups, which read it against the conversation.
+    joined = _JOINED.match(utterance)
+    for said in (utterance, utterance[joined.end() :]) if joined else (utterance,):
+        for pattern, build in _TEMPLATES:
+            match = pattern.match(said)
+            if match:
+                intent = build(match)
+                if intent is not None:
+                    return intent
     what = unsupported(utterance)
     if what is not None:
         return Intent("unsupported", {"what": what})
