@@ -1,7 +1,7 @@
 """The assistant's own command language, as a small n-gram model for the embedded recogniser.
 
 The generic pocketsphinx LM knows all of English and so recognises short commands poorly. This
-module expands sentence templates that mirror the intent agent (coda/llm/agent/intents.py) with its
+module expands sentence templates that mirror the intent agent (coda/llm/agent/intents/) with its
 slot values (the agent's city names, numbers the agent's parser reads, durations, memory topics),
 builds an ARPA trigram model from them with the LM builder pocketsphinx ships, and trims CMUdict
 to the model's words (a small LM with the full 130k-word dictionary takes ~5 s to load; trimmed,

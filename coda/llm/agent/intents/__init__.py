@@ -1,0 +1,35 @@
+"""Sentence templates with slots, matched to intents (in the spirit of Home Assistant's default agent).
+
+`match_intent(text)` normalises a user utterance and returns the first intent whose template
+matches, with its slots already turned into tool arguments ("Tokyo" -> "Asia/Tokyo",
+"twelve times seven" -> "12*7", "5 minutes" -> 300).
+
+One module per domain, each registering its templates; they are imported here in the order they are
+tried (the first template that matches and builds an intent wins, so the more specific come first).
+"""
+
+from __future__ import annotations
+
+from coda.llm.agent.intents import arithmetic, clock, conversation, conversions, memory, timers
+from coda.llm.agent.intents.base import CONVERSATIONAL, Intent, match_intent, normalise
+from coda.llm.agent.intents.clock import HOME
+from coda.llm.agent.intents.conversions import conversion_arguments, spoken_quantity
+from coda.llm.agent.intents.timers import exact_duration, whole
+
+__all__ = [
+    "CONVERSATIONAL",
+    "HOME",
+    "Intent",
+    "arithmetic",
+    "clock",
+    "conversation",
+    "conversion_arguments",
+    "conversions",
+    "exact_duration",
+    "match_intent",
+    "memory",
+    "normalise",
+    "spoken_quantity",
+    "timers",
+    "whole",
+]

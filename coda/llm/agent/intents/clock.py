@@ -1,0 +1,114 @@
+"""The clock: the time here or anywhere, the date of another day, a calendar day, the time difference
+between two places (all served by `get_time`)."""
+
+from __future__ import annotations
+
+import re
+
+from coda.llm.agent.intents.base import Intent, clean_slot, template
+from coda.llm.agent.numbers import (
+    calendar_day,
+    words_to_digits,
+)
+from coda.llm.agent.places import time_zone_for
+
+_DAYS_AWAY = {"tomorrow": 1, "yesterday": -1, "the day after tomorrow": 2, "the day before yesterday": -2}
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ANOTHER_DAY = (
+    r"(?P<when>tomorrow|yesterday|the day after tomorrow|the day before yesterday|in [\w ]+? (?:days?|weeks?)|"
+    r"[\w ]+? (?:days?|weeks?) (?:ago|from (?:now|today))|(?:a|one) week (?:from )?today|next week|"
+    r"(?:next |this (?:coming )?|on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday))"
+)
+
+
+@template(
+    rf"what (?:is|was|will be) (?:the )?(?:date|day)(?: of the week)?(?: going to be| gonna be)? {_ANOTHER_DAY}",
+    rf"what (?:date|day)(?: of the (?:week|month))? (?:is it|is|was it|was|will it be|will be|would it be) {_ANOTHER_DAY}",
+    rf"{_ANOTHER_DAY}(?:'s| is) (?:date|day)",
+    rf"what date (?:is|will it be|was it|does|do) {_ANOTHER_DAY}(?: fall on| land on| be)?",
+    rf"(?:what is |tell me )?the date {_ANOTHER_DAY}",
+)
+def _another_day(match: re.Match[str]) -> Intent | None:
+    when = words_to_digits(match.group("when").lower())
+    if when in _DAYS_AWAY:
+        return Intent("get_time", {"days": _DAYS_AWAY[when]})
+    if when in ("next week", "a week today", "one week today", "a week from today", "one week from today"):
+        return Intent("get_time", {"days": 7})
+    day = re.sub(r"^(?:next|this|this coming|on) ", "", when)
+    if day in _WEEKDAYS:
+        return Intent("get_time", {"weekday": day})
+    count = re.fullmatch(
+        r"(?:in )?(?P<n>\d+|a|an|one) (?P<unit>days?|weeks?)(?P<ago> ago)?(?: from (?:now|today))?", when
+    )
+    if count is None:
+        return None
+    n = 1 if count["n"] in ("a", "an", "one") else int(count["n"])
+    days = n * (7 if count["unit"].startswith("week") else 1)
+    return Intent("get_time", {"days": -days if count["ago"] else days})
+
+
+# "what's the time difference between London and Tokyo": Tokyo's hours ahead of London.
+@template(
+    r"(?:what is )?the time difference between (?P<b>[\w .'-]+?) and (?P<a>[\w .'-]+?)",
+    r"how many hours (?:ahead|behind) (?:of )?(?P<b>[\w .'-]+?) is (?P<a>[\w .'-]+?)",
+    r"how (?:far|many hours) (?:ahead|behind) is (?P<a>[\w .'-]+?) (?:of|from) (?P<b>[\w .'-]+?)",
+    r"is (?P<a>[\w .'-]+?) (?:ahead of|behind) (?P<b>[\w .'-]+?)",
+)
+def _time_difference(match: re.Match[str]) -> Intent | None:
+    first, second = (time_zone_for(clean_slot(match.group(g))) for g in ("a", "b"))
+    if "/" not in first or "/" not in second:
+        return None  # not two places the agent knows: left to the model
+    return Intent("get_time", {"timezone": first, "compared_with": second})
+
+
+# A day of the calendar: "how many days until christmas", "what day of the week is the 25th of december".
+@template(
+    r"how many (?:more )?(?:days|sleeps) (?:are there |is it |are left |left |to go )?(?:until|till|til|to|before) (?P<day>.+)",
+    r"how (?:long|far away) (?:is it |is there )?(?:until|till|til|to) (?P<day>.+)",
+    r"what day (?:of the week )?(?:is|will be|was|does|did|falls on) (?P<day>.+?)(?: fall on| land on| be| on| this year)?",
+    r"(?:when|what date) is (?P<day>.+?)(?: this year)?",
+    r"(?:on )?what day (?:of the week )?(?:is|does) (?P<day>.+?) (?:fall|land)(?: on)?(?: this year)?",
+)
+def _calendar_day(match: re.Match[str]) -> Intent | None:
+    day = calendar_day(match.group("day"))
+    return Intent("get_time", {"date": day}) if day else None
+
+
+#: The place of "what time is it where I live?": the agent finds it in what the user said or it recalls.
+HOME = "where the user lives"
+
+
+_PLACE = (
+    r"(?: right)?(?: now)?(?: (?:over |out )?(?P<preposition>in|at|for) (?P<place>[\w .,'/-]+?))?(?: right now| now)?"
+)
+
+
+@template(
+    rf"what (?:time is it|is the time|is the current time|time is it now){_PLACE}",
+    rf"(?:tell me )?the (?:current )?time{_PLACE}",
+    rf"(?:current )?time{_PLACE}",
+    r"what time is it (?:over |out )?(?:in|at) (?P<place2>[\w .,'/-]+)",
+    rf"how late is it{_PLACE}",
+    rf"(?:do you have|have you got|you got|got|know) the time{_PLACE}",
+    r"(?:what is|tell me) the (?:date|day)(?: today)?" + _PLACE,
+    r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
+    r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
+    r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
+    r"(?:what (?:time is it|is the time)|what is the time|time)(?: right now| now)? (?P<home>where i live|at (?:my )?home|"
+    r"(?:in|at) my (?:city|town|place|home(?:town)?))",
+    r"(?:is (?:it|today)|are we on) (?:a |the )?(?:weekday|week day|weekend|working day|work day|workday|school day|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)(?: today)?",
+)
+def _time(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    if groups.get("home"):
+        return Intent("get_time", {"timezone": HOME})
+    place = groups.get("place") or groups.get("place2")
+    if place and clean_slot(place).lower() in ("home", "my home", "my place", "my city", "my town", "my hometown"):
+        return Intent("get_time", {"timezone": HOME})
+    if place:
+        zone = time_zone_for(clean_slot(place))
+        if groups.get("preposition") == "for" and zone == clean_slot(place) and "/" not in zone:
+            return None  # "time for bed", "time for a break": not a place the agent knows
+        return Intent("get_time", {"timezone": zone})
+    return Intent("get_time", {})

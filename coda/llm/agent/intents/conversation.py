@@ -1,0 +1,79 @@
+"""Conversation: greetings, small talk, thanks, goodbyes, who Coda is, help and status."""
+
+from __future__ import annotations
+
+import re
+
+from coda.llm.agent.intents.base import Intent, template
+
+
+@template(
+    r"(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening))(?: there)?(?: coda)?",
+)
+def _greeting(_: re.Match[str]) -> Intent:
+    return Intent("greeting")
+
+
+@template(
+    r"(?:(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?(?: coda)?,? )?"
+    r"(?:how are you(?: doing| today| doing today)?|how is it going|how are things|how have you been)(?: coda)?",
+    r"(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there)?(?: coda)?,? (?:nice|good) to meet you",
+    r"(?:nice|good|pleased) to meet you(?: coda)?",
+)
+def _smalltalk(_: re.Match[str]) -> Intent:
+    return Intent("smalltalk")
+
+
+@template(r"(?:thanks|thank you|cheers|thx)(?: (?:very much|so much|a lot))?(?: coda)?")
+def _thanks(_: re.Match[str]) -> Intent:
+    return Intent("thanks")
+
+
+@template(
+    r"(?:(?:ok|okay|alright|right|well|thanks|thank you)[, ]+)?(?:that(?:'s| is) (?:all|it)(?: for now)?[, ]+)?"
+    r"(?P<words>bye(?: bye)?|goodbye|see you(?: later| soon| tomorrow)?|talk (?:to you )?later|later|good night|night night)"
+    r"(?: for now)?(?: coda)?",
+)
+def _goodbye(match: re.Match[str]) -> Intent:
+    return Intent("goodbye", {"night": "night" in match.group("words").lower()})
+
+
+# Who or what Coda is: answered by the agent, since the small local model once answered "are you a
+# real person?" with "Yes, I am a human being."
+@template(
+    r"(?:are you|r u) (?:a |an )?(?:real |actual |living )?(?:person|human(?: being)?|man|woman|people|alive|real|"
+    r"robot|bot|machine|computer|ai|a\.i\.|artificial intelligence|program|chatbot|sentient|conscious)",
+    r"(?:who|what) (?:are|r) you(?: exactly| really)?",
+    r"(?:what is|tell me) your name",
+    r"(?:do you have|have you got) a name",
+    r"what (?:should|do|can) i call you",
+    r"(?:tell me )?(?:a (?:little |bit )?)?about yourself",
+    r"introduce yourself",
+    r"(?P<maker>who (?:made|built|created|programmed|designed|wrote|invented|owns) you)",
+)
+def _identity(match: re.Match[str]) -> Intent:
+    return Intent("identity", {"maker": match.groupdict().get("maker") is not None})
+
+
+@template(
+    r"help(?: me)?",
+    r"what (?:can|do) you do",
+    r"what (?:kind of |sort of )?(?:things|stuff) (?:can|could) you (?:help(?: me)?(?: with)?|do)(?: for me)?",
+    r"how (?:can|could) you help(?: me)?",
+    r"what are you (?:able to(?: do)?|capable of(?: doing)?|good at(?: doing)?)",
+    r"what are your (?:capabilities|skills|features)",
+    r"what (?:can i|should i) (?:ask|say)(?: you)?",
+    r"how (?:do i|can i) use you",
+)
+def _help(_: re.Match[str]) -> Intent:
+    return Intent("help")
+
+
+@template(
+    r"(?:system )?status(?: report)?",
+    r"(?:show|give|tell) me (?:the )?(?:system )?status",
+    r"are you (?:ok|okay|alright|running|working)",
+    r"how is the system(?: doing)?",
+)
+def _status(_: re.Match[str]) -> Intent:
+    return Intent("system_status", {})

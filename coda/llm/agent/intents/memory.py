@@ -1,0 +1,101 @@
+"""Memory: remember, recall and forget what the user tells; lists kept as memories."""
+
+from __future__ import annotations
+
+import re
+
+from coda.llm.agent.intents.base import Intent, clean_slot, template
+from coda.llm.agent.refusals import unsupported
+
+_PREFERENCE = re.compile(r"\b(?:i (?:like|love|prefer|hate|dislike|enjoy)|my fav(?:ou)?rite|i would rather)\b")
+
+
+# Forgetting: "forget my gym locker code", "forget that my sister lives in Boston". Only what is the
+# user's ("my ...", "what I told you about ..."): a bare "forget it" is not a request to delete.
+@template(
+    r"(?:forget|delete|erase|remove)(?: about| that)? (?P<query>my .+?)(?: from (?:your )?memory)?",
+    r"(?:forget|delete|erase) (?:what|everything) i (?:told|said to) you about (?P<query>.+)",
+    r"do not remember (?P<query>my .+?) any ?more",
+)
+def _forget(match: re.Match[str]) -> Intent:
+    return Intent("forget", {"query": clean_slot(match.group("query"))})
+
+
+# "take the eggs off my shopping list", "remove milk from the shopping list".
+@template(
+    r"(?:take|remove|delete|cross|strike|scratch) (?P<item>.+?) (?:off|off of|from) (?:my|the) (?P<list>[\w -]*?list)",
+)
+def _list_removal(match: re.Match[str]) -> Intent:
+    return Intent("forget", {"query": clean_slot(match.group("list")), "item": clean_slot(match.group("item"))})
+
+
+@template(
+    r"(?:remember|memori[sz]e|note|keep in mind|do not forget)(?: that)? (?P<text>.+)",
+    r"(?:make a note|take a note)(?: that)? (?P<text>.+)",
+)
+def _remember(match: re.Match[str]) -> Intent:
+    text = clean_slot(match.group("text"))
+    return Intent("remember", {"text": text, "kind": _memory_kind(text)})
+
+
+# Lists are kept as memories, one item each, and read back by a recall of the list.
+@template(r"(?:add|put) (?P<item>.+?) (?:to|on|onto) (?:my|the) (?P<list>[\w -]*?list)(?: too| as well| please)?")
+def _list_item(match: re.Match[str]) -> Intent:
+    text = f"my {clean_slot(match.group('list'))} includes {clean_slot(match.group('item'))}"
+    return Intent("remember", {"text": text, "kind": "fact"})
+
+
+def _memory_kind(text: str) -> str:
+    return "preference" if _PREFERENCE.search(text.lower()) else "fact"
+
+
+# Statements of fact about the user: kept as facts so that later questions can be answered. Only
+# unambiguous shapes ("my X is Y", "I live in", "call me"): "I am tired" is a mood, not a fact.
+@template(
+    r"(?P<text>my (?:\w+(?:'s)? ){0,3}(?:name|names|birthday|address|job|age|favou?rite \w+|email|number|phone number)"
+    r" (?:is|are) .+)",
+    r"(?P<text>i (?:live|grew up|was born|work|study|stay) (?:in|at|on|for|as) .+)",
+    r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:lives|lived|works|worked|studies|moved|grew up|was born) (?:in|at|to|for) .+)",
+    r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",
+    r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
+    r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:is|are) (?:called|named) .+)",
+    r"(?:you can |please )?call me (?P<name>[\w'-]+(?: [\w'-]+)?)(?: from now on| instead)?",
+    # A liking about a thing, not a person or the conversation ("I love you", "I like that" are not).
+    r"(?P<text>i (?:like|love|prefer|enjoy|hate|dislike|cannot stand) "
+    r"(?!you\b|it\b|that\b|this\b|them\b|him\b|her\b|talking\b|chatting\b)\w.*)",
+    # "I'm Priya", "hi, I am Sam": a name, told by its capital (a transcript writes "I'm tired" lower).
+    r"(?:(?:hi|hello|hey)(?: there)?(?: coda)?,? )?(?:I am|this is) (?P<name>(?-i:[A-Z])[\w'-]+)",
+)
+def _fact(match: re.Match[str]) -> Intent:
+    name = match.groupdict().get("name")
+    text = f"my name is {name}" if name else clean_slot(match.group("text"))
+    return Intent("remember", {"text": text, "kind": _memory_kind(text)})
+
+
+#: What a question about "my ..." asks of a service Coda has no access to, not of its memory.
+_NOT_TOLD = frozenset({"track packages or orders", "control devices in your home"})
+
+
+@template(
+    r"what do you (?:remember|know|recall) about (?P<query>.+)",
+    r"what did i (?:tell|say to) you about (?P<query>.+)",
+    r"do you (?:remember|know|recall) (?:what |about )?(?P<query>.+)",
+    r"(?:recall|search (?:your )?memory for|look up) (?P<query>.+)",
+    r"what (?:is|are|was|were) (?P<query>my .+)",
+    r"(?:who|where|when) (?:is|are|was|were) (?P<query>my .+)",
+    r"(?:who|where|when|what|how) (?:does|did|do) (?P<query>my .+)",
+    r"what do you remember",
+    r"what do you know about me",
+    r"(?P<query>(?:where|what|who|when|how old) (?:do|did|am|was) i (?:live|from|work|do for (?:a living|work)|born|study|called|named))",
+    r"(?P<query>(?:who|how old) am i)",
+    r"(?P<query>how do i (?:like|take|have) .+)",
+    r"what (?:do i|did i say i) (?:like|love|prefer|enjoy|hate|dislike)(?P<query> .+)?",
+    r"what (?:is|do i have|have i got) on (?P<query>my [\w -]*?list)",
+    r"(?:read|tell|show) me (?:what is on )?(?P<query>my [\w -]*?list)",
+    r"do you (?:know|remember) (?P<query>(?:my|where i|what i|who i|how old i) .+)",
+)
+def _recall(match: re.Match[str]) -> Intent | None:
+    query = clean_slot(match.groupdict().get("query") or "")
+    if unsupported(query) in _NOT_TOLD:
+        return None  # "where is my amazon package", "what is my schedule": not something the user told
+    return Intent("recall", {"query": query or "me"})

@@ -1,0 +1,186 @@
+"""Timers, alarms and reminders: set, ask about, change and cancel them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from coda.llm.agent.intents.base import Intent, clean_slot, template
+from coda.llm.agent.numbers import (
+    clock_time,
+    duration_seconds,
+    words_to_digits,
+)
+
+
+@template(
+    r"how (?:long|much time) (?:is|do i have) left(?: on)?(?: (?:my|the) (?P<label>[\w ,'-]+?))?(?: timers?)?",
+    r"how (?:long|much time) (?:until|till|before) (?:my|the) (?P<label2>[\w ,'-]+?)?(?: ?timers?)? "
+    r"(?:goes off|is done|finishes|rings|ends)",
+    r"(?:what|which) timers (?:do i have|are (?:set|running|there))",
+    r"(?:list|show)(?: me)? (?:my |the )?timers",
+    r"(?:any|got any) (?:timers?|alarms?)(?: running| set| going| on| left)?",
+    r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
+    r"(?:do i have|have i got|are there|is there) (?:any |a )?(?:timers?|alarms?)(?: running| set| going| on| left)?",
+    r"(?:time|how long) left on (?:my|the) (?P<label3>[\w ,'-]+?)?(?: ?timers?)",
+    r"how (?:much )?longer(?: (?:on|for|until|till|before) (?:my |the )?(?P<label>[\w ,'-]+?))?(?: ?timers?)?"
+    r"(?: (?:goes off|is done|is ready|finishes|rings|ends|will be(?: done| ready)?|has left))?",
+    r"how (?:long|much time) (?:until|till|before) (?:my |the )?(?P<label>[\w ,'-]+?)(?: ?timers?)? "
+    r"(?:is ready|will be (?:done|ready)|is finished|is up)",
+    r"when (?:will|does|is) (?:my|the) (?P<label>[\w ,'-]+?)?(?: ?timers?)? (?:go off|be done|be ready|finish|ring|end|due|up)",
+    r"how (?:long|much time) (?:has|have) (?:my|the) (?P<label>[\w ,'-]+?)?(?: ?timers?) got(?: left)?",
+    r"(?:how (?:much time|long|many (?:minutes|seconds|hours))(?: is| are| do i have| have i got)? (?:left|remaining|to go)"
+    r"|(?:time )?remaining|time left)(?: (?:on|for) (?:my |the )?(?P<label>[\w ,'-]+?)(?: ?timers?)?)?",
+)
+def _timer_status(match: re.Match[str]) -> Intent:
+    groups = match.groupdict()
+    label = clean_slot(groups.get("label") or groups.get("label2") or groups.get("label3") or "")
+    return Intent("list_timers", {"label": label} if label and label not in ("timer", "timers") else {})
+
+
+@template(
+    r"(?:cancel|stop|delete|remove|clear|turn off)(?: all)? (?:my |the |all )?(?:(?P<label>[\w ,'-]+?) )?timers?",
+    r"(?:cancel|stop|delete|remove|clear|turn off|switch off)(?: all)? (?:my |the |all )?(?P<label>alarms?)"
+    r"(?: for (?:tomorrow|the morning|tonight))?",
+)
+def _timer_cancel(match: re.Match[str]) -> Intent | None:
+    label = clean_slot(match.group("label") or "")
+    if re.search(r"\b(?:from|off)(?: (?:the|my|that|this))?$", label):
+        return None  # "remove 2 minutes from the timer" changes it (below)
+    return Intent("cancel_timer", {"label": label} if label and label not in ("all", "my", "the") else {})
+
+
+_LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
+_WHICH_TIMER = r"(?:my |the |that |this )(?:(?P<label>[\w '-]+?) )?timer"
+
+
+@template(
+    rf"(?:add|put) (?:another |an extra |extra )?(?P<more>[\w .-]+?) (?:more )?(?:to|on|onto) {_WHICH_TIMER}",
+    rf"(?:take|knock) (?P<less>[\w .-]+?) off {_WHICH_TIMER}",
+    rf"(?:subtract|remove) (?P<less>[\w .-]+?) from {_WHICH_TIMER}",
+    rf"(?:change|set|make|reset|update|move) {_WHICH_TIMER} (?:to|for) (?P<duration>[\w .-]+?)(?: instead)?",
+    rf"(?:extend|increase) {_WHICH_TIMER} by (?P<more>[\w .-]+?)",
+    rf"(?:shorten|reduce|decrease) {_WHICH_TIMER} by (?P<less>[\w .-]+?)",
+)
+def _timer_change(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    said = groups.get("duration") or groups.get("more") or groups.get("less") or ""
+    seconds = exact_duration(said)
+    if seconds is None:
+        return None
+    arguments: dict[str, Any] = {}
+    label = clean_slot(groups.get("label") or "")
+    if label:
+        arguments["label"] = label
+    if groups.get("duration"):
+        arguments["seconds"] = whole(seconds)
+    else:
+        arguments["add_seconds"] = whole(seconds if groups.get("more") else -seconds)
+    return Intent("change_timer", arguments)
+
+
+def whole(seconds: float) -> float | int:
+    return int(seconds) if seconds == int(seconds) else seconds
+
+
+def exact_duration(text: str) -> float | None:
+    """Seconds in `text` when it says a duration and nothing else ("5 minutes", "an hour and a
+    half"), so that "add 5 minutes to the" is not read as a timer of 5 minutes."""
+    seconds = duration_seconds(text)
+    if seconds is None:
+        return None
+    rest = _DURATION_WORDS.sub(" ", words_to_digits(text.lower()))
+    return seconds if not rest.strip(" ,.-") else None
+
+
+_DURATION_WORDS = re.compile(
+    r"\b(?:\d+(?:\.\d+)?|and|a|an|one|three|half|quarters?|of|the|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|"
+    r"just|only|exactly|about|another|more|extra)\b|\b\d+(?:\.\d+)?(?:hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+)
+
+
+@template(
+    rf"(?:set|start|create|make|put) (?:a |an |me a |the |it |one )?timer (?:on )?(?:(?:for|of) )?"
+    rf"(?P<duration>[\w .-]+?){_LABEL}",
+    # The name first: "start a timer for my tea, 4 minutes".
+    r"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|called|named) (?:my |the )?(?P<label2>[\w '-]+?),? "
+    r"(?:for )?(?P<duration>[\w .-]+?)",
+    rf"(?:(?:set|start|create|make) )?(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
+    rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
+    r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
+    r"(?:set|create|make|give me|add) (?:a |me a )?reminder (?:for|in) (?P<duration>[\w .-]+?)"
+    r"(?: (?:to|about|for) (?P<label2>[\w ,'-]+))?",
+    # "put on a 2 minute timer for brushing teeth", "put a 2 minute timer on for the eggs".
+    rf"put (?:on )?(?:a |an )?(?P<duration>[\w .-]+?) timer(?: on)?{_LABEL}",
+    rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?timer (?:for|of) "
+    rf"(?P<duration>[\w .-]+?){_LABEL}",
+    rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?(?P<duration>[\w .-]+?) "
+    rf"timer{_LABEL}",
+    r"wake me(?: up)? in (?P<duration>[\w .-]+?)",
+    # The task first: "remind me to call the dentist in 15 minutes".
+    r"(?:remind me|do not let me forget|make sure i do not forget) (?:to|about) (?P<label3>[\w ,'-]+?) "
+    r"in (?P<duration>[\w .-]+?)",
+    # "time ten minutes for me", "count down from five minutes", "a five minute countdown".
+    rf"(?:time|count down(?: from)?) (?P<duration>[\w .-]+?)(?: for me)?{_LABEL}",
+    rf"(?:start |set )?(?:a |an )?(?P<duration>[\w .-]+?) countdown{_LABEL}",
+)
+def _timer(match: re.Match[str]) -> Intent | None:
+    seconds = exact_duration(match.group("duration"))
+    if seconds is None:
+        return None
+    arguments: dict[str, Any] = {"seconds": whole(seconds)}
+    groups = match.groupdict()
+    label = groups.get("label") or groups.get("label2") or groups.get("label3")
+    if label:
+        arguments["label"] = clean_slot(label)
+    return Intent("set_timer", arguments)
+
+
+# Alarms and reminders at a time of day: a timer with `at` (the tools' clock and zone decide when).
+@template(
+    r"(?:set|make|create|start|put|schedule|add) (?:an? |me an? |the |my )?(?:alarm|wake[- ]up call) "
+    r"(?:for |at |on )?(?P<clock>.+)",
+    r"(?:an? )?(?:alarm|wake[- ]up call) (?:for|at) (?P<clock>.+)",
+    r"wake me(?: up)? (?P<clock>(?:tomorrow )?(?:at|by) .+)",
+    r"(?:i need to|i have to|i want to) (?:wake|get) up (?P<clock>(?:tomorrow )?at .+)",
+    r"remind me (?P<clock>(?:tomorrow )?(?:at|by) .+?)(?: tomorrow)? (?:to|about|that i (?:need|have) to) (?P<label>.+)",
+    r"(?:remind me|do not let me forget) (?:to|about) (?P<task>.+)",
+)
+def _alarm(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    if groups.get("task") is not None:
+        found = _task_then_clock(groups["task"])
+        if found is None:
+            return None
+        label, clock = found
+    else:
+        label, clock = clean_slot(groups.get("label") or ""), groups["clock"]
+    tomorrow = bool(re.search(r"\btomorrow\b", match.group(0), re.IGNORECASE))
+    said = clock_time(re.sub(r"\b(?:tomorrow|please|for me|today)\b", " ", clock, flags=re.IGNORECASE))
+    if said is None:
+        # "remind me at in 5 minutes to stir the soup": a delay after all, said haltingly.
+        delay = re.search(r"\bin (?P<duration>.+)$", clock)
+        seconds = exact_duration(delay["duration"]) if delay else None
+        if seconds is None or not label:
+            return None
+        return Intent("set_timer", {"seconds": whole(seconds), "label": label})
+    hour, minute, twelve_hour = said
+    arguments: dict[str, Any] = {"at": f"{hour:02d}:{minute:02d}", "label": label or "alarm"}
+    if twelve_hour:
+        arguments["twelve_hour"] = True
+    if tomorrow:
+        arguments["tomorrow"] = True
+    return Intent("set_timer", arguments)
+
+
+def _task_then_clock(text: str) -> tuple[str, str] | None:
+    """ "call the bank at 9 tomorrow" -> ("call the bank", "at 9 tomorrow"): tried from the last
+    "at", since a task may have one of its own ("look at the car at 5")."""
+    words = text.split()
+    for i in range(len(words) - 1, 0, -1):
+        if words[i].lower() in ("at", "by") and clock_time(
+            re.sub(r"\b(?:tomorrow|please|today)\b", " ", " ".join(words[i + 1 :]), flags=re.IGNORECASE)
+        ):
+            task = " ".join(word for word in words[:i] if word.lower() != "tomorrow")
+            return clean_slot(task), " ".join(words[i:])
+    return None
