@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -119,13 +120,19 @@ async def test_remember_and_recall_with_the_real_memory_component(tmp_path: Path
         stream.close()
 
 
-async def test_remembered_facts_answer_paraphrases_and_unrelated_recall_is_empty(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def tools_on_real_memory(tmp_path: Path) -> AsyncIterator[ExecuteStream]:
+    """An Execute stream to a host running the real Memory component, its embeddings backfilled."""
     pytest.importorskip("coda.memory.component")
     config = make_config(tmp_path)
     async with running_host(config, only="bus,memory,tools") as host, grpc.aio.insecure_channel(host.address) as ch:
         worker = next(c for c in host.components if c.name == "memory").worker  # type: ignore[attr-defined]
         await worker.wait_backfilled()
-        stream = ExecuteStream(ch)
+        yield ExecuteStream(ch)
+
+
+async def test_remembered_facts_answer_paraphrases_and_unrelated_recall_is_empty(tmp_path: Path) -> None:
+    async with tools_on_real_memory(tmp_path) as stream:
         ids = {"user_id": "sam", "session_id": "s1"}
         stream.call("n", "remember", {"text": "my name is Sam", "kind": "fact"}, **ids)
         stream.call("h", "remember", {"text": "I live in Lisbon", "kind": "fact"}, **ids)
@@ -147,12 +154,7 @@ async def test_forget_deletes_what_was_asked_and_takes_entries_off_lists(tmp_pat
     """Through the real Memory component: `forget` deletes the matching memory and leaves the others,
     takes one entry off a list (editing the memory, deleting it once empty), never touches another
     user's memories, and refuses an item that names nothing."""
-    pytest.importorskip("coda.memory.component")
-    config = make_config(tmp_path)
-    async with running_host(config, only="bus,memory,tools") as host, grpc.aio.insecure_channel(host.address) as ch:
-        worker = next(c for c in host.components if c.name == "memory").worker  # type: ignore[attr-defined]
-        await worker.wait_backfilled()
-        stream = ExecuteStream(ch)
+    async with tools_on_real_memory(tmp_path) as stream:
         ids = {"user_id": "jo", "session_id": "s1"}
         said = {
             "code": "my gym locker code is 4471",

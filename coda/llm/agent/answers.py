@@ -111,11 +111,16 @@ def _pick(result: Any, *keys: str) -> Any:
     return None
 
 
-def _date_days_away(result: Mapping[str, Any], days: int) -> str | None:
+def _stamp(result: Mapping[str, Any]) -> datetime | None:
+    """The moment a clock result stands for (its ISO time)."""
     stamp = _pick(result, "iso", "datetime")
-    if not isinstance(stamp, str):
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if isinstance(stamp, str) else None
+
+
+def _date_days_away(result: Mapping[str, Any], days: int) -> str | None:
+    day = _stamp(result)
+    if day is None:
         return None
-    day = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     date = f"{day:%A}, {day.day} {day:%B %Y}"
     if days in (1, -1):
         return f"Tomorrow is {date}." if days == 1 else f"Yesterday was {date}."
@@ -124,10 +129,9 @@ def _date_days_away(result: Mapping[str, Any], days: int) -> str | None:
 
 def _calendar_day(result: Mapping[str, Any], days: int) -> str | None:
     """ "25 December 2026 is a Friday, 19 days from today." """
-    stamp = _pick(result, "iso", "datetime")
-    if not isinstance(stamp, str):
+    day = _stamp(result)
+    if day is None:
         return None
-    day = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     date = f"{day.day} {day:%B %Y}"
     if days == 0:
         return f"That's today, {day:%A}, {date}."
@@ -160,12 +164,12 @@ def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if isinstance(result, dict) and isinstance(result.get("hours_ahead"), int | float):
         return _time_difference(result)
     if isinstance(days, int) and days and isinstance(result, dict):
-        if arguments.get("weekday"):
-            stamp = datetime.fromisoformat(str(result.get("iso", "")).replace("Z", "+00:00"))
-            return f"Next {stamp:%A} is {stamp.day} {stamp:%B %Y}."
+        day = _stamp(result)
+        if arguments.get("weekday") and day is not None:
+            return f"Next {day:%A} is {day.day} {day:%B %Y}."
         return _date_days_away(result, days)
     zone = _pick(result, "timezone", "time_zone", "tz", "zone") or arguments.get("timezone") or ""
-    place = str(zone).split("/")[-1].replace("_", " ") if zone else ""
+    place = _place(zone) if zone else ""
     stamp = _pick(result, "iso", "datetime", "local_time", "time", "now") if isinstance(result, dict) else result
     if not isinstance(stamp, str):
         return None

@@ -100,22 +100,21 @@ async def _remember(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"stored": True, **_item(response.item)}
 
 
-async def _recall(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+async def _search(ctx: ToolContext, query: str, limit: int) -> list[memory_pb2.ScoredItem]:
+    """Memories of the caller's user and session (and global ones) for `query`, best first."""
     request = memory_pb2.SearchRequest(
-        query=args["query"],
-        limit=args.get("limit", 5),
-        user_id=ctx.user_id,
-        session_id=ctx.session_id,
-        correlation_id=ctx.correlation_id,
+        query=query, limit=limit, user_id=ctx.user_id, session_id=ctx.session_id, correlation_id=ctx.correlation_id
     )
     try:
         response = await _memory(ctx).Search(request)
     except grpc.aio.AioRpcError as exc:
         raise _failure(exc) from None
-    return {
-        "query": args["query"],
-        "results": [{**_item(hit.item), "score": round(hit.score, 4)} for hit in response.results],
-    }
+    return list(response.results)
+
+
+async def _recall(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    hits = await _search(ctx, args["query"], args.get("limit", 5))
+    return {"query": args["query"], "results": [{**_item(hit.item), "score": round(hit.score, 4)} for hit in hits]}
 
 
 def _owned(item: memory_pb2.MemoryItem, ctx: ToolContext) -> bool:
@@ -126,18 +125,7 @@ def _owned(item: memory_pb2.MemoryItem, ctx: ToolContext) -> bool:
 
 
 async def _search_owned(ctx: ToolContext, query: str) -> list[memory_pb2.ScoredItem]:
-    request = memory_pb2.SearchRequest(
-        query=query,
-        limit=FORGET_LIMIT,
-        user_id=ctx.user_id,
-        session_id=ctx.session_id,
-        correlation_id=ctx.correlation_id,
-    )
-    try:
-        response = await _memory(ctx).Search(request)
-    except grpc.aio.AioRpcError as exc:
-        raise _failure(exc) from None
-    return [hit for hit in response.results if _owned(hit.item, ctx)]
+    return [hit for hit in await _search(ctx, query, FORGET_LIMIT) if _owned(hit.item, ctx)]
 
 
 async def _forget_ids(ctx: ToolContext, ids: list[str]) -> None:
