@@ -10,7 +10,8 @@ tried (the first template that matches and builds an intent wins, so the more sp
 
 from __future__ import annotations
 
-from coda.llm.agent.intents import arithmetic, clock, conversation, conversions, memory, timers
+# Imported for their templates, which they register as they load (base.ORDER sets the order tried).
+from coda.llm.agent.intents import arithmetic, clock, conversation, conversions, memory, timers  # noqa: F401
 from coda.llm.agent.intents.base import CONVERSATIONAL, Intent, match_intent, normalise
 from coda.llm.agent.intents.clock import HOME
 from coda.llm.agent.intents.conversions import conversion_arguments, spoken_quantity
@@ -20,16 +21,10 @@ __all__ = [
     "CONVERSATIONAL",
     "HOME",
     "Intent",
-    "arithmetic",
-    "clock",
-    "conversation",
     "conversion_arguments",
-    "conversions",
     "exact_duration",
     "match_intent",
-    "memory",
     "normalise",
     "spoken_quantity",
-    "timers",
     "whole",
 ]
