@@ -529,6 +529,9 @@ def test_calendar_forget_and_time_difference_answers() -> None:
     assert _after_tool("forget", {}, taken) == "Okay, I took the eggs off your shopping list."
     absent = {**taken, "item": "milk", "removed": False}
     assert _after_tool("forget", {}, absent) == "Milk isn't on your shopping list."
+    moved = {"stored": True, "text": "my brother moved to Austin", "replaced": ["my brother lives in Denver"]}
+    said = {"text": "my brother moved to Austin"}
+    assert _after_tool("remember", said, moved) == "Got it, I've updated that: your brother moved to Austin."
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from coda.tools.builtin.clock import calendar_date
 from coda.tools.builtin.timers import LATE_LIMIT_SECONDS, Timers
 from coda.tools.calculator import MAX_EXPRESSION_CHARS, CalculationError, evaluate
 from coda.tools.converter import ConversionError, convert, find_unit, format_amount, is_degrees, spelled
+from coda.tools.facts import fact_key
 from coda.tools.lists import bare_entry, list_entries, list_sentence, without_entry
 from coda.tools.plugins import PluginError, load_references, resolve_reference, tools_from
 from coda.tools.registry import ToolRegistry
@@ -589,3 +590,26 @@ def test_calendar_dates_are_the_next_such_day() -> None:
     for impossible in ("02-30", "13-01", "2027-02-29"):
         with pytest.raises(InvalidArguments, match="not a calendar date"):
             calendar_date(impossible, today)
+
+
+@pytest.mark.parametrize(
+    ("said", "key"),
+    [
+        ("my locker code is 4471", ("my locker code", "is")),
+        ("My wifi password is bluefish42", ("my wifi password", "is")),
+        ("my favourite colour is green", ("my favourite colour", "is")),
+        ("my sister's birthday is May 3rd", ("my sister's birthday", "is")),
+        ("my dog is called Biscuit", ("my dog", "called")),
+        ("my brother lives in Denver", ("my brother", "home")),
+        ("my brother moved to Austin", ("my brother", "home")),  # the same key: it replaces the above
+        ("I live in Lisbon", ("i", "home")),
+        ("my wife works as a nurse", ("my wife", "work")),
+        # Facts that add to what is known, never replace it:
+        ("my car is blue", None),
+        ("my dog is three years old", None),
+        ("my shopping list includes eggs", None),
+        ("I like jazz", None),
+    ],
+)
+def test_which_facts_have_a_single_value(said: str, key: tuple[str, str] | None) -> None:
+    assert fact_key(said) == key

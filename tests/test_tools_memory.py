@@ -198,3 +198,37 @@ async def test_forget_deletes_what_was_asked_and_takes_entries_off_lists(tmp_pat
         assert kind == "error" and error.code == ErrorCode.TOOL_ERROR_CODE_INVALID_ARGUMENTS
         assert "names no entry" in error.message
         stream.close()
+
+
+async def test_a_new_value_of_a_single_valued_fact_replaces_the_old_one(tmp_path: Path) -> None:
+    """ "my locker code is 5678" after "... 4471", "my brother moved to Austin" after "... lives in
+    Denver": one fact, the new value. Descriptions that can both be true are both kept, and another
+    user's fact of the same shape is not touched."""
+    async with tools_on_real_memory(tmp_path) as stream:
+        calls = iter(range(100))
+
+        async def run(tool: str, arguments: dict[str, object], user: str = "kim") -> dict[str, object]:
+            call_id = f"c{next(calls)}"
+            stream.call(call_id, tool, arguments, user_id=user, session_id=f"s-{user}")
+            kind, result = (await stream.until_final(call_id, timeout=30))[call_id]
+            assert kind == "result", result
+            return json.loads(result.result_json)
+
+        async def recalled(query: str, user: str = "kim") -> list[str]:
+            return [hit["text"] for hit in (await run("recall", {"query": query}, user))["results"]]
+
+        await run("remember", {"text": "my locker code is 1111"}, user="lee")
+        for text in ("my locker code is 4471", "my brother lives in Denver", "my car is blue"):
+            assert "replaced" not in await run("remember", {"text": text})
+        assert (await run("remember", {"text": "my locker code is 5678"}))["replaced"] == ["my locker code is 4471"]
+        moved = await run("remember", {"text": "my brother moved to Austin"})
+        assert moved["replaced"] == ["my brother lives in Denver"]
+        assert "replaced" not in await run("remember", {"text": "my car is in the garage"})
+
+        codes = await recalled("my locker code")
+        assert "my locker code is 5678" in codes and not any("4471" in text for text in codes)
+        brother = await recalled("where does my brother live")
+        assert "my brother moved to Austin" in brother and not any("Denver" in text for text in brother)
+        assert {"my car is blue", "my car is in the garage"} <= set(await recalled("my car"))
+        assert "my locker code is 1111" in await recalled("my locker code", user="lee")
+        stream.close()

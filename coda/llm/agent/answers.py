@@ -230,8 +230,11 @@ def _remember(result: Any, arguments: Mapping[str, Any]) -> str:
     if not text:
         return "Okay, I'll remember that."
     name = re.match(r"(?:my name is|call me|you can call me) (\w[\w' -]*)$", text, re.IGNORECASE)
+    replaced = _memory_texts({"memories": result.get("replaced")}) if isinstance(result, dict) else []
     if name:
         return f"Nice to meet you, {name.group(1)}! I'll remember your name."
+    if replaced:
+        return f"Got it, I've updated that: {_second_person(text)}."
     return f"Got it, I'll remember that {_second_person(text)}."
 
 

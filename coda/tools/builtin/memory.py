@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from coda.tools.api import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailure
+from coda.tools.facts import fact_key
 from coda.tools.lists import bare_entry, without_entry
 from coda.v1 import memory_pb2, memory_pb2_grpc
 
@@ -87,6 +88,27 @@ def _item(item: memory_pb2.MemoryItem) -> dict[str, Any]:
 
 
 async def _remember(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """Stores the fact; one that gives a new value to a single-valued fact ("my locker code is 5678",
+    "my brother moved to Austin") replaces the old one instead (coda/tools/facts.py)."""
+    key = fact_key(args["text"])
+    earlier = []
+    if key is not None:
+        earlier = [
+            hit.item
+            for hit in await _search_owned(ctx, args["text"])
+            if hit.item.kind in (memory_pb2.MEMORY_KIND_FACT, memory_pb2.MEMORY_KIND_PREFERENCE)
+            and fact_key(hit.item.text) == key
+        ]
+    if earlier:
+        kept = memory_pb2.MemoryItem(id=earlier[0].id, text=args["text"], kind=KINDS[args.get("kind", "fact")])
+        try:
+            updated = await _memory(ctx).Update(
+                memory_pb2.UpdateRequest(item=kept, fields=["text", "kind"], correlation_id=ctx.correlation_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+        await _forget_ids(ctx, [item.id for item in earlier[1:]])
+        return {"stored": True, **_item(updated.item), "replaced": [item.text for item in earlier]}
     item = memory_pb2.MemoryItem(
         text=args["text"],
         kind=KINDS[args.get("kind", "fact")],
