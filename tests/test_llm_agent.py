@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from coda.config import ToolsConfig
 from coda.llm.agent import IntentAgent
 from coda.llm.agent.followups import follow_up
 from coda.llm.agent.intents import Intent, match_intent
@@ -20,22 +21,11 @@ from coda.llm.agent.numbers import (
 from coda.llm.agent.places import time_zone_for
 from coda.llm.providers.embedded import AGENT_MODEL, CANNED_MODEL, EmbeddedProvider, pieces
 from coda.llm.types import Finish, GenerationRequest, Message, TextDelta, Tool, ToolCall, ToolCallDelta, Usage
+from coda.tools.builtin import OPT_IN, builtin_tools
+from coda.tools.builtin.timers import Timers
 
-ALL_TOOLS = frozenset(
-    {
-        "get_time",
-        "calculate",
-        "convert_units",
-        "remember",
-        "recall",
-        "forget",
-        "set_timer",
-        "list_timers",
-        "change_timer",
-        "cancel_timer",
-        "system_status",
-    }
-)
+#: Every built-in tool the agent may be offered; the opt-in ones (shell, http_get) it never calls.
+ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(None))) - set(OPT_IN)
 
 
 @pytest.mark.parametrize(
