@@ -107,23 +107,17 @@ class Attached:
 class TimerWatch:
     """Follows tool.timer_fired on the bus (resuming across bus restarts) and delivers each event."""
 
-    def __init__(
-        self,
-        channel: Callable[[], grpc.aio.Channel],
-        attached: Attached,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], attached: Attached) -> None:
         # From the log's start: what is older than REPLAY_SECONDS is skipped below.
         self._subscription = ResumingSubscription(channel, TIMER_TYPES, after_seq=0)
         self._attached = attached
-        self._wall_clock = wall_clock
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="assistant-timer-watch")
 
     async def _run(self) -> None:
-        oldest_ns = int((self._wall_clock() - REPLAY_SECONDS) * 1e9)
+        oldest_ns = int((time.time() - REPLAY_SECONDS) * 1e9)
         try:
             async for response in self._subscription:
                 for event in response.batch.events:
