@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from coda.llm.agent.numbers import MONTHS
 from coda.llm.agent.places import CITY_TIME_ZONES
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,6 @@ _BELONGINGS = _word_list("keys glasses wallet phone passport umbrella charger bi
 _PLACES_AT_HOME = _word_list("kitchen drawer hall garage bedroom office car desk cupboard bag")
 _PEOPLE = _word_list("sister brother mother father wife husband friend daughter son neighbour doctor dentist")
 _OCCASIONS = _word_list("birthday anniversary appointment meeting dentist appointment")
-_MONTHS = _word_list("january february march april may june july august september october november december")
 _LABELS = ["tea", "coffee", "eggs", "pasta", "rice", "pizza", "bread", "laundry", "the oven", "a break"]
 _REMINDERS = [
     "check the oven", "call my mother", "take out the rubbish", "water the plants", "stretch",
@@ -168,7 +168,7 @@ def _remember() -> Iterator[str]:
             yield f"remember that my {belonging} is in the {place}"
         yield f"note that i left my {belonging} in the {_PLACES_AT_HOME[i % len(_PLACES_AT_HOME)]}"
     for i, person in enumerate(_PEOPLE):
-        month = _MONTHS[i % len(_MONTHS)]
+        month = MONTHS[i % len(MONTHS)]
         yield f"remember that my {person} lives in {_cities()[i * 7 % len(_cities())]}"
         yield f"remember that my {person}'s birthday is in {month}"
         yield f"do not forget that my {person} is coming on {('monday', 'friday', 'sunday')[i % 3]}"
@@ -177,7 +177,7 @@ def _remember() -> Iterator[str]:
             for value in values[:4]:
                 yield f"remember that {like} {value}"
     for i, occasion in enumerate(_OCCASIONS):
-        yield f"remember that my {occasion} is in {_MONTHS[i * 5 % 12]}"
+        yield f"remember that my {occasion} is in {MONTHS[i * 5 % 12]}"
 
 
 def _recall() -> Iterator[str]:

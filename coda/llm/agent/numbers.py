@@ -197,7 +197,7 @@ def clock_time(text: str) -> tuple[int, int, bool] | None:
     return hour, minute, twelve
 
 
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
            "november", "december")  # fmt: skip
 #: Days of the year that have a name, as MM-DD (the ones whose date never moves).
 NAMED_DAYS = {
@@ -245,7 +245,7 @@ def calendar_day(text: str) -> str | None:
     if found is None:
         return None
     word = found["month"].replace("sept", "sep")
-    month = next((i for i, name in enumerate(_MONTHS, 1) if name.startswith(word)), 0)
+    month = next((i for i, name in enumerate(MONTHS, 1) if name.startswith(word)), 0)
     if not month:
         return None
     day = int(found["day"])

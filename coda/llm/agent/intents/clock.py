@@ -11,9 +11,9 @@ from coda.llm.agent.numbers import (
     words_to_digits,
 )
 from coda.llm.agent.places import time_zone_for
+from coda.tools.builtin.clock import WEEKDAYS
 
 _DAYS_AWAY = {"tomorrow": 1, "yesterday": -1, "the day after tomorrow": 2, "the day before yesterday": -2}
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ANOTHER_DAY = (
     r"(?P<when>tomorrow|yesterday|the day after tomorrow|the day before yesterday|in [\w ]+? (?:days?|weeks?)|"
     r"[\w ]+? (?:days?|weeks?) (?:ago|from (?:now|today))|(?:a|one) week (?:from )?today|next week|"
@@ -35,7 +35,7 @@ def _another_day(match: re.Match[str]) -> Intent | None:
     if when in ("next week", "a week today", "one week today", "a week from today", "one week from today"):
         return Intent("get_time", {"days": 7})
     day = re.sub(r"^(?:next|this|this coming|on) ", "", when)
-    if day in _WEEKDAYS:
+    if day in WEEKDAYS:
         return Intent("get_time", {"weekday": day})
     count = re.fullmatch(
         r"(?:in )?(?P<n>\d+|a|an|one) (?P<unit>days?|weeks?)(?P<ago> ago)?(?: from (?:now|today))?", when
