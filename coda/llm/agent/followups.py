@@ -22,6 +22,7 @@ from coda.llm.agent.intents import (
 from coda.llm.agent.numbers import NUMBER, arithmetic_expression, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.types import Message
+from coda.tools.lists import list_sentence
 
 _PLACE_ONLY = re.compile(
     r"^(?:and |but |ok |okay )?(?:what about |how about |and what about )?(?:in|at|for) (?P<place>[\w .,'/-]+)$"
@@ -114,7 +115,7 @@ def _same_list(text: str, fact: str) -> Intent | None:
     item = (said["item"] or bare or "").strip(" ,.")
     if not item:
         return None
-    return Intent("remember", {"text": f"my {listed['list']} includes {item}", "kind": "fact"})
+    return Intent("remember", {"text": list_sentence(listed["list"], [item]), "kind": "fact"})
 
 
 #: Whom a remembered fact is about: "my brother lives in Denver" -> "my brother".

@@ -6,6 +6,7 @@ import re
 
 from coda.llm.agent.intents.base import Intent, clean_slot, template
 from coda.llm.agent.refusals import unsupported
+from coda.tools.lists import list_sentence
 
 _PREFERENCE = re.compile(r"\b(?:i (?:like|love|prefer|hate|dislike|enjoy)|my fav(?:ou)?rite|i would rather)\b")
 
@@ -41,7 +42,7 @@ def _remember(match: re.Match[str]) -> Intent:
 # Lists are kept as memories, one item each, and read back by a recall of the list.
 @template(r"(?:add|put) (?P<item>.+?) (?:to|on|onto) (?:my|the) (?P<list>[\w -]*?list)(?: too| as well| please)?")
 def _list_item(match: re.Match[str]) -> Intent:
-    text = f"my {clean_slot(match.group('list'))} includes {clean_slot(match.group('item'))}"
+    text = list_sentence(clean_slot(match.group("list")), [clean_slot(match.group("item"))])
     return Intent("remember", {"text": text, "kind": "fact"})
 
 
