@@ -65,6 +65,24 @@ async def test_items_and_turns_survive_a_restart(tmp_path: Path) -> None:
         await channel.close()
 
 
+async def test_an_empty_query_lists_the_scope_most_important_first(served) -> None:  # type: ignore[no-untyped-def]
+    _host, stub = served
+    for text, importance in (("I parked on level 3", 0.5), ("my favourite food is sushi", 0.9)):
+        await stub.Store(fact(text, importance=importance))
+    await stub.Store(fact("my name is Lee", user="u2"))
+    await stub.Store(fact("the house wifi is on channel 6", user=""))  # global
+    listed = (await stub.Search(pb.SearchRequest(query="", user_id="u1", kinds=[FACT]))).results
+    texts = [hit.item.text for hit in listed]
+    assert texts[0] == "my favourite food is sushi"  # the most important
+    assert sorted(texts[1:]) == ["I parked on level 3", "the house wifi is on channel 6"]  # not u2's
+    one = (await stub.Search(pb.SearchRequest(query=" ", limit=1, user_id="u1"))).results
+    assert [hit.item.text for hit in one] == ["my favourite food is sushi"]
+    # Unscoped, an empty query would list every user's items: refused.
+    with pytest.raises(grpc.aio.AioRpcError) as unscoped:
+        await stub.Search(pb.SearchRequest(query=""))
+    assert unscoped.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 PARAPHRASES = [
     ("what colour do I like", "my favourite colour is green"),
     ("which foods make me sick", "I am allergic to peanuts"),

@@ -232,3 +232,30 @@ async def test_a_new_value_of_a_single_valued_fact_replaces_the_old_one(tmp_path
         assert {"my car is blue", "my car is in the garage"} <= set(await recalled("my car"))
         assert "my locker code is 1111" in await recalled("my locker code", user="lee")
         stream.close()
+
+
+async def test_recall_of_me_lists_what_the_user_told_and_nothing_of_others(tmp_path: Path) -> None:
+    """ "what do you know about me?" has no words to search for: recall of "me" lists the user's own
+    facts and preferences (global memories, other users' and past exchanges are not theirs)."""
+    async with tools_on_real_memory(tmp_path) as stream:
+        calls = iter(range(100))
+
+        async def run(tool: str, arguments: dict[str, object], user: str = "kim") -> dict[str, object]:
+            call_id = f"c{next(calls)}"
+            stream.call(call_id, tool, arguments, user_id=user, session_id=f"s-{user}")
+            kind, result = (await stream.until_final(call_id, timeout=30))[call_id]
+            assert kind == "result", result
+            return json.loads(result.result_json)
+
+        async def about(user: str, limit: int = 5) -> list[str]:
+            return [hit["text"] for hit in (await run("recall", {"query": "me", "limit": limit}, user))["results"]]
+
+        assert await about("kim") == []
+        told = ["my favourite food is sushi", "I parked on level 3", "I like my coffee black"]
+        for text in told:
+            await run("remember", {"text": text})
+        await run("remember", {"text": "my name is Lee"}, user="lee")
+        assert sorted(await about("kim")) == sorted(told)
+        assert await about("lee") == ["my name is Lee"]
+        assert len(await about("kim", limit=2)) == 2
+        stream.close()

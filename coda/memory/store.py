@@ -8,6 +8,7 @@ Forgetting deletes rows for good: `secure_delete` zeroes freed content and a WAL
 
 from __future__ import annotations
 
+import heapq
 import logging
 import sqlite3
 import time
@@ -279,6 +280,8 @@ class MemoryStore:
         if limit <= 0:
             return []
         now = time.time() if now is None else now
+        if not query.strip():
+            return self._listed(limit, scope, min_score, now)
         candidates = limit * 4 + 16
         lexical = self._lexical_candidates(query, scope, candidates)
         cosine: dict[int, float] = {}
@@ -305,6 +308,17 @@ class MemoryStore:
                 hits.append(Hit(item, score, related))
         hits.sort(key=lambda h: (-h.score, -h.item.created_at))
         return hits[:limit]
+
+    def _listed(self, limit: int, scope: Scope, min_score: float, now: float) -> list[Hit]:
+        """The items in scope without a query ("what do you know about me?"): the most important and
+        recent first, each scored as if fully relevant."""
+        hits = [
+            Hit(item, boosted(self.weights, 1.0, item.importance, now - item.accessed_at), 1.0)
+            for item in self._items.values()
+            if scope.allows(item)
+        ]
+        hits = [hit for hit in hits if hit.score > 0.0 and hit.score >= min_score]
+        return heapq.nsmallest(limit, hits, key=lambda h: (-h.score, -h.item.created_at))
 
     def _lexical_candidates(self, query: str, scope: Scope, count: int) -> dict[int, float]:
         """The `count` best BM25 matches in scope (the union with the semantic top-k is then ranked)."""

@@ -244,13 +244,15 @@ class MemoryWorker:
         touch: bool = False,
         event_id: str = "",
     ) -> list[Hit]:
-        check_text(query, self.config.max_text_chars, "query")
+        if query.strip() or not (scope.user_id or scope.session_id):
+            check_text(query, self.config.max_text_chars, "query")
+        # else: an empty query lists a user's or a session's items (never every item at once).
         check_limit(limit, self.config.max_results)
         require(0.0 <= min_score <= 1.0, f"min_score must be within 0..1, got {min_score}")
         for kind in scope.kinds:
             check_kind(kind)
         started = time.perf_counter()
-        vectors = await self._embed([query])
+        vectors = await self._embed([query]) if query.strip() else None
         query_vector = None if vectors is None else vectors[0]
         hits = await self._db(
             self.store.search,

@@ -212,6 +212,9 @@ class SearchRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     query: _builtins.str
+    """An empty query lists the items of the scope instead (user_id or session_id is then required),
+    the most important and recent first.
+    """
     limit: _builtins.int
     user_id: _builtins.str
     """Restrict to a user and/or session scope (items of that user, of that session, and global)."""

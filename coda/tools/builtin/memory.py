@@ -7,6 +7,7 @@ or edits only the user's and the session's own, never a global item.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -36,7 +37,12 @@ REMEMBER_PARAMETERS = {
 RECALL_PARAMETERS = {
     "type": "object",
     "properties": {
-        "query": {"type": "string", "minLength": 1, "maxLength": 1000, "description": "What to look for."},
+        "query": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1000,
+            "description": "What to look for; 'me' for everything the user has told about themselves.",
+        },
         "limit": {"type": "integer", "minimum": 1, "maximum": 50, "description": "Most results (default 5)."},
     },
     "required": ["query"],
@@ -122,10 +128,18 @@ async def _remember(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"stored": True, **_item(response.item)}
 
 
-async def _search(ctx: ToolContext, query: str, limit: int) -> list[memory_pb2.ScoredItem]:
-    """Memories of the caller's user and session (and global ones) for `query`, best first."""
+async def _search(
+    ctx: ToolContext, query: str, limit: int, kinds: Sequence[memory_pb2.MemoryKind.ValueType] = ()
+) -> list[memory_pb2.ScoredItem]:
+    """Memories of the caller's user and session (and global ones) for `query`, best first; an empty
+    query lists them, the most important and recent first."""
     request = memory_pb2.SearchRequest(
-        query=query, limit=limit, user_id=ctx.user_id, session_id=ctx.session_id, correlation_id=ctx.correlation_id
+        query=query,
+        limit=limit,
+        user_id=ctx.user_id,
+        session_id=ctx.session_id,
+        kinds=kinds,
+        correlation_id=ctx.correlation_id,
     )
     try:
         response = await _memory(ctx).Search(request)
@@ -134,8 +148,20 @@ async def _search(ctx: ToolContext, query: str, limit: int) -> list[memory_pb2.S
     return list(response.results)
 
 
+#: A recall of the user as a whole ("what do you know about me?"): no words to search for.
+_ABOUT_THE_USER = frozenset({"me", "myself", "about me", "everything", "all", "everything about me", "anything"})
+
+
 async def _recall(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    hits = await _search(ctx, args["query"], args.get("limit", 5))
+    if args["query"].strip().lower() in _ABOUT_THE_USER:
+        # What the user told about themselves: their facts and preferences, not global ones or
+        # past exchanges.
+        told = [memory_pb2.MEMORY_KIND_FACT, memory_pb2.MEMORY_KIND_PREFERENCE]
+        limit = args.get("limit", 5)
+        listed = await _search(ctx, "", min(3 * limit, 50), told)  # global items are listed too: left out
+        hits = [hit for hit in listed if _owned(hit.item, ctx)][:limit]
+    else:
+        hits = await _search(ctx, args["query"], args.get("limit", 5))
     return {"query": args["query"], "results": [{**_item(hit.item), "score": round(hit.score, 4)} for hit in hits]}
 
 
