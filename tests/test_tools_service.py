@@ -7,7 +7,7 @@ import http.server
 import json
 import threading
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +375,22 @@ async def test_get_time_by_city_and_zone(channel: grpc.aio.Channel) -> None:
     london = zoneinfo.ZoneInfo("Europe/London").utcoffset(datetime.now())  # type: ignore[arg-type]
     assert diff["compared_with"] == "Europe/London" and diff["hours_ahead"] == 5.5 - london.total_seconds() / 3600
     for call_id, field in (("no-day", "/date"), ("shape", "date"), ("two", ""), ("nowhere", "")):
+        kind, error = finals[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+        assert field in error.field or field in error.message, (call_id, error)
+    # Minutes from now (or ago): "what time will it be in 45 minutes".
+    began = datetime.now(UTC)
+    stream.call("later", "get_time", {"timezone": "Tokyo", "minutes": 45})
+    stream.call("ago", "get_time", {"minutes": -1440})
+    stream.call("far", "get_time", {"minutes": 20000})
+    stream.call("both-offsets", "get_time", {"minutes": 5, "days": 1})
+    finals = await stream.until_final("later", "ago", "far", "both-offsets")
+    later = json.loads(finals["later"][1].result_json)
+    moment = datetime.fromisoformat(later["iso"])
+    assert later["minutes"] == 45 and timedelta(minutes=44) < moment - began < timedelta(minutes=46)
+    assert later["same_day"] == (moment.date() == began.astimezone(moment.tzinfo).date())
+    assert json.loads(finals["ago"][1].result_json)["same_day"] is False
+    for call_id, field in (("far", "/minutes"), ("both-offsets", "")):
         kind, error = finals[call_id]
         assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
         assert field in error.field or field in error.message, (call_id, error)

@@ -49,6 +49,13 @@ def unsupported(what: str) -> str:
         return "Sorry, I can't control devices in your home: none are connected to me."
     if what == "set that alarm":
         return 'Sorry, I can\'t set that alarm: I can only set one for a time today or tomorrow, like "wake me up at 7 am".'
+    if what == "pause a timer":
+        return 'Sorry, I can\'t pause a timer. I can change the time left on it ("set the timer to 5 minutes") or cancel it.'
+    if what == "set that reminder":
+        return (
+            "Sorry, I can only set a reminder for a time today or tomorrow: say when, "
+            'like "remind me tomorrow at 9 am to call mom".'
+        )
     return f"Sorry, I can't {what}: I run offline, without internet access or connected services."
 
 
@@ -138,8 +145,16 @@ def _calendar_day(result: Mapping[str, Any], days: int) -> str | None:
     if days in (1, -1):
         return f"{date} is tomorrow, a {day:%A}." if days == 1 else f"{date} was yesterday, a {day:%A}."
     if days > 0:
-        return f"{date} is a {day:%A}, {days} days from today."
+        return f"{date} is a {day:%A}, {days} days from today{_in_weeks(days)}."
     return f"{date} was a {day:%A}, {-days} days ago."
+
+
+def _in_weeks(days: int) -> str:
+    """ " (2 weeks and 5 days)" for a day far enough away that weeks help."""
+    if days < 14:
+        return ""
+    weeks, rest = divmod(days, 7)
+    return f" ({weeks} weeks" + (f" and {rest} day{'s' if rest > 1 else ''})" if rest else ")")
 
 
 def _place(zone: Any) -> str:
@@ -157,7 +172,18 @@ def _time_difference(result: Mapping[str, Any]) -> str:
     return f"{here} is {amount} hour{'' if abs(hours) == 1 else 's'} {'ahead of' if hours > 0 else 'behind'} {there}: {times}."
 
 
+def _time_from_now(result: Mapping[str, Any], minutes: int) -> str:
+    """ "In 45 minutes it will be 05:30." """
+    day = "" if result.get("same_day", True) else f" on {result.get('weekday', '')}".rstrip()
+    span = _duration(abs(minutes) * 60)
+    clock = f"{result.get('time', '?')}{day}"
+    return f"In {span} it will be {clock}." if minutes > 0 else f"{span[0].upper()}{span[1:]} ago it was {clock}."
+
+
 def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    minutes = _pick(result, "minutes")
+    if isinstance(minutes, int) and minutes and isinstance(result, dict):
+        return _time_from_now(result, minutes)
     days = _pick(result, "days")
     if arguments.get("date") and isinstance(days, int) and isinstance(result, dict):
         return _calendar_day(result, days)
@@ -166,7 +192,8 @@ def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if isinstance(days, int) and days and isinstance(result, dict):
         day = _stamp(result)
         if arguments.get("weekday") and day is not None:
-            return f"Next {day:%A} is {day.day} {day:%B %Y}."
+            away = "tomorrow" if days == 1 else f"in {days} days"
+            return f"Next {day:%A} is {day.day} {day:%B %Y}, {away}."
         return _date_days_away(result, days)
     zone = _pick(result, "timezone", "time_zone", "tz", "zone") or arguments.get("timezone") or ""
     place = _place(zone) if zone else ""
@@ -269,6 +296,8 @@ def _recall(result: Any, arguments: Mapping[str, Any]) -> str:
     texts = _memory_texts(result)
     query = re.sub(r"\s+(?:is|are|was|were)$", "", str(arguments.get("query") or "that").strip())
     if not texts:
+        if re.match(r"(?:where|when|what|who|how)\b", query, re.IGNORECASE):  # "where did I park"
+            return "I don't remember you telling me that."
         return f"I don't remember anything about {_second_person(query)}."
     if len(texts) == 1:
         return f"You told me that {_second_person(texts[0])}."

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from coda.llm.agent.intents import (
     Intent,
     conversion_arguments,
-    exact_duration,
     match_intent,
     normalise,
     spoken_quantity,
     whole,
 )
-from coda.llm.agent.numbers import NUMBER, arithmetic_expression, words_to_digits
+from coda.llm.agent.numbers import NUMBER, arithmetic_expression, exact_duration, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.types import Message
 from coda.tools.lists import list_sentence
@@ -78,7 +77,9 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
                 return None
             return Intent("get_time", {"timezone": time_zone_for(where)})
     if previous.name == "calculate":
-        return _continued_arithmetic(text, _last(earlier, "assistant"))
+        return _another_percentage(text, str(previous.arguments.get("expression") or "")) or _continued_arithmetic(
+            text, _last(earlier, "assistant")
+        )
     if previous.name == "convert_units":
         return _continued_conversion(text, previous.arguments)
     if previous.name in ("set_timer", "change_timer", "list_timers"):
@@ -194,6 +195,22 @@ def _continued_conversion(text: str, before: dict[str, object]) -> Intent | None
         quantity = quantity or ((float(digits), source) if NUMBER.fullmatch(digits) else None)
         arguments = conversion_arguments(*quantity, target) if quantity else None
     return Intent("convert_units", arguments) if arguments else None
+
+
+#: "20 percent of 150" as the calculator's expression, and "and 30%?" / "what about 15 percent" after it.
+_PERCENTAGE_OF = re.compile(r"^\((?P<percent>\d+(?:\.\d+)?)/100\*(?P<whole>\d+(?:\.\d+)?)\)$")
+_ANOTHER_PERCENTAGE = re.compile(
+    r"^(?:and |what about |how about |and what about )?(?:what is )?(?P<percent>\d+(?:\.\d+)?) ?(?:%|percent)$"
+)
+
+
+def _another_percentage(text: str, expression: str) -> Intent | None:
+    """ "and 30%?" after "what's 20% of 150": the same whole, another percentage."""
+    before = _PERCENTAGE_OF.match(expression)
+    asked = _ANOTHER_PERCENTAGE.match(words_to_digits(text.lower()))
+    if before is None or asked is None:
+        return None
+    return Intent("calculate", {"expression": f"({asked['percent']}/100*{before['whole']})"})
 
 
 def _continued_arithmetic(text: str, answer: Message | None) -> Intent | None:

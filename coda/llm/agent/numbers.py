@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 _UNITS = {
@@ -100,6 +101,10 @@ def arithmetic_expression(text: str) -> str | None:
         return None
     if not re.search(r"\d", expression) or not re.search(r"[+\-*/%]", expression.lstrip("-")):
         return None
+    try:  # "30%" alone, "5+": not an expression the calculator could read
+        ast.parse(expression, mode="eval")
+    except SyntaxError:
+        return None
     return expression
 
 
@@ -107,11 +112,23 @@ _UNIT_SECONDS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60
 _FRACTIONS = {"half": 0.5, "quarter": 0.25, "quarters": 0.25}
 #: One amount of one unit: "5 minutes", "an hour", "2 and a half minutes", "a quarter of an hour",
 #: "3 quarters of an hour", "half a minute"; an "and a half" after the unit is handled below.
-_DURATION_PART = re.compile(
-    r"\b(?:(?P<number>\d+(?:\.\d+)?)(?: and (?:a |1 )?(?P<and_fraction>half|quarter|3 quarters))?"
+_FRACTION = (
+    r"(?P<number>\d+(?:\.\d+)?)(?: and (?:a |1 )?(?P<and_fraction>half|quarter|3 quarters))?"
     r"|(?:(?P<count>a|an|1|3|one|three) )?(?P<fraction>half|quarters?)(?: of)?(?: an?| the)?"
-    r"|an?)\s*(?P<unit>hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
 )
+_DURATION_PART = re.compile(rf"\b(?:{_FRACTION}|an?)\s*(?P<unit>hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b")
+#: An amount with a fraction before a unit: "2 and a half cups", "half a pound", "3 quarters of a mile".
+_FRACTION_QUANTITY = re.compile(
+    r"^(?:(?P<number>\d+(?:\.\d+)?) and (?:a |1 )?(?P<and_fraction>half|quarter|3 quarters)"
+    r"|(?:(?P<count>a|an|1|3|one|three) )?(?P<fraction>half|quarters?)(?: of)?(?: an?| the)?) (?P<unit>\S.*)$"
+)
+
+
+def fraction_quantity(text: str) -> tuple[float, str] | None:
+    """(amount, unit) of "2 and a half cups" (2.5, "cups") or "half a pound" (0.5, "pound"), in digits
+    already (`words_to_digits`); None for an amount without a fraction."""
+    found = _FRACTION_QUANTITY.match(text)
+    return (_amount(found), found["unit"]) if found else None
 
 
 def _amount(part: re.Match[str]) -> float:
@@ -139,6 +156,22 @@ def duration_seconds(text: str) -> float | None:
     if half:
         total += 0.5 * _UNIT_SECONDS[half.group(1).rstrip("s")]
     return total if found and total > 0 else None
+
+
+def exact_duration(text: str) -> float | None:
+    """Seconds in `text` when it says a duration and nothing else ("5 minutes", "an hour and a
+    half"), so that "add 5 minutes to the" is not read as a timer of 5 minutes."""
+    seconds = duration_seconds(text)
+    if seconds is None:
+        return None
+    rest = _DURATION_WORDS.sub(" ", words_to_digits(text.lower()))
+    return seconds if not rest.strip(" ,.-") else None
+
+
+_DURATION_WORDS = re.compile(
+    r"\b(?:\d+(?:\.\d+)?|and|a|an|one|three|half|quarters?|of|the|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|"
+    r"just|only|exactly|about|another|more|extra)\b|\b\d+(?:\.\d+)?(?:hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+)
 
 
 def _hour_then_minutes(text: str) -> str:
@@ -203,7 +236,8 @@ MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augus
 NAMED_DAYS = {
     "christmas": "12-25", "christmas day": "12-25", "xmas": "12-25", "christmas eve": "12-24", "boxing day": "12-26",
     "new year": "01-01", "new year's day": "01-01", "new years day": "01-01", "new years": "01-01",
-    "new year's eve": "12-31", "new years eve": "12-31", "halloween": "10-31", "valentine's day": "02-14",
+    "new year's eve": "12-31", "new years eve": "12-31", "the end of the year": "12-31", "the end of this year": "12-31",
+    "halloween": "10-31", "valentine's day": "02-14",
     "valentines day": "02-14", "valentines": "02-14", "st patrick's day": "03-17", "saint patrick's day": "03-17",
     "independence day": "07-04", "the fourth of july": "07-04", "bonfire night": "11-05", "guy fawkes night": "11-05",
 }  # fmt: skip

@@ -48,6 +48,10 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"\b(?:is|are) (?:the )?(?![\w' ]*\b(?:doors?|windows?|gates?|garage|fridge|oven|blinds|curtains)\b)[\w' ]+ (?:still )?open(?: (?:now|today|tonight|tomorrow|right now|on \w+|late|yet))?$|"
          r"\bopening (?:hours|times)\b|\bwhat time does (?:the )?[\w' ]+ (?:open|close)\b|"
          r"\b(?:gas|petrol|fuel|diesel) prices?\b|\bwhat is on (?:tv|television)\b|"
+         r"\bhow much (?:is|are|does|do|would|will) (?:a |an |the )?(?:\w+ )?(?:flights?|plane tickets?|train tickets?|"
+         r"tickets?|hotels?|hotel rooms?|taxis?|cabs?|uber|fares?)\b|\b(?:cheap(?:est)?|prices? of) (?:flights?|hotels?)\b|"
+         r"\bwhat is (?:new |good |on |showing )*on (?:netflix|hulu|disney(?: plus|\+)?|prime(?: video)?|hbo(?: max)?|"
+         r"apple tv|youtube|iplayer)\b|\bnew (?:on|to) (?:netflix|hulu|disney(?: plus|\+)?|prime(?: video)?|hbo)\b|"
          r"\b(?:cinema|movie theater|movie theatre|theatre|theater) (?:tonight|today|listings|times|this week)\b|"
          r"\b(?:showing|playing|on) at the (?:cinema|movies|theater|theatre)\b|\bshow ?times\b|"
          r"\bwhat (?:movies|films) are (?:showing|playing|on)\b",
@@ -67,8 +71,11 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          "check or post on social media"),
         (r"^(?:message|text|e-?mail|whats ?app|sms|call|phone|ring|dial|facetime|video call) (?!me\b)\w+|"
          r"\b(?:send|write|text|e-?mail|message|call|phone|ring|dial)\b.*\b(?:to|my|him|her|them|mom|mum|dad|"
-         r"wife|husband|boss|friend|someone|\w+@\w+)\b|\b(?:send|text) (?:a |an )?(?:message|text|e-?mail)\b",
-         "send messages or make calls"),
+         r"wife|husband|boss|friend|someone|\w+@\w+)\b|\b(?:send|text) (?:a |an )?(?:message|text|e-?mail)\b|"
+         r"\b(?:read|check|show|open|play)(?: me)? (?:my|the) (?:new |latest |unread |last )?(?:messages|texts|e-?mails?|"
+         r"inbox|voice ?mails?|notifications|missed calls)\b|\b(?:do i have|are there|have i got) (?:any )?(?:new |unread )?"
+         r"(?:messages|texts|e-?mails|voice ?mails?|missed calls)\b",
+         "read or send messages, or make calls"),
         (r"\b(?:order|buy|purchase|book|reserve|deliver)\b.*\b(?:me|a|an|some|tickets?|table|pizza|food|"
          r"taxi|uber|cab|flight|hotel|groceries|online)\b|^(?:order|buy|purchase|re-?order)(?! of\b) \w+|"
          r"\b(?:get|call|order|book) (?:me |us )?(?:an? )?(?:uber|lyft|taxi|cab|ride)\b",
@@ -79,7 +86,8 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"^(?:pause|resume|skip|stop|replay|shuffle)(?: (?:the |this |that )?(?:music|song|track|video|movie|show|"
          r"podcast|playback|playlist))$|^(?:play )?(?:the )?(?:next|previous|last) (?:song|track|episode)$|"
          r"\bwhat (?:song|music|track) is (?:this|playing)\b", "play music"),
-        (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:thermostat|air ?con\w*|lock the door|unlock)\b|"
+        (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:thermostat|air ?con\w*|unlock)\b|"
+         r"\block (?:the |my )?(?:\w+ )?(?:door|gate|car|garage)\b|"
          # A light, a lamp, the heating or a vacuum of the house, not "how fast does light travel".
          rf"\b{_HOME} (?:lights?|lamps?|heating|heater|radiators?|fan|vacuum(?: cleaner)?|hoover)\b|"
          r"\b(?:turn|switch|put|shut|flick) (?:the |my |all the |all )?[\w ]*?(?:lights?|lamps?|heating|heater|fan|"

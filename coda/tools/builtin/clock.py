@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import combinations
 from typing import Any
 
@@ -10,7 +10,7 @@ from coda.tools.api import InvalidArguments, Tool, ToolContext
 from coda.tools.timezones import clock_reading, zone_or_local
 
 #: Arguments that each ask something else of the clock: a call gives at most one.
-_ONE_OF = ("days", "weekday", "date", "compared_with")
+_ONE_OF = ("days", "minutes", "weekday", "date", "compared_with")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 PARAMETERS = {
@@ -27,6 +27,12 @@ PARAMETERS = {
             "minimum": -3660,
             "maximum": 3660,
             "description": "The date this many days from today instead (1: tomorrow, -1: yesterday).",
+        },
+        "minutes": {
+            "type": "integer",
+            "minimum": -10080,
+            "maximum": 10080,
+            "description": "The time this many minutes from now instead (90: in an hour and a half; -30: ago).",
         },
         "weekday": {
             "enum": list(WEEKDAYS),
@@ -47,7 +53,7 @@ PARAMETERS = {
             "description": "Another zone or city: also say how many hours `timezone` is ahead of it now.",
         },
     },
-    # At most one of days, weekday, date and compared_with.
+    # At most one of days, minutes, weekday, date and compared_with.
     "allOf": [{"not": {"required": list(pair)}} for pair in combinations(_ONE_OF, 2)],
     "additionalProperties": False,
 }
@@ -90,6 +96,13 @@ def get_time_tool(default_timezone: str = "") -> Tool:
         now = datetime.now(zone)
         if "compared_with" in args:
             return {**clock_reading(zone, name, now), **_compared(now, args["compared_with"])}
+        if "minutes" in args:  # "what time will it be in 45 minutes": elapsed time, across any DST change
+            later = (now.astimezone(UTC) + timedelta(minutes=args["minutes"])).astimezone(zone)
+            return {
+                **clock_reading(zone, name, later),
+                "minutes": args["minutes"],
+                "same_day": later.date() == now.date(),
+            }
         days = args.get("days")
         if "date" in args:
             days = (calendar_date(args["date"], now.date()) - now.date()).days

@@ -15,14 +15,13 @@ from coda.llm.agent.intents import arithmetic, clock, conversation, conversions,
 from coda.llm.agent.intents.base import CONVERSATIONAL, Intent, match_intent, normalise
 from coda.llm.agent.intents.clock import HOME
 from coda.llm.agent.intents.conversions import conversion_arguments, spoken_quantity
-from coda.llm.agent.intents.timers import exact_duration, whole
+from coda.llm.agent.intents.timers import whole
 
 __all__ = [
     "CONVERSATIONAL",
     "HOME",
     "Intent",
     "conversion_arguments",
-    "exact_duration",
     "match_intent",
     "normalise",
     "spoken_quantity",

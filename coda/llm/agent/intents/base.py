@@ -39,6 +39,8 @@ def normalise(text: str) -> str:
     text = re.sub(r"\s+", " ", text)
     for short, long in _CONTRACTIONS.items():
         text = re.sub(rf"(?<![\w']){re.escape(short)}(?![\w'])", long, text, flags=re.IGNORECASE)
+    # "my pizza's done": "is", not a possessive, before these words.
+    text = re.sub(r"(?<=\w)'s (?=(?:done|ready|finished|up|over|due)\b)", " is ", text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:(?:hey|ok|okay|so|um|uh|coda),? )+", "", text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:please |can you |could you |would you |will you )+", "", text, flags=re.IGNORECASE)
     text = re.sub(r"(?:,? (?:please|coda))+[ ?!.,]*$", "", text, flags=re.IGNORECASE)

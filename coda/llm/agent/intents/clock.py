@@ -8,6 +8,7 @@ import re
 from coda.llm.agent.intents.base import Intent, clean_slot, template
 from coda.llm.agent.numbers import (
     calendar_day,
+    exact_duration,
     words_to_digits,
 )
 from coda.llm.agent.places import time_zone_for
@@ -63,15 +64,42 @@ def _time_difference(match: re.Match[str]) -> Intent | None:
 
 # A day of the calendar: "how many days until christmas", "what day of the week is the 25th of december".
 @template(
-    r"how many (?:more )?(?:days|sleeps) (?:are there |is it |are left |left |to go )?(?:until|till|til|to|before) (?P<day>.+)",
+    r"how many (?:more )?(?:days|sleeps|weeks) (?:are there |is it |are left |left |to go )?(?:until|till|til|to|before) "
+    r"(?P<day>.+)",
     r"how (?:long|far away) (?:is it |is there )?(?:until|till|til|to) (?P<day>.+)",
     r"what day (?:of the week )?(?:is|will be|was|does|did|falls on) (?P<day>.+?)(?: fall on| land on| be| on| this year)?",
     r"(?:when|what date) is (?P<day>.+?)(?: this year)?",
     r"(?:on )?what day (?:of the week )?(?:is|does) (?P<day>.+?) (?:fall|land)(?: on)?(?: this year)?",
 )
 def _calendar_day(match: re.Match[str]) -> Intent | None:
-    day = calendar_day(match.group("day"))
+    said = match.group("day")
+    weekday = re.sub(r"^(?:next|this|this coming|on) ", "", clean_slot(said).lower())
+    if weekday in WEEKDAYS or weekday == "the weekend":  # "how many days until friday / the weekend"
+        return Intent("get_time", {"weekday": "saturday" if weekday == "the weekend" else weekday})
+    day = calendar_day(said)
     return Intent("get_time", {"date": day}) if day else None
+
+
+# The time some minutes or hours from now, or ago: "what time will it be in 45 minutes".
+@template(
+    r"what (?:time )?(?:will|would) (?:it|the time) be (?:in|after) (?P<later>.+?)(?: from now)?",
+    r"what time (?:is it going to|is it gonna) be (?:in|after) (?P<later>.+?)(?: from now)?",
+    r"what(?: is| will be)? the time (?:in|after) (?P<later>.+?) from now",
+    r"what time (?:was it|was) (?P<ago>.+?) ago",
+)
+def _time_from_now(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    seconds = exact_duration(groups.get("later") or groups.get("ago") or "")
+    if seconds is None or not 60 <= seconds <= 7 * 86400:
+        return None
+    minutes = round(seconds / 60)
+    return Intent("get_time", {"minutes": -minutes if groups.get("ago") else minutes})
+
+
+# "how many days are left in the year": to its last day.
+@template(r"how many (?:more )?(?:days|weeks) (?:are |is )?(?:there )?(?:left|remaining) in (?:the|this) year")
+def _rest_of_year(match: re.Match[str]) -> Intent:
+    return Intent("get_time", {"date": "12-31"})
 
 
 #: The place of "what time is it where I live?": the agent finds it in what the user said or it recalls.
@@ -93,6 +121,7 @@ _PLACE = (
     r"(?:what is|tell me) the (?:date|day)(?: today)?" + _PLACE,
     r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
+    r"what (?:month|year) is it(?: now| today)?" + _PLACE,
     r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
     r"(?:what (?:time is it|is the time)|what is the time|time)(?: right now| now)? (?P<home>where i live|at (?:my )?home|"
     r"(?:in|at) my (?:city|town|place|home(?:town)?))",

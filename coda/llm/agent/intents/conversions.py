@@ -7,6 +7,7 @@ from typing import Any
 
 from coda.llm.agent.intents.base import Intent, clean_slot, template
 from coda.llm.agent.numbers import (
+    fraction_quantity,
     words_to_digits,
 )
 from coda.tools.converter import ConversionError, convert, find_unit, is_degrees
@@ -17,7 +18,11 @@ _QUANTITY = re.compile(r"^(?P<value>-?\d[\d,]*(?:\.\d+)?|-?\.\d+|an?|one)(?![\d,
 
 def spoken_quantity(text: str) -> tuple[float, str] | None:
     """The amount and the unit of "5 miles", "an hour", "twenty kg"."""
-    found = _QUANTITY.match(words_to_digits(text.strip().lower()))
+    said = words_to_digits(text.strip().lower())
+    fraction = fraction_quantity(said)  # "half a pound", "one and a half cups"
+    if fraction is not None:
+        return fraction
+    found = _QUANTITY.match(said)
     if found is None:
         return None
     value = found["value"].replace(",", "")

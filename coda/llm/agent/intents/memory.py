@@ -89,6 +89,8 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
     r"what do you know about me",
     r"(?P<query>(?:where|what|who|when|how old) (?:do|did|am|was) i (?:live|from|work|do for (?:a living|work)|born|study|called|named))",
     r"(?P<query>(?:who|how old) am i)",
+    # Where the user left something: "where did I park?", "where did I put my keys?".
+    r"(?P<query>(?:where|when) did i (?:park|put|leave|hide|store|keep|lock) ?.*)",
     r"(?P<query>how do i (?:like|take|have) .+)",
     r"what (?:do i|did i say i) (?:like|love|prefer|enjoy|hate|dislike)(?P<query> .+)?",
     r"what (?:is|do i have|have i got) on (?P<query>my [\w -]*?list)",

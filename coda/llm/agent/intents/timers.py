@@ -8,8 +8,7 @@ from typing import Any
 from coda.llm.agent.intents.base import Intent, clean_slot, template
 from coda.llm.agent.numbers import (
     clock_time,
-    duration_seconds,
-    words_to_digits,
+    exact_duration,
 )
 
 
@@ -50,7 +49,18 @@ def _timer_cancel(match: re.Match[str]) -> Intent | None:
     return Intent("cancel_timer", {"label": label} if label and label not in ("all", "my", "the") else {})
 
 
+# Timers run or are cancelled: one is not paused, so "pause the timer" is told so, never answered
+# "Timer paused." by a model.
+@template(
+    r"(?:pause|resume|unpause|un-pause|hold|freeze|continue|restart) (?:my |the |that |this |all )?(?:[\w '-]+? )?timers?",
+    r"(?:put )?(?:my |the |that |this )?(?:[\w '-]+? )?timers? on (?:hold|pause)",
+)
+def _timer_pause(match: re.Match[str]) -> Intent:
+    return Intent("unsupported", {"what": "pause a timer"})
+
+
 _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
+_SET_REMINDER = r"(?:set|create|make|add|schedule|put in|give me) (?:a |an |me a )?reminder"
 _WHICH_TIMER = r"(?:my |the |that |this )(?:(?P<label>[\w '-]+?) )?timer"
 
 
@@ -83,22 +93,6 @@ def whole(seconds: float) -> float | int:
     return int(seconds) if seconds == int(seconds) else seconds
 
 
-def exact_duration(text: str) -> float | None:
-    """Seconds in `text` when it says a duration and nothing else ("5 minutes", "an hour and a
-    half"), so that "add 5 minutes to the" is not read as a timer of 5 minutes."""
-    seconds = duration_seconds(text)
-    if seconds is None:
-        return None
-    rest = _DURATION_WORDS.sub(" ", words_to_digits(text.lower()))
-    return seconds if not rest.strip(" ,.-") else None
-
-
-_DURATION_WORDS = re.compile(
-    r"\b(?:\d+(?:\.\d+)?|and|a|an|one|three|half|quarters?|of|the|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|"
-    r"just|only|exactly|about|another|more|extra)\b|\b\d+(?:\.\d+)?(?:hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
-)
-
-
 @template(
     rf"(?:set|start|create|make|put) (?:a |an |me a |the |it |one )?timer (?:on )?(?:(?:for|of) )?"
     rf"(?P<duration>[\w .-]+?){_LABEL}",
@@ -106,19 +100,21 @@ _DURATION_WORDS = re.compile(
     r"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|called|named) (?:my |the )?(?P<label2>[\w '-]+?),? "
     r"(?:for )?(?P<duration>[\w .-]+?)",
     rf"(?:(?:set|start|create|make) )?(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
+    # The name before "timer": "set a pizza timer for 12 minutes".
+    r"(?:set|start|create|make|put on) (?:a |an |the |my )?(?P<label3>[\w '-]+?) timer (?:for|of|to) (?P<duration>[\w .-]+?)",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
     r"(?:set|create|make|give me|add) (?:a |me a )?reminder (?:for|in) (?P<duration>[\w .-]+?)"
     r"(?: (?:to|about|for) (?P<label2>[\w ,'-]+))?",
     # "put on a 2 minute timer for brushing teeth", "put a 2 minute timer on for the eggs".
     rf"put (?:on )?(?:a |an )?(?P<duration>[\w .-]+?) timer(?: on)?{_LABEL}",
-    rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?timer (?:for|of) "
+    rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?timer(?:,| for| of|:|, for) "
     rf"(?P<duration>[\w .-]+?){_LABEL}",
     rf"(?:i need|i want|i would like|i'd like|give me|get me|can i have|can i get) (?:a |an )?(?P<duration>[\w .-]+?) "
     rf"timer{_LABEL}",
     r"wake me(?: up)? in (?P<duration>[\w .-]+?)",
     # The task first: "remind me to call the dentist in 15 minutes".
-    r"(?:remind me|do not let me forget|make sure i do not forget) (?:to|about) (?P<label3>[\w ,'-]+?) "
+    rf"(?:remind me|do not let me forget|make sure i do not forget|{_SET_REMINDER}) (?:to|about) (?P<label3>[\w ,'-]+?) "
     r"in (?P<duration>[\w .-]+?)",
     # "time ten minutes for me", "count down from five minutes", "a five minute countdown".
     rf"(?:time|count down(?: from)?) (?P<duration>[\w .-]+?)(?: for me)?{_LABEL}",
@@ -144,33 +140,63 @@ def _timer(match: re.Match[str]) -> Intent | None:
     r"wake me(?: up)? (?P<clock>(?:tomorrow )?(?:at|by) .+)",
     r"(?:i need to|i have to|i want to) (?:wake|get) up (?P<clock>(?:tomorrow )?at .+)",
     r"remind me (?P<clock>(?:tomorrow )?(?:at|by) .+?)(?: tomorrow)? (?:to|about|that i (?:need|have) to) (?P<label>.+)",
-    r"(?:remind me|do not let me forget) (?:to|about) (?P<task>.+)",
+    rf"(?:remind me|do not let me forget|{_SET_REMINDER}) (?P<about>to|about) (?P<task>.+)",
 )
 def _alarm(match: re.Match[str]) -> Intent | None:
     groups = match.groupdict()
     if groups.get("task") is not None:
         found = _task_then_clock(groups["task"])
         if found is None:
-            return None
+            # "remind me to call mom" with no time: said so, not read as a call to make. "remind me
+            # about the wifi password" may be a question for the memory.
+            return Intent("unsupported", {"what": "set that reminder"}) if groups["about"] == "to" else None
         label, clock = found
     else:
         label, clock = clean_slot(groups.get("label") or ""), groups["clock"]
     tomorrow = bool(re.search(r"\btomorrow\b", match.group(0), re.IGNORECASE))
-    said = clock_time(re.sub(r"\b(?:tomorrow|please|for me|today)\b", " ", clock, flags=re.IGNORECASE))
-    if said is None:
+    alarm = _alarm_at(clock, label or "alarm", tomorrow)
+    if alarm is None:
         # "remind me at in 5 minutes to stir the soup": a delay after all, said haltingly.
         delay = re.search(r"\bin (?P<duration>.+)$", clock)
         seconds = exact_duration(delay["duration"]) if delay else None
         if seconds is None or not label:
             return None
         return Intent("set_timer", {"seconds": whole(seconds), "label": label})
+    return alarm
+
+
+_PART_OF_DAY = re.compile(r"\b(?:tomorrow|tonight|this (?:afternoon|evening)|please|for me|today)\b", re.IGNORECASE)
+
+
+def _alarm_at(clock: str, label: str, tomorrow: bool) -> Intent | None:
+    """A timer at the time of day `clock` says ("7am", "at half past six tomorrow"), or None."""
+    said = clock_time(_PART_OF_DAY.sub(" ", clock))
+    if said is None:
+        return None
     hour, minute, twelve_hour = said
-    arguments: dict[str, Any] = {"at": f"{hour:02d}:{minute:02d}", "label": label or "alarm"}
+    if twelve_hour and hour < 12 and re.search(r"\b(?:tonight|this (?:afternoon|evening))\b", clock, re.IGNORECASE):
+        hour, twelve_hour = hour + 12, False  # "at 7:30 tonight" is 19:30
+    arguments: dict[str, Any] = {"at": f"{hour:02d}:{minute:02d}", "label": label}
     if twelve_hour:
         arguments["twelve_hour"] = True
     if tomorrow:
         arguments["tomorrow"] = True
     return Intent("set_timer", arguments)
+
+
+# A reminder said with its day first: "set a reminder for 6pm to call my sister", "create a reminder
+# for tomorrow at 9 to call mom". One without a time of day ("remind me tomorrow to call mom") or on
+# another day is answered as such, not read as a call to make ("call mom").
+@template(
+    rf"{_SET_REMINDER} (?:for |at |on )?(?P<when>.+?) "
+    r"(?:to|about|that i (?:need|have) to) (?P<label>.+)",
+    r"remind me (?P<when>(?:tomorrow|today|tonight|later|on \w+|next \w+|this \w+)(?: (?:at|by) .+?)?) "
+    r"(?:to|about|that i (?:need|have) to) (?P<label>.+)",
+)
+def _reminder(match: re.Match[str]) -> Intent:
+    when = match["when"]
+    alarm = _alarm_at(when, clean_slot(match["label"]), bool(re.search(r"\btomorrow\b", when, re.IGNORECASE)))
+    return alarm or Intent("unsupported", {"what": "set that reminder"})
 
 
 def _task_then_clock(text: str) -> tuple[str, str] | None:
