@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import re
+import sqlite3
 import sys
 import time
 import zoneinfo
@@ -175,6 +176,8 @@ def test_builtin_names_and_opt_in() -> None:
             "set_timer",
             "list_timers",
             "change_timer",
+            "pause_timer",
+            "resume_timer",
             "cancel_timer",
             "system_status",
             "shell",
@@ -191,6 +194,8 @@ def test_builtin_names_and_opt_in() -> None:
         "set_timer",
         "list_timers",
         "change_timer",
+        "pause_timer",
+        "resume_timer",
         "cancel_timer",
         "system_status",
     }
@@ -337,6 +342,42 @@ async def test_pending_timers_are_written_down_and_forgotten_when_done(tmp_path:
     timers.cancel([tea])
     assert store.pending() == []
     await timers.cancel_all()
+    store.close()
+
+
+async def test_a_paused_timer_is_kept_paused_across_a_restart(tmp_path: Path) -> None:
+    store = TimerStore(str(tmp_path / "timers.db"))
+    wall = [1000.0]
+    timers = Timers(None, store=store, wall_clock=lambda: wall[0])
+    roast = timers.start(600, "roast", "s1", "c1")
+    held = timers.pause(timers.of_session("s1")[0])
+    [kept] = store.pending()
+    assert kept.timer_id == roast and kept.paused_left is not None and 599 < kept.paused_left <= 600
+    await timers.cancel_all()
+    wall[0] += 7200  # down for two hours: a paused timer is not late, it waits
+    timers = Timers(None, store=store, wall_clock=lambda: wall[0])
+    assert timers.restore() == (1, 0)
+    [restored] = timers.of_session("s1")
+    assert restored.paused and restored.remaining(time.monotonic()) == held.paused_left
+    running = timers.resume(restored)
+    assert not running.paused and store.pending()[0].paused_left is None
+    await timers.cancel_all()
+    store.close()
+
+
+def test_a_timers_file_from_before_pausing_is_read_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "timers.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE timers (timer_id TEXT PRIMARY KEY, label TEXT NOT NULL, session_id TEXT NOT NULL,"
+            " correlation_id TEXT NOT NULL, seconds REAL NOT NULL, due REAL NOT NULL)"
+        )
+        old.execute("INSERT INTO timers VALUES ('t1', 'tea', 's1', '', 300, 1300)")
+    old.close()
+    store = TimerStore(str(path))
+    assert store.pending() == [StoredTimer("t1", "tea", "s1", "", 300, 1300, None)]
+    store.save(StoredTimer("t2", "eggs", "s1", "", 60, 1060, 42.0))
+    assert [t.paused_left for t in store.pending()] == [42.0, None]
     store.close()
 
 

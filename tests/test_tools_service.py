@@ -546,6 +546,39 @@ async def test_a_timer_is_changed_in_place_and_fires_at_its_new_time(channel: gr
     stream.close()
 
 
+async def test_a_paused_timer_keeps_its_time_left_and_goes_off_after_it_resumes(channel: grpc.aio.Channel) -> None:
+    session = "pause-session"
+    stream = ExecuteStream(channel)
+
+    async def run(call_id: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        stream.call(call_id, tool, arguments, session_id=session)
+        kind, result = (await stream.until_final(call_id))[call_id]
+        assert kind == "result", result
+        body: dict[str, Any] = json.loads(result.result_json)
+        return body
+
+    tea_id = (await run("tea", "set_timer", {"seconds": 0.6, "label": "tea"}))["timer_id"]
+    [held] = (await run("hold", "pause_timer", {}))["paused"]
+    assert held["timer_id"] == tea_id and held["paused"] is True and 0.3 < held["remaining_seconds"] <= 0.6
+    await asyncio.sleep(1.0)  # past the time it would have gone off
+    [listed] = (await run("list", "list_timers", {}))["timers"]
+    assert listed["paused"] is True and listed["remaining_seconds"] == held["remaining_seconds"]
+    assert await run("again", "pause_timer", {}) == {"paused": []}  # nothing left running
+    # A paused timer changed stays paused, with the new time left.
+    [changed] = (await run("change", "change_timer", {"seconds": 0.3}))["changed"]
+    assert changed["paused"] is True and changed["remaining_seconds"] == 0.3
+    [resumed] = (await run("go", "resume_timer", {"label": "TEA"}))["resumed"]
+    assert resumed["timer_id"] == tea_id and "paused" not in resumed and 0.2 < resumed["remaining_seconds"] <= 0.3
+    events = await collect_events(
+        channel, ["tool.timer_fired"], lambda seen: any(e.tool_timer_fired.timer_id == tea_id for e in seen)
+    )
+    [fired] = [e for e in events if e.tool_timer_fired.timer_id == tea_id]  # once, after the resume
+    assert fired.session_id == session and fired.tool_timer_fired.label == "tea"
+    assert await run("nothing", "resume_timer", {}) == {"resumed": []}
+    assert await run("left", "list_timers", {}) == {"timers": []}
+    stream.close()
+
+
 async def test_convert_units_round_trip_and_bad_units(channel: grpc.aio.Channel) -> None:
     stream = ExecuteStream(channel)
     stream.call("miles", "convert_units", {"value": 5, "from_unit": "miles", "to_unit": "km"})

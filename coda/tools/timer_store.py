@@ -20,8 +20,10 @@ class StoredTimer:
     correlation_id: str
     #: Its whole length in seconds, as set or changed.
     seconds: float
-    #: When it goes off, in seconds since the epoch.
+    #: When it goes off, in seconds since the epoch (for a paused timer: as if resumed when saved).
     due: float
+    #: Seconds left on a paused timer; None while it runs.
+    paused_left: float | None = None
 
 
 class TimerStore:
@@ -36,14 +38,27 @@ class TimerStore:
         with self._lock, self._db:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS timers (timer_id TEXT PRIMARY KEY, label TEXT NOT NULL,"
-                " session_id TEXT NOT NULL, correlation_id TEXT NOT NULL, seconds REAL NOT NULL, due REAL NOT NULL)"
+                " session_id TEXT NOT NULL, correlation_id TEXT NOT NULL, seconds REAL NOT NULL, due REAL NOT NULL,"
+                " paused_left REAL)"
             )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(timers)")}
+            if "paused_left" not in columns:  # a file written before timers could be paused
+                self._db.execute("ALTER TABLE timers ADD COLUMN paused_left REAL")
 
     def save(self, timer: StoredTimer) -> None:
         with self._lock, self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO timers VALUES (?, ?, ?, ?, ?, ?)",
-                (timer.timer_id, timer.label, timer.session_id, timer.correlation_id, timer.seconds, timer.due),
+                "INSERT OR REPLACE INTO timers (timer_id, label, session_id, correlation_id, seconds, due, paused_left)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    timer.timer_id,
+                    timer.label,
+                    timer.session_id,
+                    timer.correlation_id,
+                    timer.seconds,
+                    timer.due,
+                    timer.paused_left,
+                ),
             )
 
     def delete(self, timer_id: str) -> None:
@@ -54,7 +69,7 @@ class TimerStore:
         """Every stored timer, soonest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT timer_id, label, session_id, correlation_id, seconds, due FROM timers ORDER BY due"
+                "SELECT timer_id, label, session_id, correlation_id, seconds, due, paused_left FROM timers ORDER BY due"
             ).fetchall()
         return [StoredTimer(*row) for row in rows]
 

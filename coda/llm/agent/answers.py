@@ -18,6 +18,7 @@ CAPABILITIES: dict[str, str] = {
     "forget": 'forget what you told me ("forget my locker code", "take eggs off my shopping list")',
     "set_timer": 'set timers and alarms ("set a timer for 5 minutes called tea", "wake me up at 7 am")',
     "list_timers": 'tell you how long is left on your timers ("how long is left on my timer?")',
+    "pause_timer": 'pause and resume a timer ("pause the timer")',
     "system_status": 'report how the system is doing ("status")',
 }
 
@@ -49,8 +50,6 @@ def unsupported(what: str) -> str:
         return "Sorry, I can't control devices in your home: none are connected to me."
     if what == "set that alarm":
         return 'Sorry, I can\'t set that alarm: I can only set one for a time today or tomorrow, like "wake me up at 7 am".'
-    if what == "pause a timer":
-        return 'Sorry, I can\'t pause a timer. I can change the time left on it ("set the timer to 5 minutes") or cancel it.'
     if what == "set that reminder":
         return (
             "Sorry, I can only set a reminder for a time today or tomorrow: say when, "
@@ -371,7 +370,8 @@ def _left(timer: Mapping[str, Any]) -> str:
         return f"{remaining} left before you {label}"
     if label == "alarm":
         return f"{remaining} until your alarm"
-    return f"{remaining} left on the {label} timer" if label else f"{remaining} left"
+    left = f"{remaining} left on the {label} timer" if label else f"{remaining} left"
+    return f"{left} (paused)" if timer.get("paused") else left
 
 
 def _timers(result: Any, arguments: Mapping[str, Any]) -> str | None:
@@ -400,6 +400,30 @@ def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if not changed:
         return "You have no timer running to change."
     return f"Done: there's now {_left(changed[0])}."
+
+
+def _held(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    """pause_timer: "Paused the tea timer with 4 minutes left." """
+    paused = _timer_list(result, "paused")
+    if paused is None:
+        return None
+    if not paused:
+        return "You have no running timer to pause."
+    label = str(paused[0].get("label") or "") if isinstance(paused[0], dict) else ""
+    left = _duration(float(paused[0].get("remaining_seconds", 0))) if isinstance(paused[0], dict) else "?"
+    return f"Paused the {label} timer with {left} left." if label else f"Timer paused with {left} left."
+
+
+def _resumed(result: Any, arguments: Mapping[str, Any]) -> str | None:
+    """resume_timer: "The tea timer is running again: 4 minutes left." """
+    resumed = _timer_list(result, "resumed")
+    if resumed is None:
+        return None
+    if not resumed:
+        return "You have no paused timer to resume."
+    label = str(resumed[0].get("label") or "") if isinstance(resumed[0], dict) else ""
+    left = _duration(float(resumed[0].get("remaining_seconds", 0))) if isinstance(resumed[0], dict) else "?"
+    return f"The {label} timer is running again: {left} left." if label else f"Timer running again: {left} left."
 
 
 def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
@@ -458,6 +482,8 @@ _PHRASES = {
     "set_timer": _timer,
     "list_timers": _timers,
     "change_timer": _changed,
+    "pause_timer": _held,
+    "resume_timer": _resumed,
     "cancel_timer": _cancelled,
     "system_status": _status,
 }

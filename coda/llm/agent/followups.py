@@ -82,7 +82,7 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
         )
     if previous.name == "convert_units":
         return _continued_conversion(text, previous.arguments)
-    if previous.name in ("set_timer", "change_timer", "list_timers"):
+    if previous.name in ("set_timer", "change_timer", "list_timers", "pause_timer", "resume_timer"):
         return _same_timer(text, str(previous.arguments.get("label") or ""))
     if previous.name == "remember":
         fact = str(previous.arguments.get("text") or "")
@@ -156,6 +156,12 @@ _MORE = re.compile(
     re.IGNORECASE,
 )
 _CANCEL_IT = re.compile(r"^(?:(?:actually|no|ok|okay)[, ]+)*(?:cancel|stop|delete|remove|turn off) (?:it|that)$", re.I)
+_PAUSE_IT = re.compile(
+    r"^(?:(?:and|ok|okay|now|actually)[, ]+)*(?:(?P<pause>pause|hold|freeze) (?:it|that)(?: for (?:now|a (?:moment|minute|bit)))?"
+    r"|(?P<pause2>put|place) (?:it|that) on (?:hold|pause)"
+    r"|(?:resume|unpause|continue|restart) (?:it|that)|(?:start|let) (?:it|that) (?:again|going again|run again))$",
+    re.I,
+)
 
 
 def _same_timer(text: str, label: str) -> Intent | None:
@@ -163,6 +169,9 @@ def _same_timer(text: str, label: str) -> Intent | None:
     which = {"label": label} if label else {}
     if _CANCEL_IT.match(text):
         return Intent("cancel_timer", which)
+    held = _PAUSE_IT.match(text)
+    if held:
+        return Intent("pause_timer" if held.group("pause") or held.group("pause2") else "resume_timer", which)
     more = _MORE.match(text)
     if more and re.search(r"\b(?:more|extra|another|add)\b", text, re.IGNORECASE):
         seconds = exact_duration(re.sub(r"\s*\b(?:more|extra)\b", "", more.group("more")))

@@ -9,7 +9,15 @@ from coda.tools.builtin.clock import get_time_tool
 from coda.tools.builtin.memory import FORGET, RECALL, REMEMBER
 from coda.tools.builtin.outside import http_get_tool, shell_tool
 from coda.tools.builtin.status import SYSTEM_STATUS
-from coda.tools.builtin.timers import Timers, cancel_timer_tool, change_timer_tool, list_timers_tool, set_timer_tool
+from coda.tools.builtin.timers import (
+    Timers,
+    cancel_timer_tool,
+    change_timer_tool,
+    list_timers_tool,
+    pause_timer_tool,
+    resume_timer_tool,
+    set_timer_tool,
+)
 from coda.tools.builtin.units import CONVERT_UNITS
 
 #: Built-in tools that stay off unless a config flag turns them on.
@@ -27,6 +35,8 @@ def builtin_tools(config: ToolsConfig, timers: Timers) -> list[Tool]:
         set_timer_tool(timers, config.timezone),
         list_timers_tool(timers),
         change_timer_tool(timers),
+        pause_timer_tool(timers),
+        resume_timer_tool(timers),
         cancel_timer_tool(timers),
         SYSTEM_STATUS,
         shell_tool(config.output_max_bytes),

@@ -1,6 +1,6 @@
 """Timers: `set_timer` returns at once and a tool.timer_fired event goes to the bus when it goes off;
 `list_timers` says what is left on a session's timers, `change_timer` adds or sets the time left on
-one and `cancel_timer` stops them.
+one, `pause_timer` and `resume_timer` hold one and let it run again, and `cancel_timer` stops them.
 
 Timers live in the tools component (in memory) and are cancelled when it stops.
 """
@@ -90,12 +90,19 @@ class PendingTimer:
     label: str
     session_id: str
     seconds: float
-    #: time.monotonic() when it goes off.
+    #: time.monotonic() when it goes off (while it runs).
     due: float
-    task: asyncio.Task[None]
+    #: What makes it go off; None while it is paused.
+    task: asyncio.Task[None] | None
+    #: Seconds left on a paused timer; None while it runs.
+    paused_left: float | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_left is not None
 
     def remaining(self, now: float) -> float:
-        return max(0.0, self.due - now)
+        return self.paused_left if self.paused_left is not None else max(0.0, self.due - now)
 
 
 #: A timer found due when Coda starts again still goes off (late) within this many seconds of its time;
@@ -132,6 +139,12 @@ class Timers:
         for kept in self._store.pending():
             if kept.timer_id in self._pending:
                 continue
+            if kept.paused_left is not None:  # held, not late: it waits to be resumed
+                self._hold(
+                    kept.timer_id, kept.label, kept.session_id, kept.correlation_id, kept.seconds, kept.paused_left
+                )
+                restored += 1
+                continue
             if wall - kept.due > LATE_LIMIT_SECONDS:
                 self._store.delete(kept.timer_id)
                 dropped += 1
@@ -158,16 +171,60 @@ class Timers:
         return timer_id
 
     def change(self, timer: PendingTimer, remaining: float, correlation_id: str = "") -> PendingTimer:
-        """`timer` with `remaining` seconds left from now (0 makes it go off now); same id and label."""
-        if self._pending.get(timer.timer_id) is not timer:
-            raise ToolFailure("that timer has already gone off or been cancelled", ErrorCode.TOOL_ERROR_CODE_NOT_FOUND)
+        """`timer` with `remaining` seconds left from now (0 makes it go off now); same id and label. A
+        paused timer stays paused with the new time left."""
+        self._check_pending(timer)
         remaining = min(max(0.0, remaining), MAX_TIMER_SECONDS)
+        if timer.paused_left is not None:
+            seconds = timer.seconds - timer.paused_left + remaining
+            return self._hold(timer.timer_id, timer.label, timer.session_id, correlation_id, seconds, remaining)
+        assert timer.task is not None
         timer.task.cancel()
         now = time.monotonic()
         started = timer.due - timer.seconds
         return self._schedule(
             timer.timer_id, timer.label, timer.session_id, correlation_id, now - started + remaining, remaining, started
         )
+
+    def pause(self, timer: PendingTimer, correlation_id: str = "") -> PendingTimer:
+        """`timer` held with the time it has left; it goes off only after `resume`."""
+        self._check_pending(timer)
+        if timer.task is None:
+            return timer  # already paused
+        held = self._hold(
+            timer.timer_id,
+            timer.label,
+            timer.session_id,
+            correlation_id,
+            timer.seconds,
+            timer.remaining(time.monotonic()),
+        )
+        timer.task.cancel()  # after the held entry is in place: its done callback leaves that alone
+        return held
+
+    def resume(self, timer: PendingTimer, correlation_id: str = "") -> PendingTimer:
+        """A paused `timer` running again with the time it had left."""
+        self._check_pending(timer)
+        if timer.paused_left is None:
+            return timer  # running
+        started = time.monotonic() - (timer.seconds - timer.paused_left)
+        return self._schedule(
+            timer.timer_id, timer.label, timer.session_id, correlation_id, timer.seconds, timer.paused_left, started
+        )
+
+    def _check_pending(self, timer: PendingTimer) -> None:
+        if self._pending.get(timer.timer_id) is not timer:
+            raise ToolFailure("that timer has already gone off or been cancelled", ErrorCode.TOOL_ERROR_CODE_NOT_FOUND)
+
+    def _hold(
+        self, timer_id: str, label: str, session_id: str, correlation_id: str, seconds: float, left: float
+    ) -> PendingTimer:
+        held = PendingTimer(timer_id, label, session_id, seconds, time.monotonic() + left, None, left)
+        self._pending[timer_id] = held
+        if self._store is not None:
+            due = self._wall_clock() + left
+            self._store.save(StoredTimer(timer_id, label, session_id, correlation_id, seconds, due, left))
+        return held
 
     def _schedule(
         self,
@@ -192,19 +249,21 @@ class Timers:
         return pending
 
     def of_session(self, session_id: str, label: str = "") -> list[PendingTimer]:
-        """A session's pending timers, soonest first; `label` keeps those whose label contains it."""
+        """A session's pending timers (paused ones too), least time left first; `label` keeps those
+        whose label contains it."""
         wanted = label.strip().lower()
         found = [
             timer
             for timer in self._pending.values()
             if timer.session_id == session_id and (not wanted or wanted in timer.label.lower())
         ]
-        return sorted(found, key=lambda timer: timer.due)
+        now = time.monotonic()
+        return sorted(found, key=lambda timer: timer.remaining(now))
 
     def cancel(self, timer_ids: list[str]) -> None:
         for timer_id in timer_ids:
             timer = self._pending.pop(timer_id, None)
-            if timer is not None:
+            if timer is not None and timer.task is not None:
                 timer.task.cancel()
             if self._store is not None:
                 self._store.delete(timer_id)
@@ -229,7 +288,7 @@ class Timers:
 
     async def cancel_all(self) -> None:
         """Stop every pending timer in this process (on shutdown); a store keeps them for `restore`."""
-        tasks = [timer.task for timer in self._pending.values()]
+        tasks = [timer.task for timer in self._pending.values() if timer.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -278,12 +337,13 @@ def set_timer_tool(timers: Timers, timezone: str = "") -> Tool:
 
 
 def _listed(timer: PendingTimer, now: float) -> dict[str, Any]:
-    return {
+    listed = {
         "timer_id": timer.timer_id,
         "label": timer.label,
         "seconds": timer.seconds,
         "remaining_seconds": round(timer.remaining(now), 1),
     }
+    return {**listed, "paused": True} if timer.paused else listed
 
 
 def list_timers_tool(timers: Timers) -> Tool:
@@ -331,6 +391,40 @@ def cancel_timer_tool(timers: Timers) -> Tool:
     return Tool(
         name="cancel_timer",
         description="Cancel this conversation's pending timers (those whose label contains `label`, or all).",
+        parameters=FILTER_PARAMETERS,
+        run=run,
+    )
+
+
+def pause_timer_tool(timers: Timers) -> Tool:
+    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        running = [t for t in timers.of_session(ctx.session_id, args.get("label", "")) if not t.paused]
+        if not running:
+            return {"paused": []}
+        held = timers.pause(running[0], ctx.correlation_id)  # the soonest: the one about to go off
+        return {"paused": [_listed(held, time.monotonic())]}
+
+    return Tool(
+        name="pause_timer",
+        description="Pause one of this conversation's running timers (the soonest, or the one whose label contains "
+        "`label`): it keeps the time it has left until resume_timer.",
+        parameters=FILTER_PARAMETERS,
+        run=run,
+    )
+
+
+def resume_timer_tool(timers: Timers) -> Tool:
+    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        held = [t for t in timers.of_session(ctx.session_id, args.get("label", "")) if t.paused]
+        if not held:
+            return {"resumed": []}
+        running = timers.resume(held[0], ctx.correlation_id)
+        return {"resumed": [_listed(running, time.monotonic())]}
+
+    return Tool(
+        name="resume_timer",
+        description="Let a paused timer of this conversation run again with the time it had left (the one whose "
+        "label contains `label`, or the one with least time left).",
         parameters=FILTER_PARAMETERS,
         run=run,
     )

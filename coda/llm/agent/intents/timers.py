@@ -49,14 +49,22 @@ def _timer_cancel(match: re.Match[str]) -> Intent | None:
     return Intent("cancel_timer", {"label": label} if label and label not in ("all", "my", "the") else {})
 
 
-# Timers run or are cancelled: one is not paused, so "pause the timer" is told so, never answered
-# "Timer paused." by a model.
+# "pause the pasta timer", "put the timer on hold", "resume the timer", "start the timer again".
 @template(
-    r"(?:pause|resume|unpause|un-pause|hold|freeze|continue|restart) (?:my |the |that |this |all )?(?:[\w '-]+? )?timers?",
-    r"(?:put )?(?:my |the |that |this )?(?:[\w '-]+? )?timers? on (?:hold|pause)",
+    r"(?P<pause>pause|hold|freeze|stop) (?:my |the |that |this )?(?:(?P<label>[\w '-]+?) )?timer(?: for (?:now|a (?:moment|minute|bit|sec(?:ond)?)))?",
+    r"(?:put )?(?:my |the |that |this )?(?:(?P<label2>[\w '-]+?) )?timer (?P<pause2>on (?:hold|pause))",
+    r"(?:resume|unpause|un-pause|continue|restart) (?:my |the |that |this )?(?:(?P<label3>[\w '-]+?) )?timer",
+    r"(?:start|let) (?:my |the |that |this )?(?:(?P<label4>[\w '-]+?) )?timer (?:again|going again|run again|back up)",
 )
-def _timer_pause(match: re.Match[str]) -> Intent:
-    return Intent("unsupported", {"what": "pause a timer"})
+def _timer_pause(match: re.Match[str]) -> Intent | None:
+    groups = match.groupdict()
+    if groups.get("pause") == "stop" and not re.search(r"\bfor (?:now|a )", match.group(0)):
+        return None  # "stop the timer" cancels it (below); "stop the timer for a moment" holds it
+    label = clean_slot(
+        groups.get("label") or groups.get("label2") or groups.get("label3") or groups.get("label4") or ""
+    )
+    tool = "pause_timer" if groups.get("pause") or groups.get("pause2") else "resume_timer"
+    return Intent(tool, {"label": label} if label else {})
 
 
 _LABEL = r"(?: (?:called|named|labell?ed|for(?: the)?) (?P<label>[\w ,'-]+?))?"
