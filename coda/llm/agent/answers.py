@@ -295,7 +295,7 @@ def _recall(result: Any, arguments: Mapping[str, Any]) -> str:
     texts = _memory_texts(result)
     query = re.sub(r"\s+(?:is|are|was|were)$", "", str(arguments.get("query") or "that").strip())
     if not texts:
-        if re.match(r"(?:where|when|what|who|how)\b", query, re.IGNORECASE):  # "where did I park"
+        if re.match(r"(?:where|when|what|who|how|am|do|does|is|are)\b", query, re.IGNORECASE):  # "where did I park"
             return "I don't remember you telling me that."
         return f"I don't remember anything about {_second_person(query)}."
     if len(texts) == 1:

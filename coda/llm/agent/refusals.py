@@ -58,6 +58,9 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          "look up timetables, listings, opening hours or prices"),
         (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
          "look up prices or markets"),
+        (r"\b(?:bank|account|credit card|card) (?:balance|statement|transactions?)\b|\bmy (?:bank|savings|checking|current) "
+         r"account\b|\bhow much money (?:do i have|is (?:left )?in my)\b|\b(?:pay|transfer|send) (?:\$|£|€)?\d+\b.*\bto\b",
+         "see or use your bank accounts"),
         (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
         (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
          r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b",

@@ -122,6 +122,8 @@ _PLACE = (
     r"(?:what is |tell me )?today's (?:date|day)" + _PLACE,
     r"what (?:day|date) is (?:it|today)(?: today)?" + _PLACE,
     r"what (?:month|year) is it(?: now| today)?" + _PLACE,
+    r"is it (?:day|daytime|day time|night|nighttime|night time|morning|afternoon|evening|dark|light|late) "
+    r"(?:yet |already |now )?(?:over |out )?(?P<preposition>in|at) (?P<place>[\w .,'/-]+?)(?: right now| now| yet)?",
     r"what (?:day of the (?:month|week)|date) (?:is it|is today|are we on)(?: today)?" + _PLACE,
     r"(?:what (?:time is it|is the time)|what is the time|time)(?: right now| now)? (?P<home>where i live|at (?:my )?home|"
     r"(?:in|at) my (?:city|town|place|home(?:town)?))",

@@ -93,12 +93,14 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
     r"(?P<query>(?:where|when) did i (?:park|put|leave|hide|store|keep|lock) ?.*)",
     r"(?P<query>how do i (?:like|take|have) .+)",
     r"what (?:do i|did i say i) (?:like|love|prefer|enjoy|hate|dislike)(?P<query> .+)?",
-    r"what (?:is|do i have|have i got) on (?P<query>my [\w -]*?list)",
-    r"(?:read|tell|show) me (?:what is on )?(?P<query>my [\w -]*?list)",
+    r"what (?:is|do i have|have i got|is there) on (?P<query>(?:my|the) [\w -]*?list)",
+    r"(?:read|tell|show|give) me (?:what is on )?(?P<query>(?:my|the) [\w -]*?list)",
+    r"(?P<query>(?:am i|what am i) allergic to(?: anything)?|do i have (?:any )?allergies)",
     r"do you (?:know|remember) (?P<query>(?:my|where i|what i|who i|how old i) .+)",
 )
 def _recall(match: re.Match[str]) -> Intent | None:
-    query = clean_slot(match.groupdict().get("query") or "")
+    # "the shopping list" is the user's list; "the garage" stays as said.
+    query = re.sub(r"^the (?=[\w -]*list$)", "", clean_slot(match.groupdict().get("query") or ""), flags=re.IGNORECASE)
     if unsupported(query) in _NOT_TOLD:
         return None  # "where is my amazon package", "what is my schedule": not something the user told
     return Intent("recall", {"query": query or "me"})

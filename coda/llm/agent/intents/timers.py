@@ -16,7 +16,7 @@ from coda.llm.agent.numbers import (
     r"how (?:long|much time) (?:is|do i have) left(?: on)?(?: (?:my|the) (?P<label>[\w ,'-]+?))?(?: timers?)?",
     r"how (?:long|much time) (?:until|till|before) (?:my|the) (?P<label2>[\w ,'-]+?)?(?: ?timers?)? "
     r"(?:goes off|is done|finishes|rings|ends)",
-    r"(?:what|which) timers (?:do i have|are (?:set|running|there))",
+    r"(?:what|which|how many) timers (?:do i have|have i got|are (?:set|running|there|on|going))(?: (?:set|running|on|going))?",
     r"(?:list|show)(?: me)? (?:my |the )?timers",
     r"(?:any|got any) (?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
@@ -102,14 +102,15 @@ def whole(seconds: float) -> float | int:
 
 
 @template(
-    rf"(?:set|start|create|make|put) (?:a |an |me a |the |it |one )?timer (?:on )?(?:(?:for|of) )?"
+    rf"(?:set|start|create|make|put) (?:a |an |me a |the |it |one |another |a second |a new |one more )?timer (?:on )?(?:(?:for|of) )?"
     rf"(?P<duration>[\w .-]+?){_LABEL}",
     # The name first: "start a timer for my tea, 4 minutes".
     r"(?:set|start|create|make) (?:a |an |me a )?timer (?:for|called|named) (?:my |the )?(?P<label2>[\w '-]+?),? "
     r"(?:for )?(?P<duration>[\w .-]+?)",
     rf"(?:(?:set|start|create|make) )?(?:a |an )?(?P<duration>[\w .-]+?) timer{_LABEL}",
     # The name before "timer": "set a pizza timer for 12 minutes".
-    r"(?:set|start|create|make|put on) (?:a |an |the |my )?(?P<label3>[\w '-]+?) timer (?:for|of|to) (?P<duration>[\w .-]+?)",
+    r"(?:set|start|create|make|put on) (?:a |an |the |my |another |a second |a new |one more )?"
+    r"(?P<label3>(?!(?:another|second|new|other|more)\b)[\w '-]+?) timer (?:for|of|to) (?P<duration>[\w .-]+?)",
     rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
     r"(?:set|create|make|give me|add) (?:a |me a )?reminder (?:for|in) (?P<duration>[\w .-]+?)"
