@@ -187,6 +187,12 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("what time was it 3 hours ago", "get_time", {"minutes": -180}),
         ("i need a timer, fifteen minutes", "set_timer", {"seconds": 900}),
         ("set a pizza timer for 12 minutes", "set_timer", {"seconds": 720, "label": "pizza"}),
+        ("round 3.14159 to two decimal places", "calculate", {"expression": "round(3.14159, 2)"}),
+        ("round 1234 to the nearest hundred", "calculate", {"expression": "round(1234, -2)"}),
+        ("what's 5 foot 10 in cm", "convert_units", {"value": 70, "from_unit": "inches", "to_unit": "cm"}),
+        ("how many kilos is 11 stone 4", "convert_units", {"value": 158, "from_unit": "pounds", "to_unit": "kilos"}),
+        ("what alarms do I have?", "list_timers", {}),
+        ("my locker code is 4471", "remember", {"text": "my locker code is 4471", "kind": "fact"}),
         ("split 120 between 4 people", "calculate", {"expression": "120/4"}),
         ("share 90 dollars among 3 of us", "calculate", {"expression": "90/3"}),
         ("set another timer for 10 minutes", "set_timer", {"seconds": 600}),
@@ -362,6 +368,10 @@ def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str
          {"timezone": "Australia/Sydney"}),
         (["what is 12 times 7", "12 times 7 is 84.", "now divide that by 3"], "calculate", {"expression": "84/3"}),
         (["what's 20% of 150", "20 percent of 150 is 30.", "and 30%?"], "calculate", {"expression": "(30/100*150)"}),
+        (["my favourite colour is blue", "Got it.", "actually it's green"], "remember",
+         {"text": "my favourite colour is green", "kind": "fact"}),
+        (["my locker code is 4471", "Got it.", "sorry, I meant 4417"], "remember",
+         {"text": "my locker code is 4417", "kind": "fact"}),
         (["set a timer for 5 minutes for the tea", "Timer called the tea set for 5 minutes.", "pause it"], "pause_timer",
          {"label": "tea"}),
         (["set a timer for 10 minutes for the roast", "Timer called roast set.", "put it on hold"], "pause_timer",
@@ -416,6 +426,17 @@ def test_a_follow_up_without_its_context_is_not_guessed() -> None:
     # After a question that was not about time, "and in London?" is not a time question.
     chat = [Message("user", "tell me a joke"), Message("assistant", "A joke."), Message("user", "and in London?")]
     assert IntentAgent().reply(chat, ALL_TOOLS).defer
+
+
+@pytest.mark.parametrize("said", ["no thanks", "actually never mind", "actually it's not", "no, what is the time"])
+def test_a_reply_to_a_fact_that_gives_no_new_value_is_not_a_correction(said: str) -> None:
+    messages = [Message("user", "my favourite colour is blue"), Message("assistant", "Got it.")]
+    assert follow_up(said, messages) is None
+
+
+def test_a_question_about_a_light_bulb_is_not_a_device_request() -> None:
+    for question in ("who invented the light bulb", "how long is a light year"):
+        assert IntentAgent().reply([Message("user", question)], ALL_TOOLS).defer, question
 
 
 def test_only_offered_tools_are_called() -> None:
@@ -534,6 +555,10 @@ def test_answers_phrased_from_tool_results() -> None:
     assert (
         _after_tool("recall", {"query": "where did I park"}, {"results": []}) == "I don't remember you telling me that."
     )
+    rounded = {"expression": "round(3.14159, 2)", "result": 3.14}
+    assert _after_tool("calculate", {}, rounded) == "3.14159 rounded to 2 decimal places is 3.14."
+    nearest = {"expression": "round(1234, -2)", "result": 1200}
+    assert _after_tool("calculate", {}, nearest) == "1234 rounded to the nearest hundred is 1200."
     held = {"paused": [{"label": "tea", "remaining_seconds": 250.4, "paused": True}]}
     assert _after_tool("pause_timer", {}, held) == "Paused the tea timer with 4 minutes and 10 seconds left."
     assert _after_tool("pause_timer", {}, {"paused": []}) == "You have no running timer to pause."

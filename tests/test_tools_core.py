@@ -419,7 +419,10 @@ async def test_restored_timers_go_off_late_or_are_dropped_when_long_overdue(tmp_
         ("sqrt(16)", 4.0),
         ("abs(-2.5)", 2.5),
         ("round(2.567, 2)", 2.57),
-        ("round(2.5)", 2),
+        ("round(2.5)", 3),  # halves away from zero, as people round
+        ("round(-2.5)", -3),
+        ("round(1250, -2)", 1300),
+        ("round(2.675, 2)", 2.68),
         ("log(8, 2)", 3.0),
         ("floor(2.7) + ceil(2.1)", 5),
         ("6 \u00d7 7", 42),

@@ -13,6 +13,7 @@ import ast
 import math
 import operator
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 MAX_EXPRESSION_CHARS = 500
 MAX_NODES = 300
@@ -30,12 +31,20 @@ class CalculationError(ValueError):
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 
 
+_WIDE = Context(prec=500)
+
+
 def _round(x: Number, digits: Number = 0) -> Number:
+    """Halves round away from zero, as people do (round(2.5) is 3, not Python's banker's 2)."""
     if not isinstance(digits, int):
         raise CalculationError("round() takes a whole number of digits")
     if abs(digits) > 100:
         raise CalculationError("round() digits must be between -100 and 100")
-    return round(x, digits) if digits else round(x)
+    if not math.isfinite(x):
+        raise CalculationError("cannot round an infinite or undefined number")
+    # Enough precision for any float's digits (a float has at most 309 before the point).
+    rounded = Decimal(repr(x)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP, context=_WIDE)
+    return int(rounded) if digits <= 0 else float(rounded)
 
 
 def _log(x: Number, base: Number | None = None) -> float:

@@ -220,9 +220,16 @@ _SPOKEN_OPERATORS = [("**0.5", " square root"), ("**", " to the power of "), ("*
                      ("+", " plus "), ("%", " modulo ")]  # fmt: skip
 
 
+_ROUNDED_TO = {0: "to a whole number", 1: "to 1 decimal place", -1: "to the nearest ten", -2: "to the nearest hundred",
+               -3: "to the nearest thousand"}  # fmt: skip
+
+
 def spoken_expression(expression: str) -> str:
     """An arithmetic expression as words a voice reads right ("12*7" -> "12 times 7"; "*" is markup)."""
     text = expression.replace(" ", "")
+    rounded = re.fullmatch(r"round\((-?[\d.]+)(?:,(-?\d+))?\)", text)
+    if rounded:
+        return f"{rounded[1]} rounded {_ROUNDED_TO.get(int(rounded[2] or 0), f'to {rounded[2]} decimal places')}"
     text = re.sub(r"\(([\d.]+)/100\*([\d.]+)\)", r"\1 percent of \2", text)
     text = re.sub(r"\(([\d.]+)\*\*0\.5\)", r"the square root of \1", text)
     for symbol, words in _SPOKEN_OPERATORS:

@@ -86,7 +86,7 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
         return _same_timer(text, str(previous.arguments.get("label") or ""))
     if previous.name == "remember":
         fact = str(previous.arguments.get("text") or "")
-        return _same_list(text, fact) or _more_about(text, fact)
+        return _same_list(text, fact) or _more_about(text, fact) or _corrected(text, fact)
     return None
 
 
@@ -140,6 +140,27 @@ def _more_about(text: str, fact: str) -> Intent | None:
         return None
     verb = _THIRD_PERSON.get(said["verb"].lower(), said["verb"].lower())
     return Intent("remember", {"text": f"{subject['who']} {verb} {said['rest']}", "kind": "fact"})
+
+
+#: A fact with a value: "my favourite colour is blue" -> "my favourite colour is".
+_VALUED = re.compile(r"^(?P<subject>my [\w' ]+? (?:is|are)) \S.*$", re.IGNORECASE)
+#: A new value for it: "actually it's green", "no, it is 4471", "sorry, I meant Anna", "make that green".
+_CORRECTION = re.compile(
+    r"^(?:(?:actually|no|sorry|oops|wait|correction)[, ]+)+(?:(?:it is|it was|that is|they are|i meant|i mean|"
+    r"make (?:it|that)) )?(?P<value>(?=\w)(?!(?:it|that|this|they|i|not|never|mind|fine|ok|okay|good|great|right|thanks|"
+    r"thank|what|when|where|who|how|why|is|are|do|does|can|could|will|would)\b)(?![\w' -]*\bnot\b)[\w' -]+?)"
+    r"(?: actually| instead)?$",
+    re.IGNORECASE,
+)
+
+
+def _corrected(text: str, fact: str) -> Intent | None:
+    """ "actually it's green" after "my favourite colour is blue": the fact with its new value (which
+    replaces the old one, as a single-valued fact does)."""
+    valued, said = _VALUED.match(fact), _CORRECTION.match(text)
+    if valued is None or said is None or _LIST_FACT.match(fact):
+        return None
+    return Intent("remember", {"text": f"{valued['subject']} {said['value'].strip()}", "kind": "fact"})
 
 
 #: "actually, make that 10 minutes", "change it to 10 minutes instead", "no, 10 minutes".

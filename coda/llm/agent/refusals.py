@@ -92,7 +92,8 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
         (r"\b(?:turn|switch|shut) (?:on|off)\b|\b(?:dim|brighten)\b|\b(?:thermostat|air ?con\w*|unlock)\b|"
          r"\block (?:the |my )?(?:\w+ )?(?:door|gate|car|garage)\b|"
          # A light, a lamp, the heating or a vacuum of the house, not "how fast does light travel".
-         rf"\b{_HOME} (?:lights?|lamps?|heating|heater|radiators?|fan|vacuum(?: cleaner)?|hoover)\b|"
+         rf"\b{_HOME} (?:lights?(?! ?(?:bulbs?|years?|speed|waves?|spectrum)\b)|lamps?|heating|heater|radiators?|fan|"
+         r"vacuum(?: cleaner)?|hoover)\b|"
          r"\b(?:turn|switch|put|shut|flick) (?:the |my |all the |all )?[\w ]*?(?:lights?|lamps?|heating|heater|fan|"
          r"radio|tv|telly)\b ?(?:on|off|up|down)\b|\b(?:start|run) the (?:robot )?(?:vacuum|hoover)\b|"
          r"\b(?:make|get) it (?:warmer|cooler|colder|hotter) in\b|\b(?:warmer|cooler|colder|hotter) in (?:here|the house)\b|"

@@ -33,6 +33,32 @@ def _two_numbers(match: re.Match[str]) -> Intent | None:
     return Intent("calculate", {"expression": f"{left}{operator}{right}"})
 
 
+_ROUNDING = {"whole number": 0, "integer": 0, "one": 0, "unit": 0, "ten": -1, "hundred": -2, "thousand": -3}
+
+
+# "round 3.14159 to two decimal places", "round 1234 to the nearest hundred".
+@template(
+    r"round (?P<x>-?[\d.,]+|[a-z -]+?) to (?P<places>\d+|[a-z]+) (?:decimal places?|decimals?|dp|places?"
+    r"|digits? after the (?:decimal )?point)",
+    r"round (?P<x>-?[\d.,]+|[a-z -]+?)(?: (?:off|up or down))?(?: to the nearest (?P<nearest>whole number|integer|one|unit|"
+    r"ten|hundred|thousand))?",
+)
+def _round(match: re.Match[str]) -> Intent | None:
+    x = words_to_digits(match.group("x")).strip().replace(",", "")
+    if not NUMBER.fullmatch(x):
+        return None
+    groups = match.groupdict()
+    if groups.get("places"):
+        places = words_to_digits(groups["places"]).strip()
+        places = "1" if places in ("a", "one") else places
+        if not places.isdigit():
+            return None
+        digits = int(places)
+    else:
+        digits = _ROUNDING[(groups.get("nearest") or "whole number").lower()]
+    return Intent("calculate", {"expression": f"round({x}, {digits})" if digits else f"round({x})"})
+
+
 _CONTINUATION = re.compile(
     r"(?:and |then |now )*(?:plus|minus|times|multiplied by|divided by|over|take away)\b", re.IGNORECASE
 )

@@ -16,12 +16,26 @@ from coda.tools.converter import ConversionError, convert, find_unit, is_degrees
 _QUANTITY = re.compile(r"^(?P<value>-?\d[\d,]*(?:\.\d+)?|-?\.\d+|an?|one)(?![\d,.])\s*(?P<unit>\S.*)$")
 
 
+#: A measure said in two units, the larger first: (how many of the smaller in one, the smaller's name).
+_COMPOUND_UNITS = {"foot": (12, "inches"), "feet": (12, "inches"), "ft": (12, "inches"), "pound": (16, "ounces"),
+                   "pounds": (16, "ounces"), "lb": (16, "ounces"), "lbs": (16, "ounces"), "stone": (14, "pounds"),
+                   "st": (14, "pounds")}  # fmt: skip
+_COMPOUND = re.compile(
+    r"^(?P<big>\d+(?:\.\d+)?) ?(?P<unit>foot|feet|ft|pounds?|lbs?|stone|st)(?: and)? (?P<small>\d+(?:\.\d+)?)"
+    r"(?: ?(?:inches|inch|in|ounces|ounce|oz|pounds?|lbs?))?$"
+)
+
+
 def spoken_quantity(text: str) -> tuple[float, str] | None:
     """The amount and the unit of "5 miles", "an hour", "twenty kg"."""
     said = words_to_digits(text.strip().lower())
     fraction = fraction_quantity(said)  # "half a pound", "one and a half cups"
     if fraction is not None:
         return fraction
+    compound = _COMPOUND.match(said)  # "5 foot 10", "2 pounds 3 ounces", "11 stone 4"
+    if compound is not None:
+        big, small = float(compound["big"]), float(compound["small"] or 0)
+        return big * _COMPOUND_UNITS[compound["unit"]][0] + small, _COMPOUND_UNITS[compound["unit"]][1]
     found = _QUANTITY.match(said)
     if found is None:
         return None

@@ -53,8 +53,8 @@ def _memory_kind(text: str) -> str:
 # Statements of fact about the user: kept as facts so that later questions can be answered. Only
 # unambiguous shapes ("my X is Y", "I live in", "call me"): "I am tired" is a mood, not a fact.
 @template(
-    r"(?P<text>my (?:\w+(?:'s)? ){0,3}(?:name|names|birthday|address|job|age|favou?rite \w+|email|number|phone number)"
-    r" (?:is|are) .+)",
+    r"(?P<text>my (?:\w+(?:'s)? ){0,3}(?:name|names|birthday|address|job|age|favou?rite \w+|email|number|phone number|"
+    r"code|password|pin|passcode|combination|username|user name) (?:is|are) .+)",
     r"(?P<text>i (?:live|grew up|was born|work|study|stay) (?:in|at|on|for|as) .+)",
     r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:lives|lived|works|worked|studies|moved|grew up|was born) (?:in|at|to|for) .+)",
     r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",

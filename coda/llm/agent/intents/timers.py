@@ -16,7 +16,8 @@ from coda.llm.agent.numbers import (
     r"how (?:long|much time) (?:is|do i have) left(?: on)?(?: (?:my|the) (?P<label>[\w ,'-]+?))?(?: timers?)?",
     r"how (?:long|much time) (?:until|till|before) (?:my|the) (?P<label2>[\w ,'-]+?)?(?: ?timers?)? "
     r"(?:goes off|is done|finishes|rings|ends)",
-    r"(?:what|which|how many) timers (?:do i have|have i got|are (?:set|running|there|on|going))(?: (?:set|running|on|going))?",
+    r"(?:what|which|how many) (?:timers|alarms|reminders) (?:do i have|have i got|are (?:set|running|there|on|going))"
+    r"(?: (?:set|running|on|going|for tomorrow))?",
     r"(?:list|show)(?: me)? (?:my |the )?timers",
     r"(?:any|got any) (?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
