@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -120,6 +120,21 @@ async def test_remember_and_recall_with_the_real_memory_component(tmp_path: Path
         stream.close()
 
 
+def tool_runner(stream: ExecuteStream) -> Callable[..., Awaitable[dict[str, object]]]:
+    """`run(tool, arguments, user="kim")`: one call in the user's own session, its result as JSON."""
+    calls = iter(range(1000))
+
+    async def run(tool: str, arguments: dict[str, object], user: str = "kim") -> dict[str, object]:
+        call_id = f"c{next(calls)}"
+        stream.call(call_id, tool, arguments, user_id=user, session_id=f"s-{user}")
+        kind, result = (await stream.until_final(call_id, timeout=30))[call_id]
+        assert kind == "result", result
+        body: dict[str, object] = json.loads(result.result_json)
+        return body
+
+    return run
+
+
 @contextlib.asynccontextmanager
 async def tools_on_real_memory(tmp_path: Path) -> AsyncIterator[ExecuteStream]:
     """An Execute stream to a host running the real Memory component, its embeddings backfilled."""
@@ -205,14 +220,7 @@ async def test_a_new_value_of_a_single_valued_fact_replaces_the_old_one(tmp_path
     Denver": one fact, the new value. Descriptions that can both be true are both kept, and another
     user's fact of the same shape is not touched."""
     async with tools_on_real_memory(tmp_path) as stream:
-        calls = iter(range(100))
-
-        async def run(tool: str, arguments: dict[str, object], user: str = "kim") -> dict[str, object]:
-            call_id = f"c{next(calls)}"
-            stream.call(call_id, tool, arguments, user_id=user, session_id=f"s-{user}")
-            kind, result = (await stream.until_final(call_id, timeout=30))[call_id]
-            assert kind == "result", result
-            return json.loads(result.result_json)
+        run = tool_runner(stream)
 
         async def recalled(query: str, user: str = "kim") -> list[str]:
             return [hit["text"] for hit in (await run("recall", {"query": query}, user))["results"]]
@@ -238,14 +246,7 @@ async def test_recall_of_me_lists_what_the_user_told_and_nothing_of_others(tmp_p
     """ "what do you know about me?" has no words to search for: recall of "me" lists the user's own
     facts and preferences (global memories, other users' and past exchanges are not theirs)."""
     async with tools_on_real_memory(tmp_path) as stream:
-        calls = iter(range(100))
-
-        async def run(tool: str, arguments: dict[str, object], user: str = "kim") -> dict[str, object]:
-            call_id = f"c{next(calls)}"
-            stream.call(call_id, tool, arguments, user_id=user, session_id=f"s-{user}")
-            kind, result = (await stream.until_final(call_id, timeout=30))[call_id]
-            assert kind == "result", result
-            return json.loads(result.result_json)
+        run = tool_runner(stream)
 
         async def about(user: str, limit: int = 5) -> list[str]:
             return [hit["text"] for hit in (await run("recall", {"query": "me", "limit": limit}, user))["results"]]

@@ -409,28 +409,26 @@ def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
     return f"Done: there's now {_left(changed[0])}."
 
 
-def _held(result: Any, arguments: Mapping[str, Any]) -> str | None:
-    """pause_timer: "Paused the tea timer with 4 minutes left." """
-    paused = _timer_list(result, "paused")
-    if paused is None:
-        return None
-    if not paused:
-        return "You have no running timer to pause."
-    label = str(paused[0].get("label") or "") if isinstance(paused[0], dict) else ""
-    left = _duration(float(paused[0].get("remaining_seconds", 0))) if isinstance(paused[0], dict) else "?"
-    return f"Paused the {label} timer with {left} left." if label else f"Timer paused with {left} left."
+#: pause_timer and resume_timer: (the key of their result, nothing to do, a named timer, an unnamed one).
+_HOLD_PHRASES = {
+    "pause_timer": ("paused", "You have no running timer to pause.", "Paused the {label} timer with {left} left.",
+                    "Timer paused with {left} left."),
+    "resume_timer": ("resumed", "You have no paused timer to resume.", "The {label} timer is running again: {left} left.",
+                     "Timer running again: {left} left."),
+}  # fmt: skip
 
 
-def _resumed(result: Any, arguments: Mapping[str, Any]) -> str | None:
-    """resume_timer: "The tea timer is running again: 4 minutes left." """
-    resumed = _timer_list(result, "resumed")
-    if resumed is None:
+def _held_or_resumed(tool: str, result: Any) -> str | None:
+    """ "Paused the tea timer with 4 minutes left.", "Timer running again: 4 minutes left." """
+    key, nothing, named, unnamed = _HOLD_PHRASES[tool]
+    listed = _timer_list(result, key)
+    if listed is None:
         return None
-    if not resumed:
-        return "You have no paused timer to resume."
-    label = str(resumed[0].get("label") or "") if isinstance(resumed[0], dict) else ""
-    left = _duration(float(resumed[0].get("remaining_seconds", 0))) if isinstance(resumed[0], dict) else "?"
-    return f"The {label} timer is running again: {left} left." if label else f"Timer running again: {left} left."
+    if not listed:
+        return nothing
+    first = listed[0] if isinstance(listed[0], dict) else {}
+    label, left = str(first.get("label") or ""), _duration(float(first.get("remaining_seconds", 0)))
+    return (named if label else unnamed).format(label=label, left=left)
 
 
 def _cancelled(result: Any, arguments: Mapping[str, Any]) -> str | None:
@@ -489,8 +487,8 @@ _PHRASES = {
     "set_timer": _timer,
     "list_timers": _timers,
     "change_timer": _changed,
-    "pause_timer": _held,
-    "resume_timer": _resumed,
+    "pause_timer": lambda result, _arguments: _held_or_resumed("pause_timer", result),
+    "resume_timer": lambda result, _arguments: _held_or_resumed("resume_timer", result),
     "cancel_timer": _cancelled,
     "system_status": _status,
 }

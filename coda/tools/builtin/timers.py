@@ -396,35 +396,35 @@ def cancel_timer_tool(timers: Timers) -> Tool:
     )
 
 
-def pause_timer_tool(timers: Timers) -> Tool:
-    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        running = [t for t in timers.of_session(ctx.session_id, args.get("label", "")) if not t.paused]
-        if not running:
-            return {"paused": []}
-        held = timers.pause(running[0], ctx.correlation_id)  # the soonest: the one about to go off
-        return {"paused": [_listed(held, time.monotonic())]}
+def _hold_tool(timers: Timers, pause: bool) -> Tool:
+    """pause_timer (`pause`) or resume_timer: the soonest matching timer that runs (or is paused)."""
 
-    return Tool(
-        name="pause_timer",
-        description="Pause one of this conversation's running timers (the soonest, or the one whose label contains "
-        "`label`): it keeps the time it has left until resume_timer.",
-        parameters=FILTER_PARAMETERS,
-        run=run,
-    )
+    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        key = "paused" if pause else "resumed"
+        found = [t for t in timers.of_session(ctx.session_id, args.get("label", "")) if t.paused != pause]
+        if not found:
+            return {key: []}
+        moved = timers.pause(found[0], ctx.correlation_id) if pause else timers.resume(found[0], ctx.correlation_id)
+        return {key: [_listed(moved, time.monotonic())]}
+
+    if pause:
+        name, description = (
+            "pause_timer",
+            "Pause one of this conversation's running timers (the soonest, or the one whose label contains "
+            "`label`): it keeps the time it has left until resume_timer.",
+        )
+    else:
+        name, description = (
+            "resume_timer",
+            "Let a paused timer of this conversation run again with the time it had left (the one whose label "
+            "contains `label`, or the one with least time left).",
+        )
+    return Tool(name=name, description=description, parameters=FILTER_PARAMETERS, run=run)
+
+
+def pause_timer_tool(timers: Timers) -> Tool:
+    return _hold_tool(timers, pause=True)
 
 
 def resume_timer_tool(timers: Timers) -> Tool:
-    async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        held = [t for t in timers.of_session(ctx.session_id, args.get("label", "")) if t.paused]
-        if not held:
-            return {"resumed": []}
-        running = timers.resume(held[0], ctx.correlation_id)
-        return {"resumed": [_listed(running, time.monotonic())]}
-
-    return Tool(
-        name="resume_timer",
-        description="Let a paused timer of this conversation run again with the time it had left (the one whose "
-        "label contains `label`, or the one with least time left).",
-        parameters=FILTER_PARAMETERS,
-        run=run,
-    )
+    return _hold_tool(timers, pause=False)
