@@ -368,6 +368,8 @@ def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str
          {"timezone": "Australia/Sydney"}),
         (["what is 12 times 7", "12 times 7 is 84.", "now divide that by 3"], "calculate", {"expression": "84/3"}),
         (["what's 20% of 150", "20 percent of 150 is 30.", "and 30%?"], "calculate", {"expression": "(30/100*150)"}),
+        (["set a 5 minute timer for tea", "Timer called tea set for 5 minutes.", "and a 9 minute one for the eggs"],
+         "set_timer", {"seconds": 540, "label": "eggs"}),
         (["my favourite colour is blue", "Got it.", "actually it's green"], "remember",
          {"text": "my favourite colour is green", "kind": "fact"}),
         (["my locker code is 4471", "Got it.", "sorry, I meant 4417"], "remember",

@@ -177,6 +177,12 @@ _MORE = re.compile(
     re.IGNORECASE,
 )
 _CANCEL_IT = re.compile(r"^(?:(?:actually|no|ok|okay)[, ]+)*(?:cancel|stop|delete|remove|turn off) (?:it|that)$", re.I)
+#: Another timer like the one just set: "and a 9 minute one for the eggs", "also another 3 minute one".
+_ANOTHER_TIMER = re.compile(
+    r"^(?:(?:and|also|plus|oh and)[, ]+)*(?:set |start |make )?(?:a |an |another |one more )(?:(?:another|second|more) )?"
+    r"(?P<duration>[\w .-]+?) one(?: (?:for|called|named|labell?ed) (?:the |my )?(?P<label>[\w ,'-]+))?(?: too| as well)?$",
+    re.IGNORECASE,
+)
 _PAUSE_IT = re.compile(
     r"^(?:(?:and|ok|okay|now|actually)[, ]+)*(?:(?P<pause>pause|hold|freeze) (?:it|that)(?: for (?:now|a (?:moment|minute|bit)))?"
     r"|(?P<pause2>put|place) (?:it|that) on (?:hold|pause)"
@@ -190,6 +196,12 @@ def _same_timer(text: str, label: str) -> Intent | None:
     which = {"label": label} if label else {}
     if _CANCEL_IT.match(text):
         return Intent("cancel_timer", which)
+    another = _ANOTHER_TIMER.match(text)
+    if another:  # "and a 9 minute one for the eggs"
+        seconds = exact_duration(another.group("duration"))
+        if seconds is not None:
+            label = (another.group("label") or "").strip(" ,.")
+            return Intent("set_timer", {"seconds": whole(seconds), **({"label": label} if label else {})})
     held = _PAUSE_IT.match(text)
     if held:
         return Intent("pause_timer" if held.group("pause") or held.group("pause2") else "resume_timer", which)
