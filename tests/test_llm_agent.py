@@ -371,7 +371,7 @@ def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str
         (["set a 5 minute timer for tea", "Timer called tea set for 5 minutes.", "and a 9 minute one for the eggs"],
          "set_timer", {"seconds": 540, "label": "eggs"}),
         (["my favourite colour is blue", "Got it.", "actually it's green"], "remember",
-         {"text": "my favourite colour is green", "kind": "fact"}),
+         {"text": "my favourite colour is green", "kind": "preference"}),
         (["my locker code is 4471", "Got it.", "sorry, I meant 4417"], "remember",
          {"text": "my locker code is 4417", "kind": "fact"}),
         (["set a timer for 5 minutes for the tea", "Timer called the tea set for 5 minutes.", "pause it"], "pause_timer",

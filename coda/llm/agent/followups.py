@@ -14,6 +14,7 @@ from coda.llm.agent.intents import (
     Intent,
     conversion_arguments,
     match_intent,
+    memory_kind,
     normalise,
     spoken_quantity,
     whole,
@@ -160,7 +161,8 @@ def _corrected(text: str, fact: str) -> Intent | None:
     valued, said = _VALUED.match(fact), _CORRECTION.match(text)
     if valued is None or said is None or _LIST_FACT.match(fact):
         return None
-    return Intent("remember", {"text": f"{valued['subject']} {said['value'].strip()}", "kind": "fact"})
+    text = f"{valued['subject']} {said['value'].strip()}"
+    return Intent("remember", {"text": text, "kind": memory_kind(text)})
 
 
 #: "actually, make that 10 minutes", "change it to 10 minutes instead", "no, 10 minutes".

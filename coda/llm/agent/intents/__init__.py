@@ -15,6 +15,7 @@ from coda.llm.agent.intents import arithmetic, clock, conversation, conversions,
 from coda.llm.agent.intents.base import CONVERSATIONAL, Intent, match_intent, normalise
 from coda.llm.agent.intents.clock import HOME
 from coda.llm.agent.intents.conversions import conversion_arguments, spoken_quantity
+from coda.llm.agent.intents.memory import memory_kind
 from coda.llm.agent.intents.timers import whole
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Intent",
     "conversion_arguments",
     "match_intent",
+    "memory_kind",
     "normalise",
     "spoken_quantity",
     "whole",

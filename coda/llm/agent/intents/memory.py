@@ -36,7 +36,7 @@ def _list_removal(match: re.Match[str]) -> Intent:
 )
 def _remember(match: re.Match[str]) -> Intent:
     text = clean_slot(match.group("text"))
-    return Intent("remember", {"text": text, "kind": _memory_kind(text)})
+    return Intent("remember", {"text": text, "kind": memory_kind(text)})
 
 
 # Lists are kept as memories, one item each, and read back by a recall of the list.
@@ -46,7 +46,8 @@ def _list_item(match: re.Match[str]) -> Intent:
     return Intent("remember", {"text": text, "kind": "fact"})
 
 
-def _memory_kind(text: str) -> str:
+def memory_kind(text: str) -> str:
+    """ "preference" for a liking ("I love jazz", "my favourite food is ramen"), else "fact"."""
     return "preference" if _PREFERENCE.search(text.lower()) else "fact"
 
 
@@ -70,7 +71,7 @@ def _memory_kind(text: str) -> str:
 def _fact(match: re.Match[str]) -> Intent:
     name = match.groupdict().get("name")
     text = f"my name is {name}" if name else clean_slot(match.group("text"))
-    return Intent("remember", {"text": text, "kind": _memory_kind(text)})
+    return Intent("remember", {"text": text, "kind": memory_kind(text)})
 
 
 #: What a question about "my ..." asks of a service Coda has no access to, not of its memory.
