@@ -213,7 +213,8 @@ class Timers:
         )
 
     def _check_pending(self, timer: PendingTimer) -> None:
-        if self._pending.get(timer.timer_id) is not timer:
+        # A task that is done has gone off (its entry goes at the next turn of the loop).
+        if self._pending.get(timer.timer_id) is not timer or (timer.task is not None and timer.task.done()):
             raise ToolFailure("that timer has already gone off or been cancelled", ErrorCode.TOOL_ERROR_CODE_NOT_FOUND)
 
     def _hold(
