@@ -193,6 +193,13 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("how many kilos is 11 stone 4", "convert_units", {"value": 158, "from_unit": "pounds", "to_unit": "kilos"}),
         ("what alarms do I have?", "list_timers", {}),
         ("my locker code is 4471", "remember", {"text": "my locker code is 4471", "kind": "fact"}),
+        ("what's a dozen times 4", "calculate", {"expression": "12*4"}),
+        ("what is 1,500 divided by 3", "calculate", {"expression": "1500/3"}),
+        ("what's the average of 4, 8 and 15", "calculate", {"expression": "(4+8+15)/3"}),
+        ("I was wondering what time it is", "get_time", {}),
+        ("I was wondering if you could set a timer for 5 minutes", "set_timer", {"seconds": 300}),
+        ("clear my shopping list", "forget", {"query": "my shopping list"}),
+        ("how long on the sauce?", "list_timers", {"label": "sauce"}),
         ("split 120 between 4 people", "calculate", {"expression": "120/4"}),
         ("share 90 dollars among 3 of us", "calculate", {"expression": "90/3"}),
         ("set another timer for 10 minutes", "set_timer", {"seconds": 600}),
@@ -330,6 +337,7 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("who's playing in the football tonight", "sports"),
         ("navigate to the nearest petrol station", "directions"),
         ("what's trending on twitter", "social media"),
+        ("find me a recipe for lasagna online", "search the internet"),
         ("check my bank balance", "bank accounts"),
         ("read my messages", "messages"),
         ("lock the front door", "devices"),
@@ -370,6 +378,10 @@ def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str
         (["what's 20% of 150", "20 percent of 150 is 30.", "and 30%?"], "calculate", {"expression": "(30/100*150)"}),
         (["set a 5 minute timer for tea", "Timer called tea set for 5 minutes.", "and a 9 minute one for the eggs"],
          "set_timer", {"seconds": 540, "label": "eggs"}),
+        (["set a timer for 8 minutes for the pasta", "Timer called pasta set.", "and another for 12 minutes for the sauce"],
+         "set_timer", {"seconds": 720, "label": "sauce"}),
+        (["add milk and eggs to my shopping list", "Got it.", "remove the milk"], "forget",
+         {"query": "shopping list", "item": "the milk"}),
         (["my favourite colour is blue", "Got it.", "actually it's green"], "remember",
          {"text": "my favourite colour is green", "kind": "preference"}),
         (["my locker code is 4471", "Got it.", "sorry, I meant 4417"], "remember",
@@ -557,6 +569,8 @@ def test_answers_phrased_from_tool_results() -> None:
     assert (
         _after_tool("recall", {"query": "where did I park"}, {"results": []}) == "I don't remember you telling me that."
     )
+    mean = {"expression": "(4+8+15)/3", "result": 9.0}
+    assert _after_tool("calculate", {}, mean) == "The average of 4, 8 and 15 is 9."
     rounded = {"expression": "round(3.14159, 2)", "result": 3.14}
     assert _after_tool("calculate", {}, rounded) == "3.14159 rounded to 2 decimal places is 3.14."
     nearest = {"expression": "round(1234, -2)", "result": 1200}

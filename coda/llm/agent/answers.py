@@ -227,6 +227,10 @@ _ROUNDED_TO = {0: "to a whole number", 1: "to 1 decimal place", -1: "to the near
 def spoken_expression(expression: str) -> str:
     """An arithmetic expression as words a voice reads right ("12*7" -> "12 times 7"; "*" is markup)."""
     text = expression.replace(" ", "")
+    mean = re.fullmatch(r"\(((?:[\d.]+\+)+[\d.]+)\)/(\d+)", text)
+    if mean and mean[1].count("+") + 1 == int(mean[2]):
+        numbers = mean[1].split("+")
+        return f"the average of {', '.join(numbers[:-1])} and {numbers[-1]}"
     rounded = re.fullmatch(r"round\((-?[\d.]+)(?:,(-?\d+))?\)", text)
     if rounded:
         return f"{rounded[1]} rounded {_ROUNDED_TO.get(int(rounded[2] or 0), f'to {rounded[2]} decimal places')}"
@@ -245,7 +249,8 @@ def _calculate(result: Any, arguments: Mapping[str, Any]) -> str | None:
     expression = _pick(result, "expression") or arguments.get("expression", "")
     if not expression:
         return f"The answer is {_number(value)}."
-    return f"{spoken_expression(str(expression))} is {_number(value)}."
+    spoken = spoken_expression(str(expression))
+    return f"{spoken[:1].upper()}{spoken[1:]} is {_number(value)}."
 
 
 def _converted(result: Any, arguments: Mapping[str, Any]) -> str | None:

@@ -101,11 +101,26 @@ _ANOTHER_ITEM = re.compile(
 )
 
 
+#: An item taken back off the list just added to: "remove the milk", "actually take the eggs off".
+_TAKE_OFF = re.compile(
+    r"^(?:(?:actually|oh|and|no|sorry|wait)[, ]+)*(?:remove|delete|take|scratch|cross) (?:off )?(?P<item>[\w' -]+?)"
+    r"(?: (?:off|out))?(?: (?:from|off) (?:it|that|the list|that list))?(?: again)?$",
+    re.IGNORECASE,
+)
+
+
 def _same_list(text: str, fact: str) -> Intent | None:
     """ "also add oranges" after "add apples to my shopping list": oranges on the same list. A bare
-    "and bread" counts only when it begins with "and"/"also"/"plus", or ends with "too"."""
-    listed, said = _LIST_FACT.match(fact), _ANOTHER_ITEM.match(text)
-    if listed is None or said is None:
+    "and bread" counts only when it begins with "and"/"also"/"plus", or ends with "too". "remove the
+    milk" takes an item back off it."""
+    listed = _LIST_FACT.match(fact)
+    if listed is None:
+        return None
+    taken = _TAKE_OFF.match(text)
+    if taken and not re.fullmatch(r"(?:it|that|this|them|everything|all)", taken["item"].strip(), re.IGNORECASE):
+        return Intent("forget", {"query": listed["list"], "item": taken["item"].strip()})
+    said = _ANOTHER_ITEM.match(text)
+    if said is None:
         return None
     bare = said["item2"]
     if (
@@ -181,8 +196,9 @@ _MORE = re.compile(
 _CANCEL_IT = re.compile(r"^(?:(?:actually|no|ok|okay)[, ]+)*(?:cancel|stop|delete|remove|turn off) (?:it|that)$", re.I)
 #: Another timer like the one just set: "and a 9 minute one for the eggs", "also another 3 minute one".
 _ANOTHER_TIMER = re.compile(
-    r"^(?:(?:and|also|plus|oh and)[, ]+)*(?:set |start |make )?(?:a |an |another |one more )(?:(?:another|second|more) )?"
-    r"(?P<duration>[\w .-]+?) one(?: (?:for|called|named|labell?ed) (?:the |my )?(?P<label>[\w ,'-]+))?(?: too| as well)?$",
+    r"^(?:(?:and|also|plus|oh and)[, ]+)*(?:set |start |make )?(?:(?:a |an |another |one more )(?:(?:another|second|more) )?"
+    r"(?P<duration>[\w .-]+?) one|(?:another|one more)(?: one)? for (?P<duration2>[\w .-]+?))"
+    r"(?: (?:for|called|named|labell?ed) (?:the |my )?(?P<label>[\w ,'-]+))?(?: too| as well)?$",
     re.IGNORECASE,
 )
 _PAUSE_IT = re.compile(
@@ -200,7 +216,7 @@ def _same_timer(text: str, label: str) -> Intent | None:
         return Intent("cancel_timer", which)
     another = _ANOTHER_TIMER.match(text)
     if another:  # "and a 9 minute one for the eggs"
-        seconds = exact_duration(another.group("duration"))
+        seconds = exact_duration(another.group("duration") or another.group("duration2"))
         if seconds is not None:
             label = (another.group("label") or "").strip(" ,.")
             return Intent("set_timer", {"seconds": whole(seconds), **({"label": label} if label else {})})

@@ -112,7 +112,7 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"\b(?:door|security|garden|front|back|baby) ?cameras?\b.*\b(?:show|see|check|anyone|anything)\b",
          "control devices in your home"),
         (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"
-         r"website)\b", "search the internet"),
+         r"website)\b|\b(?:find|search|look up|get)\b.*\b(?:online|on the (?:web|internet))\b", "search the internet"),
         (r"\b(?:calendar|appointments?|my meetings?|my schedule|agenda)\b", "see your calendar"),
         (r"\b(?:set|wake me|make) (?:an? |me an? )?alarm\b|\bwake me up\b|\bremind me (?:on|next|every)\b",
          "set that alarm"),

@@ -33,6 +33,16 @@ def _two_numbers(match: re.Match[str]) -> Intent | None:
     return Intent("calculate", {"expression": f"{left}{operator}{right}"})
 
 
+# "what's the average of 4, 8 and 15": their sum over their count.
+@template(r"(?:what is |calculate |work out )?(?:the )?(?:average|mean) of (?P<numbers>[\d.,\w ]+?)")
+def _average(match: re.Match[str]) -> Intent | None:
+    said = re.sub(r"(?<=\d),(?=\d{3}\b)", "", words_to_digits(match.group("numbers")))
+    numbers = [n for n in re.split(r"\s*(?:,|\band\b|&)\s*", said) if n]
+    if len(numbers) < 2 or not all(NUMBER.fullmatch(n.strip()) for n in numbers):
+        return None
+    return Intent("calculate", {"expression": f"({'+'.join(n.strip() for n in numbers)})/{len(numbers)}"})
+
+
 _ROUNDING = {"whole number": 0, "integer": 0, "one": 0, "unit": 0, "ten": -1, "hundred": -2, "thousand": -3}
 
 

@@ -42,7 +42,13 @@ def normalise(text: str) -> str:
     # "my pizza's done": "is", not a possessive, before these words.
     text = re.sub(r"(?<=\w)'s (?=(?:done|ready|finished|up|over|due)\b)", " is ", text, flags=re.IGNORECASE)
     text = re.sub(r"^(?:(?:hey|ok|okay|so|um|uh|coda),? )+", "", text, flags=re.IGNORECASE)
-    text = re.sub(r"^(?:please |can you |could you |would you |will you )+", "", text, flags=re.IGNORECASE)
+    text = re.sub(
+        r"^(?:please |can you |could you |would you |will you |i was wondering(?: if| whether)?(?: you could| you can| you would)? |i would like to know |"
+        r"i'd like to know )+",
+        "",
+        text,
+        flags=re.IGNORECASE,
+    )
     text = re.sub(r"(?:,? (?:please|coda))+[ ?!.,]*$", "", text, flags=re.IGNORECASE)
     return text.strip(" ?!.,")
 

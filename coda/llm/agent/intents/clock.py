@@ -112,7 +112,7 @@ _PLACE = (
 
 
 @template(
-    rf"what (?:time is it|is the time|is the current time|time is it now){_PLACE}",
+    rf"what (?:time is it|is the time|is the current time|time is it now|time it is){_PLACE}",
     rf"(?:tell me )?the (?:current )?time{_PLACE}",
     rf"(?:current )?time{_PLACE}",
     r"what time is it (?:over |out )?(?:in|at) (?P<place2>[\w .,'/-]+)",

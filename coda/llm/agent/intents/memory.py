@@ -22,6 +22,14 @@ def _forget(match: re.Match[str]) -> Intent:
     return Intent("forget", {"query": clean_slot(match.group("query"))})
 
 
+# "clear my shopping list": the whole list goes.
+@template(
+    r"(?:clear|empty|delete|wipe|reset|erase|clean out|start) (?:out )?(?:my|the) (?P<list>[\w -]*?list)(?: again| over)?"
+)
+def _list_cleared(match: re.Match[str]) -> Intent:
+    return Intent("forget", {"query": f"my {clean_slot(match.group('list'))}"})
+
+
 # "take the eggs off my shopping list", "remove milk from the shopping list".
 @template(
     r"(?:take|remove|delete|cross|strike|scratch) (?P<item>.+?) (?:off|off of|from) (?:my|the) (?P<list>[\w -]*?list)",

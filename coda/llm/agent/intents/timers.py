@@ -23,6 +23,7 @@ from coda.llm.agent.numbers import (
     r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
     r"(?:do i have|have i got|are there|is there) (?:any |a )?(?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:time|how long) left on (?:my|the) (?P<label3>[\w ,'-]+?)?(?: ?timers?)",
+    r"how (?:long|much time) (?:is there |do i have )?(?:still )?on (?:my|the) (?P<label4>[\w ,'-]+?)(?: ?timers?)?",
     r"how (?:much )?longer(?: (?:on|for|until|till|before) (?:my |the )?(?P<label>[\w ,'-]+?))?(?: ?timers?)?"
     r"(?: (?:goes off|is done|is ready|finishes|rings|ends|will be(?: done| ready)?|has left))?",
     r"how (?:long|much time) (?:until|till|before) (?:my |the )?(?P<label>[\w ,'-]+?)(?: ?timers?)? "
@@ -34,7 +35,9 @@ from coda.llm.agent.numbers import (
 )
 def _timer_status(match: re.Match[str]) -> Intent:
     groups = match.groupdict()
-    label = clean_slot(groups.get("label") or groups.get("label2") or groups.get("label3") or "")
+    label = clean_slot(
+        groups.get("label") or groups.get("label2") or groups.get("label3") or groups.get("label4") or ""
+    )
     return Intent("list_timers", {"label": label} if label and label not in ("timer", "timers") else {})
 
 
