@@ -723,6 +723,7 @@ def test_after_a_list_item_only_another_item_joins_the_list(said: str) -> None:
 
 def test_numbers_durations_and_places() -> None:
     assert words_to_digits("twenty-one apples and three hundred and forty five pears") == "21 apples and 345 pears"
+    assert words_to_digits("half a dozen eggs, 1,500 grams, 4, 8 and 15") == "6 eggs, 1500 grams, 4, 8 and 15"
     assert arithmetic_expression("10 percent of 250") == "(10/100*250)"
     assert arithmetic_expression("hello world") is None
     assert arithmetic_expression("30%") is None and arithmetic_expression("5 plus") is None

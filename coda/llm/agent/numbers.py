@@ -38,10 +38,14 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _DOZEN = re.compile(r"\b(?:(?P<half>half a)|a|one|(?P<count>\d+))\s+dozen\b", re.IGNORECASE)
 
 
+#: A thousands separator: "1,500" is 1500 ("4, 8" keeps its comma).
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+
+
 def words_to_digits(text: str) -> str:
-    """Replace runs of number words by digits: "twenty one apples" -> "21 apples", "a dozen" -> "12"."""
-    tokens = _words_to_digits(text).split()
-    text = " ".join(tokens)
+    """Replace runs of number words by digits: "twenty one apples" -> "21 apples", "a dozen" -> "12",
+    "1,500" -> "1500"."""
+    text = _THOUSANDS.sub("", _words_to_digits(text))
     return _DOZEN.sub(lambda m: "6" if m["half"] else str(12 * int(m["count"] or 1)), text)
 
 
@@ -97,7 +101,7 @@ def _read_number(tokens: list[str], start: int) -> tuple[int, int]:
 def arithmetic_expression(text: str) -> str | None:
     """The arithmetic expression a phrase states, or None when it is not plain arithmetic."""
     text = text.lower().strip().rstrip("?.!").strip()
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", words_to_digits(text))  # "1,500" is 1500
+    text = words_to_digits(text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s*(?:percent|%)\s+of\s+(\d+(?:\.\d+)?)", r"(\1/100*\2)", text)
     text = re.sub(r"(?:the )?square root of\s+(\d+(?:\.\d+)?)", r"(\1**0.5)", text)
     text = re.sub(r"(\d+(?:\.\d+)?|\))\s+squared", r"\1**2", text)

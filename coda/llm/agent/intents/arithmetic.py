@@ -36,7 +36,7 @@ def _two_numbers(match: re.Match[str]) -> Intent | None:
 # "what's the average of 4, 8 and 15": their sum over their count.
 @template(r"(?:what is |calculate |work out )?(?:the )?(?:average|mean) of (?P<numbers>[\d.,\w ]+?)")
 def _average(match: re.Match[str]) -> Intent | None:
-    said = re.sub(r"(?<=\d),(?=\d{3}\b)", "", words_to_digits(match.group("numbers")))
+    said = words_to_digits(match.group("numbers"))
     numbers = [n for n in re.split(r"\s*(?:,|\band\b|&)\s*", said) if n]
     if len(numbers) < 2 or not all(NUMBER.fullmatch(n.strip()) for n in numbers):
         return None
