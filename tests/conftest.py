@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,60 @@ def make_config(tmp_path: Path, **env: str) -> Config:
         **NO_LOCAL_MODEL,
     }
     return config_module.load(None, env={**base, **env})
+
+
+#: Seconds before pytest-timeout ends a test at which a hung one prints its asyncio tasks.
+TASK_DUMP_LEAD_SECONDS = 8.0
+
+
+def _running_loop_of(thread_id: int) -> asyncio.AbstractEventLoop | None:
+    """The event loop a thread is running, found on its stack (asyncio keeps it thread-local)."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, asyncio.AbstractEventLoop):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _dump_tasks(thread_id: int, name: str) -> None:
+    """Print where each task of a hung test waits: pytest-timeout shows threads, and an asyncio
+    test's thread is always in select(), which says nothing of what it awaits."""
+    loop = _running_loop_of(thread_id)
+    if loop is None:
+        return
+    for _ in range(3):  # the set of tasks may change under us
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+            break
+        except RuntimeError:
+            continue
+    else:
+        return
+    out = sys.stderr
+    print(f"\n{'+' * 20} asyncio tasks of {name}, {TASK_DUMP_LEAD_SECONDS:g} s before its timeout {'+' * 20}", file=out)
+    for task in tasks:
+        print(f"--- {task.get_name()}: {task.get_coro()!r}", file=out)
+        with contextlib.suppress(Exception):
+            task.print_stack(limit=10, file=out)
+    out.flush()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    marker = item.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    timer = None
+    if timeout > 2 * TASK_DUMP_LEAD_SECONDS and asyncio.iscoroutinefunction(getattr(item, "obj", None)):
+        timer = threading.Timer(timeout - TASK_DUMP_LEAD_SECONDS, _dump_tasks, (threading.get_ident(), item.nodeid))
+        timer.daemon = True
+        timer.start()
+    try:
+        return (yield)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @pytest.fixture

@@ -85,13 +85,13 @@ async def test_a_node_dies_while_publishing_and_every_subscriber_gets_all_exactl
             ids.append(event.id)
             publisher.publish(event)
             if i % 500 == 499:
-                await publisher.flush(timeout=60)
+                assert await publisher.flush(timeout=30), f"events up to #{i} not acked within 30 s"
             if i == total // 3:
-                await publisher.flush(timeout=60)
+                assert await publisher.flush(timeout=30), f"events up to #{i} not acked within 30 s"
                 leader = await stream_leader(three_nodes.urls, "CLUSTER")
                 victim = next(node for node in three_nodes.nodes if node.name == leader)
                 victim.stop()  # SIGKILL the stream's leader, mid-run
-        await publisher.flush(timeout=60)
+        assert await publisher.flush(timeout=30), "the last events not acked within 30 s"
         assert publisher.acked == total and publisher.rejected == 0 and publisher.dropped == 0
         tokens: list[list[events_pb2.Event]] = [[] for _ in sinks]
         for sink, kept in zip(sinks, tokens, strict=True):
@@ -187,6 +187,69 @@ async def test_nats_unreachable_at_start_and_mid_run_gives_unavailable_then_reco
             await publisher.close()
     finally:
         cluster.stop()
+
+
+async def test_a_follower_lost_without_recovery_is_made_again_and_delivers_what_it_missed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bus process follows the stream with one ordered consumer. When that consumer is lost
+    (its server died) nats-py makes it again on missed heartbeats, but when making it fails (a
+    leader election) it only reports the error and the process would deliver nothing more: the
+    bus notices the stream moving past its head and subscribes again."""
+    cluster = NatsCluster(1).start()
+    env = nats_env(cluster.urls, "STALL")
+    try:
+        async with (
+            running_host(make_config(tmp_path / "a", **env), only="bus") as host_a,
+            running_host(make_config(tmp_path / "b", **env), only="bus") as host_b,
+        ):
+            backend = host_a.components[0].backend
+            seen: list[events_pb2.Event] = []
+            follower = asyncio.create_task(follow(host_a.address, seen, after=0))
+            await wait_until(lambda: sum(e.HasField("system_started") for e in seen) == 2, 15, "both start events")
+            # The lost consumer, with nats-py's own recovery out of the way (its heartbeat check):
+            live = backend._live
+            live._sub._jsi._hbtask.cancel()
+            nc = await nats.connect(servers=cluster.urls)
+            try:
+                await nc.jetstream().delete_consumer("STALL", live._consumer)
+            finally:
+                await nc.close()
+
+            channel = grpc.aio.insecure_channel(host_b.address)
+            publisher = GrpcPublisher(lambda: channel, source="t")
+            sent = [new_event("t", events_pb2.LlmToken(text=f"s{i}")) for i in range(30)]
+            for event in sent:
+                publisher.publish(event)
+            assert await publisher.flush(timeout=10)
+            await wait_until(
+                lambda: sum(e.HasField("llm_token") for e in seen) >= 30, 20, "the events published after the loss"
+            )
+            await asyncio.sleep(0.3)  # room for a duplicate to show up
+            assert [e.id for e in seen if e.HasField("llm_token")] == [e.id for e in sent]
+            assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+            assert "bus NATS follower stalled; subscribing again" in caplog.text
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            await publisher.close()
+            await channel.close()
+    finally:
+        cluster.stop()
+
+
+def test_the_follower_counts_as_stalled_only_while_behind_without_moving() -> None:
+    from coda.bus.backends.nats import FOLLOWER_STALL_SECONDS, NatsBackend
+
+    backend = NatsBackend(make_config(Path("/nonexistent")).bus)
+    backend._head, backend._progress = 10, (10, 100.0)
+    assert not backend._follower_stalled(10, 100.0 + 2 * FOLLOWER_STALL_SECONDS)  # up to date
+    assert backend._progress == (10, 100.0 + 2 * FOLLOWER_STALL_SECONDS)
+    start = backend._progress[1]
+    assert not backend._follower_stalled(12, start + FOLLOWER_STALL_SECONDS / 2)  # behind, not for long
+    backend._head = 11  # it moved: the count starts again
+    assert not backend._follower_stalled(12, start + FOLLOWER_STALL_SECONDS)
+    assert not backend._follower_stalled(12, start + 1.5 * FOLLOWER_STALL_SECONDS)
+    assert backend._follower_stalled(12, start + 2 * FOLLOWER_STALL_SECONDS)
 
 
 SERVE = ["-m", "coda", "serve", "--only", "bus", "--address", "127.0.0.1:0", "--metrics-address", ""]

@@ -318,8 +318,8 @@ class _Published:
     def publish(self, event: events_pb2.Event) -> None:
         self.events.append(event)
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        return None
+    async def flush(self, timeout: float = 5.0) -> bool:
+        return True
 
     async def close(self) -> None:
         return None

@@ -119,11 +119,14 @@ class GrpcPublisher:
         for event in events:
             self.publish(event)
 
-    async def flush(self, timeout: float = 5.0) -> None:
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait up to `timeout` s until every published event is acked (or rejected); False if
+        some are still queued or unacknowledged then (they stay queued and keep being retried)."""
         self._ensure_running()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._settled.wait()
+        return self._settled.is_set()
 
     async def close(self) -> None:
         await self.flush()
@@ -164,7 +167,10 @@ class GrpcPublisher:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                log.info("bus publish stream broke; resending unacked events", extra={"code": exc.code().name})
+                log.info(
+                    "bus publish stream broke; resending unacked events",
+                    extra={"code": exc.code().name, "details": exc.details()},
+                )
             except Exception:
                 log.exception("bus publish stream failed; resending unacked events")
             # Unacked events go back to the front, in order, keeping their ids: the bus acks any

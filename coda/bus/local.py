@@ -90,11 +90,12 @@ class LocalPublisher:
                     log.warning("event rejected by the bus", extra={"id": ack.id, "reason": ack.error})
         self._idle.set()
 
-    async def flush(self, timeout: float = 5.0) -> None:
+    async def flush(self, timeout: float = 5.0) -> bool:
         self._kick()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
+        return self._idle.is_set()
 
     async def settle(self, timeout: float = 5.0) -> bool:
         """Wait until what was published is stored (True), or the log turns out unavailable and

@@ -16,8 +16,9 @@ class EventPublisher(Protocol):
         """Queue an event for the bus; returns at once."""
         ...
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything queued so far has been acked by the bus (or timeout)."""
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far has been acked by the bus (True) or `timeout`
+        passes (False: some is still queued, and still being sent)."""
         ...
 
     async def close(self) -> None:

@@ -45,6 +45,10 @@ POLL_SECONDS = 1.0
 READER_IDLE_SECONDS = 10.0
 #: Missed heartbeats make the ordered consumer recreate itself from the last seq it delivered.
 HEARTBEAT_SECONDS = 1.0
+#: The live follower is made again when the stream has held messages past its head, with no
+#: delivery, for this long: nats-py recovers a lost consumer on missed heartbeats, but when its
+#: recreation fails (the stream's leader is being elected) it only reports the error.
+FOLLOWER_STALL_SECONDS = 5.0
 
 
 def with_seq(data: bytes, seq: int) -> bytes:
@@ -77,6 +81,9 @@ class NatsBackend(LogBackend):
         self._nc: Any = None
         self._js: Any = None
         self._live: Any = None
+        self._pump_task: asyncio.Task[None] | None = None
+        #: The follower's head and when it was last seen moving or up to date with the stream.
+        self._progress = (0, 0.0)
         self._ready = False
         self._reason = f"not connected to NATS at {', '.join(self.servers)} yet"
         self._head = 0
@@ -180,7 +187,32 @@ class NatsBackend(LogBackend):
             idle_heartbeat=HEARTBEAT_SECONDS,
             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._head + 1),
         )
-        self._tasks.append(asyncio.create_task(self._pump(self._live), name="bus-nats-follow"))
+        self._pump_task = asyncio.create_task(self._pump(self._live), name="bus-nats-follow")
+        self._progress = (self._head, time.monotonic())
+
+    async def _refollow(self) -> None:
+        """Replace a stalled live follower with a new one from the head (see FOLLOWER_STALL_SECONDS)."""
+        log.warning("bus NATS follower stalled; subscribing again", extra={"head_seq": self._head})
+        await self._stop_following()
+        await self._follow()
+
+    async def _stop_following(self) -> None:
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump_task
+            self._pump_task = None
+        if self._live is not None:
+            await _unsubscribe(self._live)
+            self._live = None
+
+    def _follower_stalled(self, stream_last_seq: int, now: float) -> bool:
+        """Whether the stream has had messages past the follower's head, which did not move, for
+        FOLLOWER_STALL_SECONDS (a poll that finds it moved or up to date starts the count again)."""
+        if self._head != self._progress[0] or stream_last_seq <= self._head:
+            self._progress = (self._head, now)
+            return False
+        return now - self._progress[1] >= FOLLOWER_STALL_SECONDS
 
     async def _pump(self, subscription: Any) -> None:
         """Move delivered messages to the listener in batches, skipping any it already had."""
@@ -232,6 +264,7 @@ class NatsBackend(LogBackend):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self._stop_following()
         for reader in list(self._readers.values()):
             await _unsubscribe(reader.subscription)
         self._readers.clear()
@@ -270,28 +303,33 @@ class NatsBackend(LogBackend):
     async def append(self, events: Sequence[events_pb2.Event], headers: Headers | None = None) -> Appended:
         self.check_ready()
         payloads: list[tuple[events_pb2.Event, bytes]] = []
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         try:
-            for event in events:
-                event.seq = 0
-                data = event.SerializeToString()
-                payloads.append((event, data))
-                subject = subject_for(self.prefix, event_type(event), event.session_id)
-                futures.append(await self._js.publish_async(subject, data, headers={MSG_ID_HEADER: event.id}))
+            # The whole append is bounded, sending included: nats-py's publish_async waits without
+            # limit for one of its 4000 pending-ack slots, and a slot is only freed when its future
+            # is done, so a future left behind (a reply lost with a dead stream leader) would hold
+            # a slot forever, and enough of them would hang every later publish.
             async with asyncio.timeout(self.ack_timeout):
+                for event in events:
+                    event.seq = 0
+                    data = event.SerializeToString()
+                    payloads.append((event, data))
+                    subject = subject_for(self.prefix, event_type(event), event.session_id)
+                    futures.append(await self._js.publish_async(subject, data, headers={MSG_ID_HEADER: event.id}))
                 acks = await asyncio.gather(*futures)
         except TimeoutError as exc:
-            for future in futures:
-                future.cancel()
             raise BackendUnavailable(
                 f"NATS JetStream did not acknowledge within {self.ack_timeout:g}s (stream {self.nats.stream!r})"
             ) from exc
+        except BackendUnavailable:
+            raise
         except Exception as exc:
+            raise BackendUnavailable(f"NATS JetStream refused the publish: {_describe(exc)}") from exc
+        finally:
+            # Free every slot still taken, on any way out (a cancelled caller included); a done
+            # future is not touched by cancel().
             for future in futures:
                 future.cancel()
-            if isinstance(exc, BackendUnavailable):
-                raise
-            raise BackendUnavailable(f"NATS JetStream refused the publish: {_describe(exc)}") from exc
         appended = Appended([], set(), [])
         now = time.monotonic_ns()
         for index, ((event, data), ack) in enumerate(zip(payloads, acks, strict=True)):
@@ -402,8 +440,13 @@ class NatsBackend(LogBackend):
         while True:
             await asyncio.sleep(POLL_SECONDS)
             if self._ready:
-                with contextlib.suppress(Exception):
-                    self._update_state((await self._js.stream_info(self.nats.stream)).state)
+                try:
+                    state = (await self._js.stream_info(self.nats.stream)).state
+                    self._update_state(state)
+                    if self._follower_stalled(state.last_seq, time.monotonic()):
+                        await self._refollow()
+                except Exception as exc:
+                    log.debug("NATS stream poll failed", extra={"error": _describe(exc)})
             idle = time.monotonic() - READER_IDLE_SECONDS
             for key, reader in list(self._readers.items()):
                 if reader.used < idle:
