@@ -242,6 +242,28 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("how far is 10k in miles", "convert_units", {"value": 10, "from_unit": "k", "to_unit": "miles"}),
         ("and what time is it?", "get_time", {}),
         ("oh and set a timer for 5 minutes", "set_timer", {"seconds": 300}),
+        # Calendar months, days gone by, a time of day elsewhere, an alarm moved.
+        ("what's the date a month from now", "get_time", {"months": 1}),
+        ("what will the date be in 3 months", "get_time", {"months": 3}),
+        ("what day was it two months ago", "get_time", {"months": -2}),
+        ("what date is it a year from today", "get_time", {"months": 12}),
+        ("what is the date in half a year", "get_time", {"months": 6}),
+        ("how many days since new year's day", "get_time", {"date": "01-01", "past": True}),
+        ("how long ago was halloween", "get_time", {"date": "10-31", "past": True}),
+        ("how many days has it been since the 4th of July", "get_time", {"date": "07-04", "past": True}),
+        ("what day of the week was christmas", "get_time", {"date": "12-25", "past": True}),
+        ("what day was 1 January 2000", "get_time", {"date": "2000-01-01"}),
+        ("when it's 9am in New York what time is it in Tokyo", "get_time",
+         {"timezone": "Asia/Tokyo", "compared_with": "America/New_York", "at": "09:00"}),
+        ("what time is it in London if it's half past six in the evening in Sydney", "get_time",
+         {"timezone": "Europe/London", "compared_with": "Australia/Sydney", "at": "18:30"}),
+        ("what's 3pm Paris time in Chicago", "get_time",
+         {"timezone": "America/Chicago", "compared_with": "Europe/Paris", "at": "15:00"}),
+        ("convert 9:30 am tokyo time to london time", "get_time",
+         {"timezone": "Europe/London", "compared_with": "Asia/Tokyo", "at": "09:30"}),
+        ("change my alarm to 6:45 am", "change_timer", {"at": "06:45", "label": "alarm"}),
+        ("move the alarm to 7 tomorrow", "change_timer",
+         {"at": "07:00", "label": "alarm", "twelve_hour": True, "tomorrow": True}),
     ],
 )  # fmt: skip
 def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -> None:
@@ -426,6 +448,23 @@ def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str
          {"text": "my shopping list includes oranges", "kind": "fact"}),
         (["add apples to my shopping list", "Got it.", "and oat milk too"], "remember",
          {"text": "my shopping list includes oat milk", "kind": "fact"}),
+        # An alarm's new time: an hour without am or pm is on the alarm's half of the day.
+        (["set an alarm for 7am", "Alarm set for 07:00 tomorrow.", "actually make it 7:30"], "change_timer",
+         {"label": "alarm", "at": "07:30"}),
+        (["wake me up at 7 pm", "Alarm set for 19:00 today.", "no, make that 6"], "change_timer",
+         {"label": "alarm", "at": "18:00"}),
+        (["set an alarm for 7", "Alarm set for 07:00 tomorrow.", "change it to half past seven instead"], "change_timer",
+         {"label": "alarm", "twelve_hour": True, "at": "07:30"}),
+        (["set an alarm for 11pm", "Alarm set for 23:00 today.", "make it 1"], "change_timer",
+         {"label": "alarm", "at": "01:00"}),  # across midnight: the nearer of 01:00 and 13:00
+        (["remind me at 5pm to call mom", "I'll remind you to call mom at 17:00 today.", "actually make it 6"],
+         "change_timer", {"label": "call mom", "at": "18:00"}),
+        (["set an alarm for 7am", "Alarm set for 07:00 tomorrow.", "push it back 15 minutes"], "change_timer",
+         {"label": "alarm", "add_seconds": 900}),
+        (["set a timer for 10 minutes", "Timer set for 10 minutes.", "make it 2 minutes shorter"], "change_timer",
+         {"add_seconds": -120}),
+        (["set a timer for 10 minutes for the rice", "Timer called rice set.", "bring it forward by a minute"],
+         "change_timer", {"label": "rice", "add_seconds": -60}),
     ],
 )  # fmt: skip
 def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arguments: dict) -> None:
@@ -643,6 +682,27 @@ def test_calendar_forget_and_time_difference_answers() -> None:
     )
     behind = {**apart, "timezone": "America/New_York", "compared_with": "Europe/Paris", "hours_ahead": -6}
     assert "New York is 6 hours behind Paris" in _after_tool("get_time", {}, behind)
+    at = {"timezone": "Asia/Tokyo", "time": "23:00", "compared_with": "America/New_York", "other_time": "09:00",
+          "hours_ahead": 14.0, "at": "09:00", "days_apart": 0}  # fmt: skip
+    assert _after_tool("get_time", {}, at) == "When it's 09:00 in New York, it's 23:00 in Tokyo."
+    late = {**at, "time": "01:00", "other_time": "17:00", "at": "17:00", "days_apart": 1}
+    assert _after_tool("get_time", {}, late) == "When it's 17:00 in New York, it's 01:00 the next day in Tokyo."
+    month = {"iso": "2027-01-06T09:00:00+00:00", "days": 31, "months": 1}
+    assert _after_tool("get_time", {"months": 1}, month) == "A month from today it will be Wednesday, 6 January 2027."
+    months = {"iso": "2026-10-06T09:00:00+00:00", "days": -61, "months": -2}
+    assert _after_tool("get_time", {"months": -2}, months) == "2 months ago it was Tuesday, 6 October 2026."
+    year = {"iso": "2027-12-06T09:00:00+00:00", "days": 365, "months": 12}
+    assert _after_tool("get_time", {"months": 12}, year) == "A year from today it will be Monday, 6 December 2027."
+    since = {"iso": "2026-01-01T09:00:00+00:00", "days": -339}
+    assert _after_tool("get_time", {"date": "01-01", "past": True}, since) == (
+        "1 January 2026 was a Thursday, 339 days ago."
+    )
+    alarm = {"changed": [{"timer_id": "t1", "label": "alarm", "remaining_seconds": 3600.0, "at": "07:30",
+                          "day": "tomorrow"}]}  # fmt: skip
+    assert _after_tool("change_timer", {"at": "07:30"}, alarm) == "Done: your alarm now goes off at 07:30 tomorrow."
+    reminder = {"changed": [{**alarm["changed"][0], "label": "call mom", "at": "18:00", "day": "today"}]}
+    assert _after_tool("change_timer", {"at": "18:00"}, reminder) == "Done: I'll remind you to call mom at 18:00 today."
+    assert _after_tool("change_timer", {"at": "07:30"}, {"changed": []}) == "You have no alarm set to change."
     one = {"query": "my gym locker code", "forgotten": ["my gym locker code is 4471"]}
     assert _after_tool("forget", {}, one) == "Okay, I've forgotten that your gym locker code is 4471."
     many = {"query": "my sister", "forgotten": ["my sister lives in Porto", "my sister is called Ana"]}

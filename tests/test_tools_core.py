@@ -11,7 +11,7 @@ import sqlite3
 import sys
 import time
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from coda.config import ToolsConfig
 from coda.tools import ErrorCode, InvalidArguments, Tool, ToolContext, ToolFailure, tool
 from coda.tools.builtin import builtin_tools, switched_off
-from coda.tools.builtin.clock import calendar_date
+from coda.tools.builtin.clock import calendar_date, months_later
 from coda.tools.builtin.timers import LATE_LIMIT_SECONDS, Timers
 from coda.tools.calculator import MAX_EXPRESSION_CHARS, CalculationError, evaluate
 from coda.tools.converter import ConversionError, convert, find_unit, format_amount, is_degrees, spelled
@@ -634,6 +634,20 @@ def test_calendar_dates_are_the_next_such_day() -> None:
     for impossible in ("02-30", "13-01", "2027-02-29"):
         with pytest.raises(InvalidArguments, match="not a calendar date"):
             calendar_date(impossible, today)
+    # The last such day: "how many days since new year's day".
+    assert str(calendar_date("01-01", today, past=True)) == "2026-01-01"
+    assert str(calendar_date("12-06", today, past=True)) == "2026-12-06"  # today itself
+    assert str(calendar_date("12-25", today, past=True)) == "2025-12-25"
+    assert str(calendar_date("02-29", today, past=True)) == "2024-02-29"  # the last year that had one
+
+
+def test_months_later_keeps_the_day_or_takes_the_months_last() -> None:
+    assert months_later(date(2026, 12, 6), 1) == date(2027, 1, 6)
+    assert months_later(date(2026, 1, 31), 1) == date(2026, 2, 28)
+    assert months_later(date(2028, 1, 31), 1) == date(2028, 2, 29)
+    assert months_later(date(2026, 3, 31), -1) == date(2026, 2, 28)
+    assert months_later(date(2026, 12, 6), -12) == date(2025, 12, 6)
+    assert months_later(date(2026, 5, 15), 18) == date(2027, 11, 15)
 
 
 @pytest.mark.parametrize(

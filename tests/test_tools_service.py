@@ -394,6 +394,28 @@ async def test_get_time_by_city_and_zone(channel: grpc.aio.Channel) -> None:
         kind, error = finals[call_id]
         assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
         assert field in error.field or field in error.message, (call_id, error)
+    # Calendar months away, the last such day ("since new year's day"), and a time of day elsewhere.
+    today = datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo")).date()
+    stream.call("month", "get_time", {"timezone": "Tokyo", "months": 1})
+    stream.call("since", "get_time", {"timezone": "Tokyo", "date": "01-01", "past": True})
+    stream.call("at", "get_time", {"timezone": "Tokyo", "compared_with": "New York", "at": "09:00"})
+    stream.call("past-alone", "get_time", {"past": True})
+    stream.call("at-alone", "get_time", {"timezone": "Tokyo", "at": "09:00"})
+    stream.call("months-and-days", "get_time", {"months": 1, "days": 1})
+    stream.call("far-months", "get_time", {"months": 5000})
+    finals = await stream.until_final("month", "since", "at", "past-alone", "at-alone", "months-and-days", "far-months")
+    month = json.loads(finals["month"][1].result_json)
+    assert month["months"] == 1 and 28 <= month["days"] <= 31
+    assert int(month["date"][8:]) == today.day or int(month["date"][8:]) < today.day  # the 31st in a shorter month
+    since = json.loads(finals["since"][1].result_json)
+    assert since["date"] == f"{today.year}-01-01" and since["days"] == -(today.timetuple().tm_yday - 1)
+    at = json.loads(finals["at"][1].result_json)
+    assert at["other_time"] == "09:00" and at["at"] == "09:00" and at["compared_with"] == "America/New_York"
+    assert at["time"] in ("23:00", "22:00") and at["days_apart"] == 0  # 14 hours ahead (13 in US summer time)
+    for call_id, field in (("past-alone", ""), ("at-alone", ""), ("months-and-days", ""), ("far-months", "/months")):
+        kind, error = finals[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+        assert field in error.field or field in error.message, (call_id, error)
     stream.close()
 
 
@@ -470,6 +492,23 @@ async def _alarms(channel: grpc.aio.Channel) -> None:
         ("alone", {"seconds": 5, "tomorrow": True}, ""),
     ]:
         stream.call(call_id, "set_timer", arguments, session_id=SESSION)
+        kind, error = (await stream.until_final(call_id))[call_id]
+        assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
+        assert error.field == field, (call_id, error)
+    # The alarm moved to another time of day: the same timer, on the same zone's clock.
+    # Said without am or pm ("move it to 2:35"): the half of the day nearer the alarm's old time.
+    moved_to = (tokyo + timedelta(minutes=3)).strftime("%H:%M")
+    twelve = f"{int(moved_to[:2]) % 12}:{moved_to[3:]}"
+    stream.call("move", "change_timer", {"label": "alarm", "at": twelve, "twelve_hour": True}, session_id=SESSION)
+    [moved] = json.loads((await stream.until_final("move"))["move"][1].result_json)["changed"]
+    assert moved["label"] == "alarm" and moved["at"] == moved_to and 120 < moved["remaining_seconds"] <= 180
+    assert moved["timer_id"] == alarm["timer_id"] and moved["day"] in ("today", "tomorrow")
+    for call_id, arguments, field in [
+        ("two-ways", {"at": "07:00", "add_seconds": 60}, ""),
+        ("half", {"twelve_hour": True, "seconds": 60}, ""),
+        ("bad-hour", {"at": "7.30"}, "/at"),
+    ]:
+        stream.call(call_id, "change_timer", arguments, session_id=SESSION)
         kind, error = (await stream.until_final(call_id))[call_id]
         assert kind == "error" and error.code == events_pb2.TOOL_ERROR_CODE_INVALID_ARGUMENTS, (call_id, error)
         assert error.field == field, (call_id, error)

@@ -171,6 +171,30 @@ def _time_difference(result: Mapping[str, Any]) -> str:
     return f"{here} is {amount} hour{'' if abs(hours) == 1 else 's'} {'ahead of' if hours > 0 else 'behind'} {there}: {times}."
 
 
+def _time_at(result: Mapping[str, Any]) -> str:
+    """ "When it's 09:00 in New York, it's 23:00 in Tokyo." """
+    here, there = _place(result.get("timezone", "")), _place(result.get("compared_with", ""))
+    apart = {1: " the next day", -1: " the day before"}.get(int(result.get("days_apart", 0)), "")
+    return f"When it's {result.get('at', '?')} in {there}, it's {result.get('time', '?')}{apart} in {here}."
+
+
+def _months_away(result: Mapping[str, Any], months: int) -> str | None:
+    """ "A month from today it will be Wednesday, 6 January 2027.", "2 months ago it was ..." """
+    day = _stamp(result)
+    if day is None:
+        return None
+    date = f"{day:%A}, {day.day} {day:%B %Y}"
+    years, rest = divmod(abs(months), 12)
+    span = (
+        ("a year" if years == 1 else f"{years} years")
+        if not rest
+        else ("a month" if abs(months) == 1 else f"{abs(months)} months")
+    )
+    if months > 0:
+        return f"{span[0].upper()}{span[1:]} from today it will be {date}."
+    return f"{span[0].upper()}{span[1:]} ago it was {date}."
+
+
 def _time_from_now(result: Mapping[str, Any], minutes: int) -> str:
     """ "In 45 minutes it will be 05:30." """
     day = "" if result.get("same_day", True) else f" on {result.get('weekday', '')}".rstrip()
@@ -183,11 +207,14 @@ def _time(result: Any, arguments: Mapping[str, Any]) -> str | None:
     minutes = _pick(result, "minutes")
     if isinstance(minutes, int) and minutes and isinstance(result, dict):
         return _time_from_now(result, minutes)
+    months = _pick(result, "months")
+    if isinstance(months, int) and months and isinstance(result, dict):
+        return _months_away(result, months)
     days = _pick(result, "days")
     if arguments.get("date") and isinstance(days, int) and isinstance(result, dict):
         return _calendar_day(result, days)
     if isinstance(result, dict) and isinstance(result.get("hours_ahead"), int | float):
-        return _time_difference(result)
+        return _time_at(result) if result.get("at") else _time_difference(result)
     if isinstance(days, int) and days and isinstance(result, dict):
         day = _stamp(result)
         if arguments.get("weekday") and day is not None:
@@ -410,8 +437,15 @@ def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
     if changed is None:
         return None
     if not changed:
-        return "You have no timer running to change."
-    return f"Done: there's now {_left(changed[0])}."
+        return "You have no alarm set to change." if arguments.get("at") else "You have no timer running to change."
+    first = changed[0]
+    if isinstance(first, dict) and first.get("at"):  # an alarm or reminder moved to another time of day
+        when = f"{first['at']} {first.get('day') or ''}".strip()
+        label = str(first.get("label") or "")
+        if not label or label == "alarm":
+            return f"Done: your alarm now goes off at {when}."
+        return f"Done: I'll remind you {'to' if _is_task(label) else 'about'} {label} at {when}."
+    return f"Done: there's now {_left(first)}."
 
 
 #: pause_timer and resume_timer: (the key of their result, nothing to do, a named timer, an unnamed one).

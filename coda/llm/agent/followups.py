@@ -8,7 +8,7 @@ The conversation is what the model would see: earlier user messages and the assi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from coda.llm.agent.intents import (
     Intent,
@@ -19,7 +19,7 @@ from coda.llm.agent.intents import (
     spoken_quantity,
     whole,
 )
-from coda.llm.agent.numbers import NUMBER, arithmetic_expression, exact_duration, words_to_digits
+from coda.llm.agent.numbers import NUMBER, arithmetic_expression, clock_time, exact_duration, words_to_digits
 from coda.llm.agent.places import time_zone_for
 from coda.llm.types import Message
 from coda.tools.lists import list_sentence
@@ -84,7 +84,7 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
     if previous.name == "convert_units":
         return _continued_conversion(text, previous.arguments)
     if previous.name in ("set_timer", "change_timer", "list_timers", "pause_timer", "resume_timer"):
-        return _same_timer(text, str(previous.arguments.get("label") or ""))
+        return _same_timer(text, previous.arguments)
     if previous.name == "remember":
         fact = str(previous.arguments.get("text") or "")
         return _same_list(text, fact) or _more_about(text, fact) or _corrected(text, fact)
@@ -209,11 +209,70 @@ _PAUSE_IT = re.compile(
 )
 
 
-def _same_timer(text: str, label: str) -> Intent | None:
+#: "actually make it 7:30", "no, 6:45 instead", "change it to half past seven": an alarm's new time.
+_NEW_TIME = re.compile(
+    r"^(?:(?:no|sorry|actually|oh|wait|oops|make that|i meant|i mean)[, ]+)*"
+    r"(?:(?:make|change|set|reset|move|push|put) (?:it|that|this|the alarm|my alarm)(?: to| for)? )?(?P<clock>.+?)"
+    r"(?: (?:instead|then|please))*$",
+    re.IGNORECASE,
+)
+_CORRECTING = re.compile(r"\b(?:make|change|set|reset|move|push|put|instead|actually|meant|mean|no|sorry)\b", re.I)
+#: "make it 30 minutes later", "push it back 10 minutes", "bring it forward by an hour".
+_SHIFT = re.compile(
+    r"^(?:(?:actually|no|ok|okay|and|oh)[, ]+)*(?:(?:make|move|push|set|put) (?:it|that|the alarm|the timer) "
+    r"(?:by )?(?P<amount>[\w .-]+?) (?P<way>later|earlier|sooner|longer|shorter)"
+    r"|(?P<back>push|put|move) (?:it|that|the alarm|the timer) back (?:by )?(?P<amount2>[\w .-]+?)"
+    r"|(?:bring|move) (?:it|that|the alarm|the timer) forward (?:by )?(?P<amount3>[\w .-]+?))$",
+    re.IGNORECASE,
+)
+
+
+def _new_alarm_time(text: str, before: Mapping[str, object]) -> Intent | None:
+    """ "actually make it 7:30" after an alarm: the same alarm at that time. An hour said without am
+    or pm is taken on the alarm's half of the day, or left to the clock when the alarm's was too."""
+    said = _NEW_TIME.match(text)
+    if said is None or not _CORRECTING.search(text):
+        return None
+    clock = clock_time(said["clock"])
+    if clock is None:
+        return None
+    hour, minute, twelve_hour = clock
+    arguments: dict[str, object] = {"label": before["label"]} if before.get("label") else {}
+    if twelve_hour and before.get("twelve_hour"):
+        arguments["twelve_hour"] = True
+    elif twelve_hour:
+        old = int(str(before["at"]).split(":")[0])
+        hour = min((hour % 12, hour % 12 + 12), key=lambda h: min(abs(h - old), 24 - abs(h - old)))
+    if before.get("tomorrow"):
+        arguments["tomorrow"] = True
+    return Intent("change_timer", {**arguments, "at": f"{hour:02d}:{minute:02d}"})
+
+
+def _shifted(text: str, which: dict[str, object]) -> Intent | None:
+    """ "make it 30 minutes later", "push it back 10 minutes": time added to (or taken off) it."""
+    shift = _SHIFT.match(text)
+    if shift is None:
+        return None
+    seconds = exact_duration(shift["amount"] or shift["amount2"] or shift["amount3"])
+    if seconds is None:
+        return None
+    sooner = bool(shift["amount3"]) or (shift["way"] or "").lower() in ("earlier", "sooner", "shorter")
+    return Intent("change_timer", {**which, "add_seconds": whole(-seconds if sooner else seconds)})
+
+
+def _same_timer(text: str, before: Mapping[str, object]) -> Intent | None:
     """A change to the timer just set or asked about: its label picks the same timer."""
-    which = {"label": label} if label else {}
+    label = str(before.get("label") or "")
+    which: dict[str, object] = {"label": label} if label else {}
     if _CANCEL_IT.match(text):
         return Intent("cancel_timer", which)
+    if before.get("at"):
+        alarm = _new_alarm_time(text, before)
+        if alarm is not None:
+            return alarm
+    shifted = _shifted(text, which)
+    if shifted is not None:
+        return shifted
     another = _ANOTHER_TIMER.match(text)
     if another:  # "and a 9 minute one for the eggs"
         seconds = exact_duration(another.group("duration") or another.group("duration2"))

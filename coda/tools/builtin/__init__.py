@@ -34,7 +34,7 @@ def builtin_tools(config: ToolsConfig, timers: Timers) -> list[Tool]:
         FORGET,
         set_timer_tool(timers, config.timezone),
         list_timers_tool(timers),
-        change_timer_tool(timers),
+        change_timer_tool(timers, config.timezone),
         pause_timer_tool(timers),
         resume_timer_tool(timers),
         cancel_timer_tool(timers),

@@ -25,6 +25,21 @@ from coda.v1 import events_pb2
 #: A week: longer timers belong in a calendar.
 MAX_TIMER_SECONDS = 7 * 24 * 3600
 
+#: An alarm's time of day, in set_timer and change_timer.
+_TIME_OF_DAY = {
+    "at": {
+        "type": "string",
+        "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9]$",
+        "description": "Instead of seconds, a time of day (24-hour HH:MM, local time): an alarm that goes off the "
+        "next time the clock shows it.",
+    },
+    "twelve_hour": {
+        "type": "boolean",
+        "description": "With `at`: the hour was said without am or pm, so whichever of the two comes first.",
+    },
+    "tomorrow": {"type": "boolean", "description": "With `at`: that time tomorrow, not the next one."},
+}
+
 PARAMETERS = {
     "type": "object",
     "properties": {
@@ -34,17 +49,7 @@ PARAMETERS = {
             "maximum": MAX_TIMER_SECONDS,
             "description": "Delay in seconds until the timer fires.",
         },
-        "at": {
-            "type": "string",
-            "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9]$",
-            "description": "Instead of seconds, a time of day (24-hour HH:MM, local time): an alarm that goes off the "
-            "next time the clock shows it.",
-        },
-        "twelve_hour": {
-            "type": "boolean",
-            "description": "With `at`: the hour was said without am or pm, so whichever of the two comes first.",
-        },
-        "tomorrow": {"type": "boolean", "description": "With `at`: that time tomorrow, not the next one."},
+        **_TIME_OF_DAY,
         "label": {"type": "string", "maxLength": 200, "description": "What the timer is for."},
     },
     "oneOf": [{"required": ["seconds"]}, {"required": ["at"]}],
@@ -69,8 +74,10 @@ CHANGE_PARAMETERS = {
             "maximum": MAX_TIMER_SECONDS,
             "description": "Seconds to add to the time it has left (negative to take time off).",
         },
+        **_TIME_OF_DAY,
     },
-    "oneOf": [{"required": ["seconds"]}, {"required": ["add_seconds"]}],
+    "oneOf": [{"required": ["seconds"]}, {"required": ["add_seconds"]}, {"required": ["at"]}],
+    "dependentRequired": {"twelve_hour": ["at"], "tomorrow": ["at"]},
     "additionalProperties": False,
 }
 
@@ -297,6 +304,22 @@ class Timers:
         self._pending.clear()
 
 
+def _alarm(args: dict[str, Any], timezone: str) -> tuple[float, datetime, dict[str, str]]:
+    """Seconds until an alarm's time of day (`at`, `twelve_hour`, `tomorrow`) in `timezone`, when
+    that is, and its time and day as the result tells them."""
+    zone = zone_or_local(timezone)[0]
+    now = datetime.now(zone)
+    hour, minute = (int(part) for part in args["at"].split(":"))
+    fires_at = next_clock_time(
+        now, hour, minute, twelve_hour=bool(args.get("twelve_hour")), tomorrow=bool(args.get("tomorrow"))
+    )
+    # In UTC: between two times of one zone, Python subtracts wall clocks and misses a DST change.
+    seconds = (fires_at.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
+    ahead = (fires_at.date() - now.date()).days
+    day = "today" if ahead == 0 else "tomorrow" if ahead == 1 else fires_at.strftime("%A")
+    return seconds, fires_at, {"at": fires_at.strftime("%H:%M"), "day": day}
+
+
 def set_timer_tool(timers: Timers, timezone: str = "") -> Tool:
     """`set_timer`; an alarm's time of day (`at`) is read in `timezone` (tools.timezone), else this
     machine's zone."""
@@ -305,17 +328,7 @@ def set_timer_tool(timers: Timers, timezone: str = "") -> Tool:
         label = args.get("label", "")
         extra: dict[str, Any] = {}
         if "at" in args:
-            zone = zone_or_local(timezone)[0]
-            now = datetime.now(zone)
-            hour, minute = (int(part) for part in args["at"].split(":"))
-            fires_at = next_clock_time(
-                now, hour, minute, twelve_hour=bool(args.get("twelve_hour")), tomorrow=bool(args.get("tomorrow"))
-            )
-            # In UTC: between two times of one zone, Python subtracts wall clocks and misses a DST change.
-            seconds = (fires_at.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
-            ahead = (fires_at.date() - now.date()).days
-            day = "today" if ahead == 0 else "tomorrow" if ahead == 1 else fires_at.strftime("%A")
-            extra = {"at": fires_at.strftime("%H:%M"), "day": day}
+            seconds, fires_at, extra = _alarm(args, timezone)
         else:
             seconds = float(args["seconds"])
             fires_at = datetime.now(UTC) + timedelta(seconds=seconds)
@@ -360,23 +373,39 @@ def list_timers_tool(timers: Timers) -> Tool:
     )
 
 
-def change_timer_tool(timers: Timers) -> Tool:
+def change_timer_tool(timers: Timers, timezone: str = "") -> Tool:
+    """`change_timer`; a new time of day (`at`) is read in `timezone`, as set_timer reads it, except
+    that an hour said without am or pm is taken on the half of the day nearer the timer's old time."""
+
     async def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         found = timers.of_session(ctx.session_id, args.get("label", ""))
         if not found:
             return {"changed": []}
         timer = found[0]  # the soonest: "add five minutes" means the one about to go off
-        if "seconds" in args:
+        alarm: dict[str, str] = {}
+        if "at" in args and args.get("twelve_hour"):
+            # "move my alarm to 6": of 6:00 and 18:00, the one nearer the time it was set for.
+            hour, minute = (int(part) for part in args["at"].split(":"))
+            left = timer.remaining(time.monotonic())
+            candidates = [
+                _alarm({**args, "at": f"{h}:{minute:02d}", "twelve_hour": False}, timezone)
+                for h in (hour % 12, hour % 12 + 12)
+            ]
+            remaining, _, alarm = min(candidates, key=lambda candidate: abs(candidate[0] - left))
+        elif "at" in args:
+            remaining, _, alarm = _alarm(args, timezone)
+        elif "seconds" in args:
             remaining = float(args["seconds"])
         else:
             remaining = timer.remaining(time.monotonic()) + float(args["add_seconds"])
         changed = timers.change(timer, remaining, ctx.correlation_id)
-        return {"changed": [_listed(changed, time.monotonic())]}
+        return {"changed": [{**_listed(changed, time.monotonic()), **alarm}]}
 
     return Tool(
         name="change_timer",
-        description="Set or add to the time left on one of this conversation's timers (the soonest, or the one "
-        "whose label contains `label`); give `seconds` (the new time left) or `add_seconds`.",
+        description="Set or add to the time left on one of this conversation's timers or alarms (the soonest, or "
+        "the one whose label contains `label`); give `seconds` (the new time left), `add_seconds`, or an alarm's "
+        "new time of day `at` (with `twelve_hour`, on the half of the day nearer its old time).",
         parameters=CHANGE_PARAMETERS,
         run=run,
     )

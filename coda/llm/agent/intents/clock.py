@@ -8,6 +8,7 @@ import re
 from coda.llm.agent.intents.base import Intent, clean_slot, template
 from coda.llm.agent.numbers import (
     calendar_day,
+    clock_time,
     exact_duration,
     words_to_digits,
 )
@@ -16,9 +17,9 @@ from coda.tools.builtin.clock import WEEKDAYS
 
 _DAYS_AWAY = {"tomorrow": 1, "yesterday": -1, "the day after tomorrow": 2, "the day before yesterday": -2}
 _ANOTHER_DAY = (
-    r"(?P<when>tomorrow|yesterday|the day after tomorrow|the day before yesterday|in [\w ]+? (?:days?|weeks?)|"
-    r"[\w ]+? (?:days?|weeks?) (?:ago|from (?:now|today))|(?:a|one) week (?:from )?today|next week|"
-    r"(?:next |this (?:coming )?|on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday))"
+    r"(?P<when>tomorrow|yesterday|the day after tomorrow|the day before yesterday|in [\w ]+? (?:days?|weeks?|months?|years?)|"
+    r"[\w ]+? (?:days?|weeks?|months?|years?) (?:ago|from (?:now|today))|(?:a|one) (?:week|month|year) (?:from )?today|"
+    r"next week|(?:next |this (?:coming )?|on )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday))"
 )
 
 
@@ -28,6 +29,8 @@ _ANOTHER_DAY = (
     rf"{_ANOTHER_DAY}(?:'s| is) (?:date|day)",
     rf"what date (?:is|will it be|was it|does|do) {_ANOTHER_DAY}(?: fall on| land on| be)?",
     rf"(?:what is |tell me )?the date {_ANOTHER_DAY}",
+    rf"what (?:will|would) (?:the )?(?:date|day)(?: of the week)? be {_ANOTHER_DAY}",
+    rf"what (?:date|day) (?:will|would) it be {_ANOTHER_DAY}",
 )
 def _another_day(match: re.Match[str]) -> Intent | None:
     when = words_to_digits(match.group("when").lower())
@@ -39,13 +42,18 @@ def _another_day(match: re.Match[str]) -> Intent | None:
     if day in WEEKDAYS:
         return Intent("get_time", {"weekday": day})
     count = re.fullmatch(
-        r"(?:in )?(?P<n>\d+|a|an|one) (?P<unit>days?|weeks?)(?P<ago> ago)?(?: from (?:now|today))?", when
+        r"(?:in )?(?P<n>\d+|a|an|one|half a) (?P<unit>day|week|month|year)s?(?P<ago> ago)?(?: from (?:now|today)| today)?",
+        when,
     )
     if count is None:
         return None
-    n = 1 if count["n"] in ("a", "an", "one") else int(count["n"])
-    days = n * (7 if count["unit"].startswith("week") else 1)
-    return Intent("get_time", {"days": -days if count["ago"] else days})
+    n = 1 if count["n"] in ("a", "an", "one") else 0.5 if count["n"] == "half a" else int(count["n"])
+    sign = -1 if count["ago"] else 1
+    if count["unit"] in ("month", "year"):  # calendar months: "a month from now" is the same day next month
+        months = n * (12 if count["unit"] == "year" else 1)
+        return Intent("get_time", {"months": sign * int(months)}) if months == int(months) else None
+    days = n * (7 if count["unit"] == "week" else 1)
+    return Intent("get_time", {"days": sign * int(days)}) if days == int(days) else None
 
 
 # "what's the time difference between London and Tokyo": Tokyo's hours ahead of London.
@@ -62,22 +70,57 @@ def _time_difference(match: re.Match[str]) -> Intent | None:
     return Intent("get_time", {"timezone": first, "compared_with": second})
 
 
+_CLOCK = r"(?P<clock>[\w:. ]+?)"
+_THERE = r"(?P<b>[\w .'-]+?)"
+_HERE = r"(?P<a>[\w .'-]+?)"
+
+
+# A time of day somewhere, read in another place: "when it's 9am in New York, what time is it in Tokyo?"
+@template(
+    rf"(?:when|if) it is {_CLOCK} in {_THERE},? what (?:time is it|is the time|time will it be|time would it be) "
+    rf"in {_HERE}",
+    rf"what (?:time is it|is the time|time will it be|time would it be) in {_HERE},? (?:when|if) it is {_CLOCK} in {_THERE}",
+    rf"what is {_CLOCK} {_THERE} time in {_HERE}(?: time)?",
+    rf"(?:convert )?{_CLOCK} {_THERE} time (?:to|in) {_HERE}(?: time)?",
+    rf"{_CLOCK} in {_THERE} is what time in {_HERE}",
+)
+def _time_there_at(match: re.Match[str]) -> Intent | None:
+    first = time_zone_for(clean_slot(match.group("a")))
+    # "9:30 am tokyo time", "half past nine in the morning in New York": where the time ends and
+    # the place begins, the longest time first.
+    words = match.string[match.start("clock") : match.end("b")].split()
+    for split in range(len(words) - 1, 0, -1):
+        place = clean_slot(re.sub(r"^in ", "", " ".join(words[split:])))
+        clock, second = clock_time(" ".join(words[:split])), time_zone_for(place)
+        if clock is not None and "/" in second and "/" in first:
+            hour, minute, _ = clock  # "9" is read as said (09:00); the answer says which
+            return Intent("get_time", {"timezone": first, "compared_with": second, "at": f"{hour:02d}:{minute:02d}"})
+    return None
+
+
 # A day of the calendar: "how many days until christmas", "what day of the week is the 25th of december".
 @template(
     r"how many (?:more )?(?:days|sleeps|weeks) (?:are there |is it |are left |left |to go )?(?:until|till|til|to|before) "
     r"(?P<day>.+)",
     r"how (?:long|far away) (?:is it |is there )?(?:until|till|til|to) (?P<day>.+)",
-    r"what day (?:of the week )?(?:is|will be|was|does|did|falls on) (?P<day>.+?)(?: fall on| land on| be| on| this year)?",
+    r"what day (?:of the week )?(?:is|will be|(?P<past>was|did)|does|falls on) (?P<day>.+?)(?: fall on| land on| be| on| this year)?",
     r"(?:when|what date) is (?P<day>.+?)(?: this year)?",
     r"(?:on )?what day (?:of the week )?(?:is|does) (?P<day>.+?) (?:fall|land)(?: on)?(?: this year)?",
+    # Since a day gone by: "how many days since new year's day", "how long ago was halloween".
+    r"how many (?:days|weeks) (?P<past>has it been|have passed|have gone by|is it|has it|ago was|ago did|since)"
+    r"(?: since)? (?P<day>.+?)(?: happen)?",
+    r"how (?:long|many days) (?P<past>ago was|has it been since|is it since|since) (?P<day>.+)",
 )
 def _calendar_day(match: re.Match[str]) -> Intent | None:
     said = match.group("day")
-    weekday = re.sub(r"^(?:next|this|this coming|on) ", "", clean_slot(said).lower())
-    if weekday in WEEKDAYS or weekday == "the weekend":  # "how many days until friday / the weekend"
+    past = bool(match.groupdict().get("past"))
+    weekday = re.sub(r"^(?:next|this|this coming|on|last) ", "", clean_slot(said).lower())
+    if not past and (weekday in WEEKDAYS or weekday == "the weekend"):  # "how many days until friday / the weekend"
         return Intent("get_time", {"weekday": "saturday" if weekday == "the weekend" else weekday})
     day = calendar_day(said)
-    return Intent("get_time", {"date": day}) if day else None
+    if day is None:
+        return None
+    return Intent("get_time", {"date": day, "past": True} if past and len(day) == 5 else {"date": day})
 
 
 # The time some minutes or hours from now, or ago: "what time will it be in 45 minutes".

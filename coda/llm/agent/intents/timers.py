@@ -101,6 +101,17 @@ def _timer_change(match: re.Match[str]) -> Intent | None:
     return Intent("change_timer", arguments)
 
 
+# "change my alarm to 7:30", "move the alarm to 6 am": the alarm already set, at another time.
+@template(
+    r"(?:change|move|reset|update|push|switch|put) (?:my |the |that |this )(?:morning |wake[- ]up )?alarm "
+    r"(?:to|for|until) (?P<clock>.+?)(?: instead)?",
+)
+def _alarm_change(match: re.Match[str]) -> Intent | None:
+    clock = match.group("clock")
+    alarm = _alarm_at(clock, "alarm", bool(re.search(r"\btomorrow\b", clock, re.IGNORECASE)))
+    return Intent("change_timer", alarm.arguments) if alarm else None
+
+
 def whole(seconds: float) -> float | int:
     return int(seconds) if seconds == int(seconds) else seconds
 
