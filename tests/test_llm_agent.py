@@ -144,12 +144,13 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("is today a weekday?", "get_time", {}),
         # Alarms and reminders at a time of day: the tools' clock decides when "7" comes next.
         ("set an alarm for 7am", "set_timer", {"at": "07:00", "label": "alarm"}),
-        ("wake me up at 7", "set_timer", {"at": "07:00", "label": "alarm", "twelve_hour": True}),
-        (
-            "wake me up tomorrow at six thirty",
-            "set_timer",
-            {"at": "06:30", "label": "alarm", "twelve_hour": True, "tomorrow": True},
-        ),
+        # A wake-up said without am or pm: from 4 to 11 the morning, from 12 to 3 whichever comes first.
+        ("wake me up at 7", "set_timer", {"at": "07:00", "label": "alarm"}),
+        ("wake me up tomorrow at six thirty", "set_timer", {"at": "06:30", "label": "alarm", "tomorrow": True}),
+        ("wake me up at 2", "set_timer", {"at": "02:00", "label": "alarm", "twelve_hour": True}),
+        ("set an alarm for 7", "set_timer", {"at": "07:00", "label": "alarm", "twelve_hour": True}),
+        ("give me a wake-up call at 6:45", "set_timer", {"at": "06:45", "label": "alarm"}),
+        ("wake me up at 6 pm", "set_timer", {"at": "18:00", "label": "alarm"}),
         ("set an alarm for quarter to eight in the evening", "set_timer", {"at": "19:45", "label": "alarm"}),
         ("remind me at 5pm to call the bank", "set_timer", {"at": "17:00", "label": "call the bank"}),
         (
@@ -242,6 +243,17 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("how far is 10k in miles", "convert_units", {"value": 10, "from_unit": "k", "to_unit": "miles"}),
         ("and what time is it?", "get_time", {}),
         ("oh and set a timer for 5 minutes", "set_timer", {"seconds": 300}),
+        # Money and percentages: a tip, a discount, a tax on top.
+        ("what's a 15% tip on 64 dollars", "calculate", {"expression": "(15/100*64)"}),
+        ("what is 20 percent off $50", "calculate", {"expression": "(50-20/100*50)"}),
+        ("80 pounds plus a 5% tax", "calculate", {"expression": "(80+5/100*80)"}),
+        ("how much is 18% gratuity on 120 bucks", "calculate", {"expression": "(18/100*120)"}),
+        ("rice timer 18 minutes", "set_timer", {"seconds": 1080, "label": "rice"}),
+        ("egg timer for 6 minutes", "set_timer", {"seconds": 360, "label": "egg"}),
+        ("a timer, 5 minutes", "set_timer", {"seconds": 300}),
+        ("where's my car?", "recall", {"query": "where is my car"}),
+        ("sorry, what time is it?", "get_time", {}),
+        ("excuse me, how many grams in an ounce", "convert_units", {"value": 1, "from_unit": "ounce", "to_unit": "grams"}),
         # Calendar months, days gone by, a time of day elsewhere, an alarm moved.
         ("what's the date a month from now", "get_time", {"months": 1}),
         ("what will the date be in 3 months", "get_time", {"months": 3}),
@@ -449,6 +461,8 @@ def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str
         (["add apples to my shopping list", "Got it.", "and oat milk too"], "remember",
          {"text": "my shopping list includes oat milk", "kind": "fact"}),
         # An alarm's new time: an hour without am or pm is on the alarm's half of the day.
+        (["my name is Tom", "Nice to meet you, Tom!", "actually call me Tommy"], "remember",
+         {"text": "my name is Tommy", "kind": "fact"}),
         (["set an alarm for 7am", "Alarm set for 07:00 tomorrow.", "actually make it 7:30"], "change_timer",
          {"label": "alarm", "at": "07:30"}),
         (["wake me up at 7 pm", "Alarm set for 19:00 today.", "no, make that 6"], "change_timer",
@@ -518,6 +532,12 @@ def test_conversation_intents() -> None:
         reply = agent.reply([Message("user", goodbye)], ALL_TOOLS)
         assert reply.text.startswith("Goodbye") and not reply.defer, goodbye
     assert agent.reply([Message("user", "good night")], ALL_TOOLS).text.startswith("Good night")
+    # An apology is answered by the agent too (the model answered one with the date); a bare "sorry?"
+    # asks to hear something again, and "sorry, what time is it?" is the question.
+    for apology in ("sorry I was rude earlier", "my bad", "I apologise for shouting", "oh sorry about that"):
+        reply = agent.reply([Message("user", apology)], ALL_TOOLS)
+        assert reply.text.startswith("No worries") and not reply.defer and reply.canned, apology
+    assert agent.reply([Message("user", "sorry?")], ALL_TOOLS).defer
 
 
 def test_who_coda_is_is_answered_by_the_agent() -> None:

@@ -53,6 +53,7 @@ class IntentAgent:
             texts = {
                 "greeting": answers.greeting,
                 "thanks": answers.thanks,
+                "apology": answers.apology,
                 "goodbye": lambda: answers.goodbye(night=bool(intent.arguments.get("night"))),
                 "smalltalk": answers.smalltalk,
                 "identity": lambda: answers.identity(maker=bool(intent.arguments.get("maker"))),

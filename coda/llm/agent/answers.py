@@ -81,6 +81,10 @@ def thanks() -> str:
     return "You're welcome!"
 
 
+def apology() -> str:
+    return "No worries at all. What can I do for you?"
+
+
 def goodbye(*, night: bool = False) -> str:
     return "Good night! Sleep well." if night else "Goodbye! Talk to you soon."
 
@@ -261,6 +265,12 @@ def spoken_expression(expression: str) -> str:
     rounded = re.fullmatch(r"round\((-?[\d.]+)(?:,(-?\d+))?\)", text)
     if rounded:
         return f"{rounded[1]} rounded {_ROUNDED_TO.get(int(rounded[2] or 0), f'to {rounded[2]} decimal places')}"
+    # "(50-20/100*50)": 20% off 50; "(64+15/100*64)": 64 with 15% on top.
+    text = re.sub(
+        r"\(([\d.]+)([-+])([\d.]+)/100\*\1\)",
+        lambda m: f"{m[1]} {'plus' if m[2] == '+' else 'minus'} {m[3]} percent",
+        text,
+    )
     text = re.sub(r"\(([\d.]+)/100\*([\d.]+)\)", r"\1 percent of \2", text)
     text = re.sub(r"\(([\d.]+)\*\*0\.5\)", r"the square root of \1", text)
     for symbol, words in _SPOKEN_OPERATORS:

@@ -176,6 +176,9 @@ def _corrected(text: str, fact: str) -> Intent | None:
     valued, said = _VALUED.match(fact), _CORRECTION.match(text)
     if valued is None or said is None or _LIST_FACT.match(fact):
         return None
+    whole_fact = match_intent(said["value"])
+    if whole_fact is not None and whole_fact.name == "remember":  # "actually call me Tommy": a fact of its own
+        return whole_fact
     text = f"{valued['subject']} {said['value'].strip()}"
     return Intent("remember", {"text": text, "kind": memory_kind(text)})
 

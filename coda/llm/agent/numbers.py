@@ -98,11 +98,32 @@ def _read_number(tokens: list[str], start: int) -> tuple[int, int]:
     return total + current, used
 
 
+_AMOUNT = r"(\d+(?:\.\d+)?)"
+_PERCENT = rf"{_AMOUNT}\s*(?:percent|per cent|%)"
+
+
 def arithmetic_expression(text: str) -> str | None:
     """The arithmetic expression a phrase states, or None when it is not plain arithmetic."""
     text = text.lower().strip().rstrip("?.!").strip()
     text = words_to_digits(text)
-    text = re.sub(r"(\d+(?:\.\d+)?)\s*(?:percent|%)\s+of\s+(\d+(?:\.\d+)?)", r"(\1/100*\2)", text)
+    text = re.sub(r"^(?:a|an|the)\s+", "", text)
+    # Money is arithmetic on its amounts: "$64", "64 dollars", "£20".
+    text = re.sub(r"[$£€]\s*(?=\d)", "", text)
+    text = re.sub(r"(?<=\d)\s*(?:dollars?|bucks|euros?|pounds?|quid|usd|eur|gbp)\b", "", text)
+    text = re.sub(rf"{_PERCENT}\s+of\s+{_AMOUNT}", r"(\1/100*\2)", text)
+    # "a 15% tip on 64", "20% off 50", "64 plus a 15% tip", "80 minus 25%".
+    text = re.sub(
+        rf"{_PERCENT}\s+(?:tip|gratuity|tax|vat|service(?: charge)?)\s+(?:on|of|for)\s+{_AMOUNT}", r"(\1/100*\2)", text
+    )
+    text = re.sub(rf"{_PERCENT}\s+off(?:\s+of)?\s+{_AMOUNT}", r"(\2-\1/100*\2)", text)
+    text = re.sub(
+        rf"{_AMOUNT}\s+(?:plus|with|and|\+)\s+(?:an?\s+)?{_PERCENT}(?:\s+(?:tip|gratuity|tax|vat))?$",
+        r"(\1+\2/100*\1)",
+        text,
+    )
+    text = re.sub(
+        rf"{_AMOUNT}\s+(?:minus|less|-)\s+(?:an?\s+)?{_PERCENT}(?:\s+(?:discount|off))?$", r"(\1-\2/100*\1)", text
+    )
     text = re.sub(r"(?:the )?square root of\s+(\d+(?:\.\d+)?)", r"(\1**0.5)", text)
     text = re.sub(r"(\d+(?:\.\d+)?|\))\s+squared", r"\1**2", text)
     text = re.sub(r"(\d+(?:\.\d+)?|\))\s+cubed", r"\1**3", text)

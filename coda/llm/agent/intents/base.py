@@ -24,7 +24,7 @@ class Intent:
 
 #: Intents answered in words rather than by a tool. "smalltalk" and "unsupported" carry no exact
 #: answer: a language model phrases them when there is one ("unsupported" keeps its honest refusal).
-CONVERSATIONAL = frozenset({"greeting", "thanks", "help", "goodbye", "smalltalk", "identity", "unsupported"})
+CONVERSATIONAL = frozenset({"greeting", "thanks", "apology", "help", "goodbye", "smalltalk", "identity", "unsupported"})
 
 _CONTRACTIONS = {
     "what's": "what is", "whats": "what is", "how's": "how is", "it's": "it is", "i'm": "I am",
@@ -76,7 +76,8 @@ def clean_slot(text: str) -> str:
     return text.strip(" ?!.,\"'")
 
 
-_JOINED = re.compile(r"^(?:and|also|oh and|but|then)[, ]+", re.IGNORECASE)
+#: Words before a request that leave it unchanged: "and what time is it?", "sorry, what time is it?".
+_JOINED = re.compile(r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me)[, ]+", re.IGNORECASE)
 
 
 def match_intent(text: str) -> Intent | None:

@@ -29,6 +29,21 @@ def _thanks(_: re.Match[str]) -> Intent:
     return Intent("thanks")
 
 
+# An apology to Coda: "sorry I was rude earlier", "my bad". Not a bare "sorry?", which asks to hear
+# something again; the small local model answered "sorry I was rude earlier" with today's date.
+_RUDE = r"(?:so |a bit |really |too )?(?:rude|short|mean|grumpy|harsh|snappy|impatient|unkind|cross)"
+
+
+@template(
+    rf"(?:(?:oh|oops|ah)[, ]+)?(?:i am |so |really )*sorry,? (?:i was|for being) {_RUDE}(?: (?:earlier|before|to you|just now))?",
+    r"(?:(?:oh|oops|ah)[, ]+)?(?:i am |so |really )*sorry (?:about|for) (?:that|earlier|before|snapping|shouting|yelling|"
+    r"the confusion|the mix[- ]?up|my tone|the trouble|bothering you)(?: (?:earlier|before|coda))?",
+    r"(?:(?:oh|oops|ah)[, ]+)?(?:my bad|my apologies|i apologi[sz]e(?: (?:for|about) [\w ']+)?)",
+)
+def _apology(_: re.Match[str]) -> Intent:
+    return Intent("apology")
+
+
 @template(
     r"(?:(?:ok|okay|alright|right|well|thanks|thank you)[, ]+)?(?:that(?:'s| is) (?:all|it)(?: for now)?[, ]+)?"
     r"(?P<words>bye(?: bye)?|goodbye|see you(?: later| soon| tomorrow)?|talk (?:to you )?later|later|good night|night night)"

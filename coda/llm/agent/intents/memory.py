@@ -92,7 +92,10 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
     r"do you (?:remember|know|recall) (?:what |about )?(?P<query>.+)",
     r"(?:recall|search (?:your )?memory for|look up) (?P<query>.+)",
     r"what (?:is|are|was|were) (?P<query>my .+)",
-    r"(?:who|where|when) (?:is|are|was|were) (?P<query>my .+)",
+    r"who (?:is|are|was|were) (?P<query>my .+)",
+    # "where" and "when" stay in the query: they match what was told ("where is my car?" finds "I
+    # parked on level 3", which "my car" alone does not).
+    r"(?P<query>(?:where|when) (?:is|are|was|were) my .+)",
     r"(?:who|where|when|what|how) (?:does|did|do) (?P<query>my .+)",
     r"what do you remember",
     r"what do you know about me",

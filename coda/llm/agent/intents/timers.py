@@ -126,7 +126,10 @@ def whole(seconds: float) -> float | int:
     # The name before "timer": "set a pizza timer for 12 minutes".
     r"(?:set|start|create|make|put on) (?:a |an |the |my |another |a second |a new |one more )?"
     r"(?P<label3>(?!(?:another|second|new|other|more)\b)[\w '-]+?) timer (?:for|of|to) (?P<duration>[\w .-]+?)",
-    rf"timer (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
+    rf"(?:a |an )?timer,? (?:for )?(?P<duration>[\w .-]+?){_LABEL}",
+    # The name and the length, no verb: "rice timer 18 minutes", "egg timer for 6 minutes".
+    r"(?:a |an |my |the )?(?P<label3>(?!(?:a|an|my|the|another|second|new|other|more|set|start|pause|stop|cancel|reset|change)\b)"
+    r"[\w'-]+(?: [\w'-]+)?) timer,? (?:for |of |to )?(?P<duration>[\w .-]+?)",
     r"remind me in (?P<duration>[\w .-]+?)(?: (?:to|about) (?P<label2>[\w ,'-]+))?",
     r"(?:set|create|make|give me|add) (?:a |me a )?reminder (?:for|in) (?P<duration>[\w .-]+?)"
     r"(?: (?:to|about|for) (?P<label2>[\w ,'-]+))?",
@@ -158,7 +161,8 @@ def _timer(match: re.Match[str]) -> Intent | None:
 
 # Alarms and reminders at a time of day: a timer with `at` (the tools' clock and zone decide when).
 @template(
-    r"(?:set|make|create|start|put|schedule|add) (?:an? |me an? |the |my )?(?:alarm|wake[- ]up call) "
+    r"(?:set|make|create|start|put|schedule|add|give me|i want|i need|i would like) (?:an? |me an? |the |my )?"
+    r"(?:alarm|wake[- ]up call) "
     r"(?:for |at |on )?(?P<clock>.+)",
     r"(?:an? )?(?:alarm|wake[- ]up call) (?:for|at) (?P<clock>.+)",
     r"wake me(?: up)? (?P<clock>(?:tomorrow )?(?:at|by) .+)",
@@ -178,7 +182,8 @@ def _alarm(match: re.Match[str]) -> Intent | None:
     else:
         label, clock = clean_slot(groups.get("label") or ""), groups["clock"]
     tomorrow = bool(re.search(r"\btomorrow\b", match.group(0), re.IGNORECASE))
-    alarm = _alarm_at(clock, label or "alarm", tomorrow)
+    waking = bool(re.search(r"\bwake\b|\bwake-up\b|\bget up\b", match.group(0), re.IGNORECASE))
+    alarm = _alarm_at(clock, label or "alarm", tomorrow, waking)
     if alarm is None:
         # "remind me at in 5 minutes to stir the soup": a delay after all, said haltingly.
         delay = re.search(r"\bin (?P<duration>.+)$", clock)
@@ -192,7 +197,12 @@ def _alarm(match: re.Match[str]) -> Intent | None:
 _PART_OF_DAY = re.compile(r"\b(?:tomorrow|tonight|this (?:afternoon|evening)|please|for me|today)\b", re.IGNORECASE)
 
 
-def _alarm_at(clock: str, label: str, tomorrow: bool) -> Intent | None:
+#: Hours a wake-up said without am or pm means in the morning ("wake me at quarter past six" at
+#: 7 am is tomorrow's 06:15, not tonight's 18:15); from 12 to 3 it may be a nap, whichever comes first.
+_WAKING_HOURS = range(4, 12)
+
+
+def _alarm_at(clock: str, label: str, tomorrow: bool, waking: bool = False) -> Intent | None:
     """A timer at the time of day `clock` says ("7am", "at half past six tomorrow"), or None."""
     said = clock_time(_PART_OF_DAY.sub(" ", clock))
     if said is None:
@@ -200,6 +210,8 @@ def _alarm_at(clock: str, label: str, tomorrow: bool) -> Intent | None:
     hour, minute, twelve_hour = said
     if twelve_hour and hour < 12 and re.search(r"\b(?:tonight|this (?:afternoon|evening))\b", clock, re.IGNORECASE):
         hour, twelve_hour = hour + 12, False  # "at 7:30 tonight" is 19:30
+    elif twelve_hour and waking and hour in _WAKING_HOURS:
+        twelve_hour = False
     arguments: dict[str, Any] = {"at": f"{hour:02d}:{minute:02d}", "label": label}
     if twelve_hour:
         arguments["twelve_hour"] = True
