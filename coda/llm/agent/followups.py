@@ -287,7 +287,9 @@ def _same_timer(text: str, before: Mapping[str, object]) -> Intent | None:
         return Intent("pause_timer" if held.group("pause") or held.group("pause2") else "resume_timer", which)
     more = _MORE.match(text)
     if more and re.search(r"\b(?:more|extra|another|add)\b", text, re.IGNORECASE):
-        seconds = exact_duration(re.sub(r"\s*\b(?:more|extra)\b", "", more.group("more")))
+        amount = re.sub(r"\s*\b(?:more|extra)\b", "", more.group("more")).strip()
+        # "give it another minute": one of that unit.
+        seconds = exact_duration(amount) or exact_duration(f"a {amount}")
         if seconds is not None:
             return Intent("change_timer", {**which, "add_seconds": whole(seconds)})
     length = _NEW_LENGTH.match(text)

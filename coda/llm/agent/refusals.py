@@ -81,7 +81,9 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          "read or send messages, or make calls"),
         (r"\b(?:order|buy|purchase|book|reserve|deliver)\b.*\b(?:me|a|an|some|tickets?|table|pizza|food|"
          r"taxi|uber|cab|flight|hotel|groceries|online)\b|^(?:order|buy|purchase|re-?order)(?! of\b) \w+|"
-         r"\b(?:get|call|order|book) (?:me |us )?(?:an? )?(?:uber|lyft|taxi|cab|ride)\b",
+         r"\b(?:get|call|order|book) (?:me |us )?(?:an? )?(?:uber|lyft|taxi|cab|ride)\b|"
+         r"\b(?:to|in|into|from|on) my (?:amazon |online |shopping )?(?:cart|basket|trolley|wish ?list|order)\b|"
+         r"\bcheck ?out (?:my |the )?(?:cart|basket|order)\b|\bmy amazon\b",
          "order, buy or book things"),
         (r"\b(?:play|put on|listen to)\b.*\b(?:music|songs?|tunes|album|playlist|radio|podcast|audiobook|spotify|"
          r"by|jazz|rock|pop|classical|blues|hip ?hop|rap|country|folk|reggae|metal|techno|disco|soul|funk|"

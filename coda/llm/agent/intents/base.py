@@ -30,6 +30,9 @@ _CONTRACTIONS = {
     "what's": "what is", "whats": "what is", "how's": "how is", "it's": "it is", "i'm": "I am",
     "don't": "do not", "you're": "you are", "what're": "what are", "where's": "where is", "who's": "who is",
     "when's": "when is",
+    # Typed or transcribed without the apostrophe.
+    "hows": "how is", "wheres": "where is", "whos": "who is", "whens": "when is", "dont": "do not", "im": "I am",
+    "youre": "you are", "todays": "today's", "tomorrows": "tomorrow's", "yesterdays": "yesterday's",
 }  # fmt: skip
 
 

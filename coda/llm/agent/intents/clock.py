@@ -26,7 +26,7 @@ _ANOTHER_DAY = (
 @template(
     rf"what (?:is|was|will be) (?:the )?(?:date|day)(?: of the week)?(?: going to be| gonna be)? {_ANOTHER_DAY}",
     rf"what (?:date|day)(?: of the (?:week|month))? (?:is it|is|was it|was|will it be|will be|would it be) {_ANOTHER_DAY}",
-    rf"{_ANOTHER_DAY}(?:'s| is) (?:date|day)",
+    rf"(?:what is |what was |what will be |tell me |give me )?{_ANOTHER_DAY}(?:'s| is) (?:date|day)(?: of the week)?",
     rf"what date (?:is|will it be|was it|does|do) {_ANOTHER_DAY}(?: fall on| land on| be)?",
     rf"(?:what is |tell me )?the date {_ANOTHER_DAY}",
     rf"what (?:will|would) (?:the )?(?:date|day)(?: of the week)? be {_ANOTHER_DAY}",
