@@ -279,6 +279,15 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("convert 9:30 am tokyo time to london time", "get_time",
          {"timezone": "Europe/London", "compared_with": "Asia/Tokyo", "at": "09:30"}),
         ("change my alarm to 6:45 am", "change_timer", {"at": "06:45", "label": "alarm"}),
+        # On a day of the coming week; "on Fridays" and "every Friday" repeat, and are refused (above).
+        ("remind me on Friday at 9 to call the dentist", "set_timer",
+         {"at": "09:00", "label": "call the dentist", "twelve_hour": True, "weekday": "friday"}),
+        ("remind me to call the bank on thursday at 2pm", "set_timer",
+         {"at": "14:00", "label": "call the bank", "weekday": "thursday"}),
+        ("remind me on Monday to pay the rent at 10am", "set_timer",
+         {"at": "10:00", "label": "pay the rent", "weekday": "monday"}),
+        ("set an alarm for saturday at 8 am", "set_timer", {"at": "08:00", "label": "alarm", "weekday": "saturday"}),
+        ("wake me up on sunday at 9", "set_timer", {"at": "09:00", "label": "alarm", "weekday": "sunday"}),
         ("move the alarm to 7 tomorrow", "change_timer",
          {"at": "07:00", "label": "alarm", "twelve_hour": True, "tomorrow": True}),
     ],
@@ -349,7 +358,7 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("what are today's top stories?", "news"),
         ("how much is a dollar in euros right now", "prices"),
         ("show me pictures of cats", "pictures"),
-        ("set an alarm for every weekday", "only set one for a time today or tomorrow"),
+        ("set an alarm for every weekday", "not a repeating one"),
         ("what's the pollen count today", "weather"),
         ("did the Lakers win last night?", "sports"),
         ("where is my amazon package", "packages"),
@@ -399,13 +408,16 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
         "remind me to call mom",
         "remind me on Monday to pay the rent",
         "set a reminder to water the plants",
+        "remind me on fridays at 5 to call mum",  # a repeating one
     ],
 )
-def test_a_reminder_without_a_time_today_or_tomorrow_asks_for_one(utterance: str) -> None:
+def test_a_reminder_without_one_time_in_the_next_week_asks_for_one(utterance: str) -> None:
     # Not "I can't make calls" for the "call mom" in it, nor a model's pretence that it is set.
     reply = IntentAgent().reply([Message("user", utterance)], ALL_TOOLS)
     assert reply.canned and not reply.defer and reply.tool_calls == ()
-    assert reply.text.startswith("Sorry, I can only set a reminder for a time today or tomorrow: say when"), reply.text
+    assert reply.text.startswith("Sorry, I can only set a reminder for one time within the next week: say when"), (
+        reply.text
+    )
 
 
 @pytest.mark.parametrize(
@@ -732,6 +744,10 @@ def test_calendar_forget_and_time_difference_answers() -> None:
     reminder = {"changed": [{**alarm["changed"][0], "label": "call mom", "at": "18:00", "day": "today"}]}
     assert _after_tool("change_timer", {"at": "18:00"}, reminder) == "Done: I'll remind you to call mom at 18:00 today."
     assert _after_tool("change_timer", {"at": "07:30"}, {"changed": []}) == "You have no alarm set to change."
+    friday = {"timer_id": "t2", "seconds": 300000.0, "label": "call the dentist", "at": "09:00", "day": "Friday"}
+    assert _after_tool("set_timer", {}, friday) == "I'll remind you to call the dentist at 09:00 on Friday."
+    alarm_today = {"timer_id": "t3", "seconds": 3600.0, "label": "alarm", "at": "08:30", "day": "today"}
+    assert _after_tool("set_timer", {}, alarm_today) == "Alarm set for 08:30 today, in 1 hour."
     one = {"query": "my gym locker code", "forgotten": ["my gym locker code is 4471"]}
     assert _after_tool("forget", {}, one) == "Okay, I've forgotten that your gym locker code is 4471."
     many = {"query": "my sister", "forgotten": ["my sister lives in Porto", "my sister is called Ana"]}

@@ -306,6 +306,18 @@ def test_next_clock_time() -> None:
     # Across the clocks going forward (29 March 2026 in London): 7:00 the next morning is 23 hours away.
     spring = datetime(2026, 3, 28, 8, 0, tzinfo=london)
     assert (next_clock_time(spring, 7, 0).astimezone(UTC) - spring.astimezone(UTC)).total_seconds() == 22 * 3600
+    # On a day of the week (Saturday 5 December 2026, 08:30): within the next seven days, today
+    # included while the time is still to come.
+    friday, saturday = 4, 5
+    assert next_clock_time(morning, 9, 0, weekday=friday) == datetime(2026, 12, 11, 9, 0, tzinfo=london)
+    assert next_clock_time(morning, 9, 0, weekday=saturday) == datetime(2026, 12, 5, 9, 0, tzinfo=london)
+    assert next_clock_time(morning, 8, 0, weekday=saturday) == datetime(2026, 12, 12, 8, 0, tzinfo=london)
+    assert next_clock_time(morning, 5, 0, twelve_hour=True, weekday=saturday) == datetime(
+        2026, 12, 5, 17, 0, tzinfo=london
+    )
+    assert next_clock_time(morning, 5, 0, twelve_hour=True, weekday=friday) == datetime(
+        2026, 12, 11, 5, 0, tzinfo=london
+    )
 
 
 # --- timers kept across a restart

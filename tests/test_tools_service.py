@@ -486,10 +486,21 @@ async def _alarms(channel: grpc.aio.Channel) -> None:
         assert 86400 < later["seconds"] <= 86400 + 120 and later["at"] == soon
     else:  # two minutes from now is already tomorrow's date, or it is the small hours ("tomorrow" is today)
         assert later["seconds"] == pytest.approx(alarm["seconds"], abs=5)
+    # On a day of the week: within the next seven days.
+    in_three_days = tokyo + timedelta(days=3)
+    day_name = in_three_days.strftime("%A").lower()
+    stream.call("weekday", "set_timer", {"at": "09:00", "weekday": day_name, "label": "dentist"}, session_id=SESSION)
+    on_day = json.loads((await stream.until_final("weekday"))["weekday"][1].result_json)
+    assert on_day["day"] == in_three_days.strftime("%A") and on_day["fires_at"].startswith(str(in_three_days.date()))
+    stream.call("drop-weekday", "cancel_timer", {"label": "dentist"}, session_id=SESSION)
+    assert len(json.loads((await stream.until_final("drop-weekday"))["drop-weekday"][1].result_json)["cancelled"]) == 1
     for call_id, arguments, field in [
         ("hour", {"at": "25:00"}, "/at"),
         ("both", {"at": "07:00", "seconds": 5}, ""),
         ("alone", {"seconds": 5, "tomorrow": True}, ""),
+        ("no-day", {"at": "07:00", "weekday": "funday"}, "/weekday"),
+        ("two-days", {"at": "07:00", "weekday": "friday", "tomorrow": True}, ""),
+        ("day-alone", {"seconds": 60, "weekday": "friday"}, ""),
     ]:
         stream.call(call_id, "set_timer", arguments, session_id=SESSION)
         kind, error = (await stream.until_final(call_id))[call_id]

@@ -161,19 +161,30 @@ NIGHT_ENDS_HOUR = 4
 
 
 def next_clock_time(
-    now: datetime, hour: int, minute: int, *, twelve_hour: bool = False, tomorrow: bool = False
+    now: datetime,
+    hour: int,
+    minute: int,
+    *,
+    twelve_hour: bool = False,
+    tomorrow: bool = False,
+    weekday: int | None = None,
 ) -> datetime:
     """The first moment after `now` (timezone-aware) when its zone's clock shows hour:minute.
 
     `twelve_hour`: the hour was said without am or pm ("at 7"), so whichever of 7:00 and 19:00 comes
     first. `tomorrow`: not before tomorrow's date ("tomorrow at 9"); said in the small hours (before
     NIGHT_ENDS_HOUR), "tomorrow" is the morning to come, as people mean it before they have slept.
+    `weekday` (0 Monday to 6 Sunday): on that day of the week ("on Friday at 9"), today included
+    while the time is still to come, so never more than a week away.
     """
     hours = sorted({hour % 12, hour % 12 + 12}) if twelve_hour else [hour]
     first_day = now.date() + timedelta(days=1 if tomorrow and now.hour >= NIGHT_ENDS_HOUR else 0)
+    offsets: tuple[int, ...] = (0, 1)
+    if weekday is not None:
+        offsets = tuple(d for d in range(8) if (first_day + timedelta(days=d)).weekday() == weekday)
     later = [
         moment
-        for offset in (0, 1)
+        for offset in offsets
         for moment in (
             datetime.combine(first_day + timedelta(days=offset), datetime.min.time(), now.tzinfo).replace(
                 hour=h, minute=minute

@@ -49,11 +49,14 @@ def unsupported(what: str) -> str:
     if what == "control devices in your home":
         return "Sorry, I can't control devices in your home: none are connected to me."
     if what == "set that alarm":
-        return 'Sorry, I can\'t set that alarm: I can only set one for a time today or tomorrow, like "wake me up at 7 am".'
+        return (
+            "Sorry, I can't set that alarm: I can only set one at a time within the next week, not a repeating "
+            'one, like "wake me up at 7 am" or "set an alarm for Friday at 6".'
+        )
     if what == "set that reminder":
         return (
-            "Sorry, I can only set a reminder for a time today or tomorrow: say when, "
-            'like "remind me tomorrow at 9 am to call mom".'
+            "Sorry, I can only set a reminder for one time within the next week: say when, "
+            'like "remind me tomorrow at 9 am to call mom" or "remind me on Friday at 5 to pay the rent".'
         )
     return f"Sorry, I can't {what}: I run offline, without internet access or connected services."
 
@@ -376,6 +379,13 @@ def _duration(seconds: float) -> str:
     return " and ".join(parts) if parts else "0 seconds"
 
 
+def _when(at: str, day: str) -> str:
+    """ "07:00 tomorrow", "09:00 on Friday"."""
+    if day in ("", "today", "tomorrow"):
+        return f"{at} {day}".strip()
+    return f"{at} on {day}"
+
+
 def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     seconds = _pick(result, "seconds", "duration_seconds") or arguments.get("seconds")
     if seconds is None:
@@ -383,9 +393,9 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     label = _pick(result, "label", "name") or arguments.get("label")
     at = _pick(result, "at")
     if at:  # an alarm or a reminder at a time of day
-        day = _pick(result, "day") or ""
-        when = f"{at} {day}".strip()
-        away = f", in {_duration(round(float(seconds) / 60) * 60)}" if float(seconds) >= 60 else ""
+        when = _when(at, str(_pick(result, "day") or ""))
+        # How long until then, while that is easier to picture than the day.
+        away = f", in {_duration(round(float(seconds) / 60) * 60)}" if 60 <= float(seconds) < 86400 else ""
         if not label or label == "alarm":
             return f"Alarm set for {when}{away}."
         if _is_task(label):
@@ -450,7 +460,7 @@ def _changed(result: Any, arguments: Mapping[str, Any]) -> str | None:
         return "You have no alarm set to change." if arguments.get("at") else "You have no timer running to change."
     first = changed[0]
     if isinstance(first, dict) and first.get("at"):  # an alarm or reminder moved to another time of day
-        when = f"{first['at']} {first.get('day') or ''}".strip()
+        when = _when(str(first["at"]), str(first.get("day") or ""))
         label = str(first.get("label") or "")
         if not label or label == "alarm":
             return f"Done: your alarm now goes off at {when}."

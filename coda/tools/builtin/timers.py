@@ -18,6 +18,7 @@ from typing import Any
 from coda.bus.publisher import EventPublisher
 from coda.schema import new_event
 from coda.tools.api import ErrorCode, Tool, ToolContext, ToolFailure
+from coda.tools.builtin.clock import WEEKDAYS
 from coda.tools.timer_store import StoredTimer, TimerStore
 from coda.tools.timezones import next_clock_time, zone_or_local
 from coda.v1 import events_pb2
@@ -38,6 +39,11 @@ _TIME_OF_DAY = {
         "description": "With `at`: the hour was said without am or pm, so whichever of the two comes first.",
     },
     "tomorrow": {"type": "boolean", "description": "With `at`: that time tomorrow, not the next one."},
+    "weekday": {
+        "enum": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+        "description": "With `at`: that time on this day of the week, within the next seven days (today "
+        "included while the time is still to come).",
+    },
 }
 
 PARAMETERS = {
@@ -53,7 +59,8 @@ PARAMETERS = {
         "label": {"type": "string", "maxLength": 200, "description": "What the timer is for."},
     },
     "oneOf": [{"required": ["seconds"]}, {"required": ["at"]}],
-    "dependentRequired": {"twelve_hour": ["at"], "tomorrow": ["at"]},
+    "dependentRequired": {"twelve_hour": ["at"], "tomorrow": ["at"], "weekday": ["at"]},
+    "not": {"required": ["tomorrow", "weekday"]},
     "additionalProperties": False,
 }
 
@@ -77,7 +84,8 @@ CHANGE_PARAMETERS = {
         **_TIME_OF_DAY,
     },
     "oneOf": [{"required": ["seconds"]}, {"required": ["add_seconds"]}, {"required": ["at"]}],
-    "dependentRequired": {"twelve_hour": ["at"], "tomorrow": ["at"]},
+    "dependentRequired": {"twelve_hour": ["at"], "tomorrow": ["at"], "weekday": ["at"]},
+    "not": {"required": ["tomorrow", "weekday"]},
     "additionalProperties": False,
 }
 
@@ -310,8 +318,14 @@ def _alarm(args: dict[str, Any], timezone: str) -> tuple[float, datetime, dict[s
     zone = zone_or_local(timezone)[0]
     now = datetime.now(zone)
     hour, minute = (int(part) for part in args["at"].split(":"))
+    weekday = WEEKDAYS.index(args["weekday"]) if "weekday" in args else None
     fires_at = next_clock_time(
-        now, hour, minute, twelve_hour=bool(args.get("twelve_hour")), tomorrow=bool(args.get("tomorrow"))
+        now,
+        hour,
+        minute,
+        twelve_hour=bool(args.get("twelve_hour")),
+        tomorrow=bool(args.get("tomorrow")),
+        weekday=weekday,
     )
     # In UTC: between two times of one zone, Python subtracts wall clocks and misses a DST change.
     seconds = (fires_at.astimezone(UTC) - now.astimezone(UTC)).total_seconds()

@@ -165,8 +165,8 @@ def _timer(match: re.Match[str]) -> Intent | None:
     r"(?:alarm|wake[- ]up call) "
     r"(?:for |at |on )?(?P<clock>.+)",
     r"(?:an? )?(?:alarm|wake[- ]up call) (?:for|at) (?P<clock>.+)",
-    r"wake me(?: up)? (?P<clock>(?:tomorrow )?(?:at|by) .+)",
-    r"(?:i need to|i have to|i want to) (?:wake|get) up (?P<clock>(?:tomorrow )?at .+)",
+    r"wake me(?: up)? (?P<clock>(?:tomorrow |(?:on |this |next )?[a-z]+day )?(?:at|by) .+)",
+    r"(?:i need to|i have to|i want to) (?:wake|get) up (?P<clock>(?:tomorrow |(?:on |this |next )?[a-z]+day )?at .+)",
     r"remind me (?P<clock>(?:tomorrow )?(?:at|by) .+?)(?: tomorrow)? (?:to|about|that i (?:need|have) to) (?P<label>.+)",
     rf"(?:remind me|do not let me forget|{_SET_REMINDER}) (?P<about>to|about) (?P<task>.+)",
 )
@@ -202,8 +202,21 @@ _PART_OF_DAY = re.compile(r"\b(?:tomorrow|tonight|this (?:afternoon|evening)|ple
 _WAKING_HOURS = range(4, 12)
 
 
+#: A day of the coming week an alarm is for: "on Friday", "this Saturday", "next Monday" (within the
+#: next seven days). "on Fridays" and "every Friday" repeat, which a timer does not: not matched.
+_WEEKDAY_SAID = re.compile(
+    r"\b(?:on |this |this coming |coming |next )?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
+    r"(?!s\b|')",
+    re.IGNORECASE,
+)
+
+
 def _alarm_at(clock: str, label: str, tomorrow: bool, waking: bool = False) -> Intent | None:
-    """A timer at the time of day `clock` says ("7am", "at half past six tomorrow"), or None."""
+    """A timer at the time of day `clock` says ("7am", "at half past six tomorrow", "Friday at 9"),
+    or None."""
+    day = _WEEKDAY_SAID.search(clock)
+    if day is not None:
+        clock, tomorrow = f"{clock[: day.start()]} {clock[day.end() :]}", False
     said = clock_time(_PART_OF_DAY.sub(" ", clock))
     if said is None:
         return None
@@ -217,6 +230,8 @@ def _alarm_at(clock: str, label: str, tomorrow: bool, waking: bool = False) -> I
         arguments["twelve_hour"] = True
     if tomorrow:
         arguments["tomorrow"] = True
+    if day is not None:
+        arguments["weekday"] = day["day"].lower()
     return Intent("set_timer", arguments)
 
 
@@ -230,8 +245,12 @@ def _alarm_at(clock: str, label: str, tomorrow: bool, waking: bool = False) -> I
     r"(?:to|about|that i (?:need|have) to) (?P<label>.+)",
 )
 def _reminder(match: re.Match[str]) -> Intent:
-    when = match["when"]
-    alarm = _alarm_at(when, clean_slot(match["label"]), bool(re.search(r"\btomorrow\b", when, re.IGNORECASE)))
+    when, label = match["when"], clean_slot(match["label"])
+    tomorrow = bool(re.search(r"\btomorrow\b", when, re.IGNORECASE))
+    alarm = _alarm_at(when, label, tomorrow)
+    if alarm is None:  # the time after the task: "remind me on Friday to call the bank at 9"
+        found = _task_then_clock(label)
+        alarm = _alarm_at(f"{when} {found[1]}", found[0], tomorrow) if found else None
     return alarm or Intent("unsupported", {"what": "set that reminder"})
 
 
@@ -241,8 +260,14 @@ def _task_then_clock(text: str) -> tuple[str, str] | None:
     words = text.split()
     for i in range(len(words) - 1, 0, -1):
         if words[i].lower() in ("at", "by") and clock_time(
-            re.sub(r"\b(?:tomorrow|please|today)\b", " ", " ".join(words[i + 1 :]), flags=re.IGNORECASE)
+            _WEEKDAY_SAID.sub(
+                " ", re.sub(r"\b(?:tomorrow|please|today)\b", " ", " ".join(words[i + 1 :]), flags=re.IGNORECASE)
+            )
         ):
             task = " ".join(word for word in words[:i] if word.lower() != "tomorrow")
-            return clean_slot(task), " ".join(words[i:])
+            clock = " ".join(words[i:])
+            day = _WEEKDAY_SAID.search(task)
+            if day is not None and not task[day.end() :].strip():  # "call the bank on Friday at 9"
+                task, clock = task[: day.start()], f"{day.group(0)} {clock}"
+            return clean_slot(task), clock
     return None
