@@ -744,8 +744,9 @@ def test_calendar_forget_and_time_difference_answers() -> None:
     reminder = {"changed": [{**alarm["changed"][0], "label": "call mom", "at": "18:00", "day": "today"}]}
     assert _after_tool("change_timer", {"at": "18:00"}, reminder) == "Done: I'll remind you to call mom at 18:00 today."
     assert _after_tool("change_timer", {"at": "07:30"}, {"changed": []}) == "You have no alarm set to change."
-    friday = {"timer_id": "t2", "seconds": 300000.0, "label": "call the dentist", "at": "09:00", "day": "Friday"}
-    assert _after_tool("set_timer", {}, friday) == "I'll remind you to call the dentist at 09:00 on Friday."
+    friday = {"timer_id": "t2", "seconds": 300000.0, "label": "call the dentist", "at": "09:00", "day": "Friday",
+              "fires_at": "2026-12-11T09:00:00.000+00:00"}  # fmt: skip
+    assert _after_tool("set_timer", {}, friday) == "I'll remind you to call the dentist at 09:00 on Friday 11 December."
     alarm_today = {"timer_id": "t3", "seconds": 3600.0, "label": "alarm", "at": "08:30", "day": "today"}
     assert _after_tool("set_timer", {}, alarm_today) == "Alarm set for 08:30 today, in 1 hour."
     one = {"query": "my gym locker code", "forgotten": ["my gym locker code is 4471"]}

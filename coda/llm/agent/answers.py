@@ -379,11 +379,16 @@ def _duration(seconds: float) -> str:
     return " and ".join(parts) if parts else "0 seconds"
 
 
-def _when(at: str, day: str) -> str:
-    """ "07:00 tomorrow", "09:00 on Friday"."""
+def _when(at: str, day: str, fires_at: Any = None) -> str:
+    """ "07:00 tomorrow", "09:00 on Friday 11 December" (the date, since "next Friday" may mean
+    either of two)."""
     if day in ("", "today", "tomorrow"):
         return f"{at} {day}".strip()
-    return f"{at} on {day}"
+    try:
+        moment = datetime.fromisoformat(str(fires_at))
+    except ValueError:
+        return f"{at} on {day}"
+    return f"{at} on {day} {moment.day} {moment:%B}"
 
 
 def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
@@ -393,7 +398,7 @@ def _timer(result: Any, arguments: Mapping[str, Any]) -> str | None:
     label = _pick(result, "label", "name") or arguments.get("label")
     at = _pick(result, "at")
     if at:  # an alarm or a reminder at a time of day
-        when = _when(at, str(_pick(result, "day") or ""))
+        when = _when(at, str(_pick(result, "day") or ""), _pick(result, "fires_at"))
         # How long until then, while that is easier to picture than the day.
         away = f", in {_duration(round(float(seconds) / 60) * 60)}" if 60 <= float(seconds) < 86400 else ""
         if not label or label == "alarm":
