@@ -183,12 +183,16 @@ def _corrected(text: str, fact: str) -> Intent | None:
     return Intent("remember", {"text": text, "kind": memory_kind(text)})
 
 
-#: "actually, make that 10 minutes", "change it to 10 minutes instead", "no, 10 minutes".
-_NEW_LENGTH = re.compile(
+#: A new length or time for the timer or alarm just set: "actually, make that 10 minutes", "change it
+#: to 10 minutes instead", "no, 6:45 instead"; it counts only with a word of correction in it.
+_NEW_SETTING = re.compile(
     r"^(?:(?:no|sorry|actually|oh|wait|oops|make that|i meant|i mean)[, ]+)*"
-    r"(?:(?:make|change|set|reset|update) (?:it|that|this|the timer)(?: to| for)? )?(?P<duration>[\w .-]+?)"
-    r"(?: (?:instead|then|please))*$",
+    r"(?:(?:make|change|set|reset|update|move|push|put) (?:it|that|this|the timer|the alarm|my alarm)(?: to| for)? )?"
+    r"(?P<value>.+?)(?: (?:instead|then|please))*$",
     re.IGNORECASE,
+)
+_CORRECTING = re.compile(
+    r"\b(?:make|change|set|reset|update|move|push|put|instead|actually|meant|mean|no|sorry)\b", re.IGNORECASE
 )
 #: "add 5 more minutes", "5 more minutes", "another 2 minutes", "give it 3 more minutes".
 _MORE = re.compile(
@@ -212,14 +216,6 @@ _PAUSE_IT = re.compile(
 )
 
 
-#: "actually make it 7:30", "no, 6:45 instead", "change it to half past seven": an alarm's new time.
-_NEW_TIME = re.compile(
-    r"^(?:(?:no|sorry|actually|oh|wait|oops|make that|i meant|i mean)[, ]+)*"
-    r"(?:(?:make|change|set|reset|move|push|put) (?:it|that|this|the alarm|my alarm)(?: to| for)? )?(?P<clock>.+?)"
-    r"(?: (?:instead|then|please))*$",
-    re.IGNORECASE,
-)
-_CORRECTING = re.compile(r"\b(?:make|change|set|reset|move|push|put|instead|actually|meant|mean|no|sorry)\b", re.I)
 #: "make it 30 minutes later", "push it back 10 minutes", "bring it forward by an hour".
 _SHIFT = re.compile(
     r"^(?:(?:actually|no|ok|okay|and|oh)[, ]+)*(?:(?:make|move|push|set|put) (?:it|that|the alarm|the timer) "
@@ -233,10 +229,10 @@ _SHIFT = re.compile(
 def _new_alarm_time(text: str, before: Mapping[str, object]) -> Intent | None:
     """ "actually make it 7:30" after an alarm: the same alarm at that time. An hour said without am
     or pm is taken on the alarm's half of the day, or left to the clock when the alarm's was too."""
-    said = _NEW_TIME.match(text)
+    said = _NEW_SETTING.match(text)
     if said is None or not _CORRECTING.search(text):
         return None
-    clock = clock_time(said["clock"])
+    clock = clock_time(said["value"])
     if clock is None:
         return None
     hour, minute, twelve_hour = clock
@@ -292,9 +288,9 @@ def _same_timer(text: str, before: Mapping[str, object]) -> Intent | None:
         seconds = exact_duration(amount) or exact_duration(f"a {amount}")
         if seconds is not None:
             return Intent("change_timer", {**which, "add_seconds": whole(seconds)})
-    length = _NEW_LENGTH.match(text)
-    if length and re.search(r"\b(?:make|change|set|reset|update|instead|actually|meant|mean|no|sorry)\b", text, re.I):
-        seconds = exact_duration(length.group("duration"))
+    length = _NEW_SETTING.match(text)
+    if length and _CORRECTING.search(text):
+        seconds = exact_duration(length["value"])
         if seconds is not None:
             return Intent("change_timer", {**which, "seconds": whole(seconds)})
     return None

@@ -113,6 +113,6 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
 def _recall(match: re.Match[str]) -> Intent | None:
     # "the shopping list" is the user's list; "the garage" stays as said.
     query = re.sub(r"^the (?=[\w -]*list$)", "", clean_slot(match.groupdict().get("query") or ""), flags=re.IGNORECASE)
-    if unsupported(query) in _NOT_TOLD:
+    if unsupported(re.sub(r"^(?:where|when) (?:is|are|was|were) ", "", query, flags=re.IGNORECASE)) in _NOT_TOLD:
         return None  # "where is my amazon package", "what is my schedule": not something the user told
     return Intent("recall", {"query": query or "me"})
