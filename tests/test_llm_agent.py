@@ -253,6 +253,11 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("a timer, 5 minutes", "set_timer", {"seconds": 300}),
         ("where's my car?", "recall", {"query": "where is my car"}),
         ("whats tomorrows date", "get_time", {"days": 1}),
+        ("Paris time please", "get_time", {"timezone": "Europe/Paris"}),
+        ("is tomorrow a weekday", "get_time", {"days": 1}),
+        ("set a 20 minute nap timer", "set_timer", {"seconds": 1200, "label": "nap"}),
+        ("I have two kids, Maya and Leo", "remember", {"text": "I have two kids, Maya and Leo", "kind": "fact"}),
+        ("split a 90 dollar bill three ways", "calculate", {"expression": "90/3"}),
         ("what was yesterday's date", "get_time", {"days": -1}),
         ("im allergic to peanuts", "remember", {"text": "I am allergic to peanuts", "kind": "fact"}),
         ("add batteries to my shopping list", "remember",
@@ -326,6 +331,8 @@ def test_intents_become_tool_calls(utterance: str, tool: str, arguments: dict) -
         "book recommendations please",
         "order of operations",
         "set the table for 5 minutes from now",  # a duration inside something else is not a timer
+        "share the pizza three ways",  # not shares on a stock market
+        "bed time",  # not a place's time
         "",
     ],
 )
@@ -363,6 +370,7 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("did the Lakers win last night?", "sports"),
         ("where is my amazon package", "packages"),
         ("add batteries to my amazon cart", "order"),
+        ("put on a youtube video about cooking", "videos"),
         ("put milk in my basket", "order"),
         ("turn the volume up", "devices"),
         ("open the garage door", "devices"),
@@ -471,6 +479,8 @@ def test_a_reminder_without_one_time_in_the_next_week_asks_for_one(utterance: st
          {"timezone": "America/Vancouver"}),
         (["what time is it in Sydney", "It's 13:24 on Sunday in Sydney.", "and what's the date there?"], "get_time",
          {"timezone": "Australia/Sydney"}),
+        (["what time is it in Sydney", "It's 13:24 on Sunday in Sydney.", "and the date?"], "get_time",
+         {"timezone": "Australia/Sydney"}),
         (["my brother lives in Denver", "Got it.", "actually he moved to Austin"], "remember",
          {"text": "my brother moved to Austin", "kind": "fact"}),
         (["my dog is called Biscuit", "Got it.", "she is three years old"], "remember",
@@ -559,6 +569,12 @@ def test_conversation_intents() -> None:
         reply = agent.reply([Message("user", apology)], ALL_TOOLS)
         assert reply.text.startswith("No worries") and not reply.defer and reply.canned, apology
     assert agent.reply([Message("user", "sorry?")], ALL_TOOLS).defer
+
+
+def test_its_age_is_answered_by_the_agent() -> None:
+    # The small model answered "how old are you?" with "an AI language model created by OpenAI".
+    reply = IntentAgent().reply([Message("user", "how old are you?")], ALL_TOOLS)
+    assert reply.text.startswith("I don't have an age") and not reply.defer
 
 
 def test_who_coda_is_is_answered_by_the_agent() -> None:

@@ -56,7 +56,9 @@ class IntentAgent:
                 "apology": answers.apology,
                 "goodbye": lambda: answers.goodbye(night=bool(intent.arguments.get("night"))),
                 "smalltalk": answers.smalltalk,
-                "identity": lambda: answers.identity(maker=bool(intent.arguments.get("maker"))),
+                "identity": lambda: answers.identity(
+                    maker=bool(intent.arguments.get("maker")), age=bool(intent.arguments.get("age"))
+                ),
                 "help": lambda: answers.help_text(tools),
                 "unsupported": lambda: answers.unsupported(intent.arguments["what"]),
             }

@@ -70,7 +70,9 @@ def smalltalk() -> str:
     return "I'm doing well, thanks for asking! How can I help?"
 
 
-def identity(*, maker: bool = False) -> str:
+def identity(*, maker: bool = False, age: bool = False) -> str:
+    if age:
+        return "I don't have an age the way people do: I'm Coda, a program running on this computer."
     if maker:
         return "I'm Coda, an assistant made by the Coda project. I run here, on this computer, not in the cloud."
     return "I'm Coda, a voice and text assistant: a program running on this computer, not a person."

@@ -29,13 +29,14 @@ _PLACE_ONLY = re.compile(
     r"|^(?:and|what about|how about) (?P<place2>[\w .,'/-]+)$",
     re.IGNORECASE,
 )
-#: "and what is the date there", "what time is it there now", "and the day there?".
+#: "and what is the date there", "what time is it there now", "and the day there?", "and the date?".
 _SAME_PLACE = re.compile(
-    r"^(?:and |so |ok |okay )?(?:what is |what )?(?:the )?(?:date|day|time)(?: is it)?(?: over)? there(?: now| today)?$",
+    r"^(?:and |so |ok |okay )?(?:what is |what )?(?:the )?(?:date|day|time)(?: is it)?(?:(?: over)? there)?"
+    r"(?: now| today)?$",
     re.IGNORECASE,
 )
-#: A question, not a place: "and what is the weather like".
-_NOT_A_PLACE = re.compile(r"\b(?:what|when|how|who|why|is|are|the weather|there)\b", re.IGNORECASE)
+#: A question, not a place: "and what is the weather like", "and the date".
+_NOT_A_PLACE = re.compile(r"\b(?:what|when|how|who|why|is|are|the weather|there|date|day)\b", re.IGNORECASE)
 _REFERENCE = r"(?:that|it|this|the result|the answer|the total|that number)"
 #: "divide that by 3", "multiply it by 2", "add 5 to that", "take away 4".
 _CONTINUE = re.compile(

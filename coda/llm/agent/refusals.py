@@ -56,14 +56,17 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"\b(?:showing|playing|on) at the (?:cinema|movies|theater|theatre)\b|\bshow ?times\b|"
          r"\bwhat (?:movies|films) are (?:showing|playing|on)\b",
          "look up timetables, listings, opening hours or prices"),
-        (r"\b(?:stocks?|shares?|share price|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|dow jones)\b",
+        # "shares", not the verb: "share the pizza three ways" is arithmetic.
+        (r"\b(?:stocks?|shares|share prices?|(?:a|per|one) share|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|"
+         r"dow jones)\b",
          "look up prices or markets"),
         (r"\b(?:bank|account|credit card|card) (?:balance|statement|transactions?)\b|\bmy (?:bank|savings|checking|current) "
          r"account\b|\bhow much money (?:do i have|is (?:left )?in my)\b|\b(?:pay|transfer|send) (?:\$|£|€)?\d+\b.*\bto\b",
          "see or use your bank accounts"),
         (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
         (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
-         r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b",
+         r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b|"
+         r"\b(?:play|put on|watch|show|find)\b.*\b(?:youtube|videos?|movies?|films?|episodes?|netflix|tv shows?|trailers?)\b",
          "show pictures, videos or apps"),
         (r"\b(?:traffic|directions|route to|how do i get to|commute|navigate)\b|\bnear me\b|"
          r"\b(?:nearest|closest) (?:petrol|gas|station|shop|store|restaurant|pharmacy|hospital|atm|cafe|"

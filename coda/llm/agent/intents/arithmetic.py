@@ -19,6 +19,10 @@ from coda.llm.agent.numbers import (
     # "split 120 between 4 people", "share 90 dollars among 3 of us": an even share.
     r"(?P<op>split|share|divide)(?: up)? (?:[$£€])?(?P<left>[\d.,]+|[a-z -]+?)(?: (?:dollars|euros|pounds|bucks|quid))? "
     r"(?:between|among|amongst|across|by|with|for) (?P<right>\d+|[a-z-]+?)(?: (?:people|persons|ways|of us|friends|guests))?",
+    # "split a 90 dollar bill three ways".
+    r"(?P<op>split|share|divide)(?: up)? (?:a |an |the |our |my )?(?:[$£€])?(?P<left>[\d.,]+|[a-z -]+?)"
+    r"(?: (?:dollars?|euros?|pounds?|bucks|quid))?(?: (?:bill|check|cheque|tab|total|meal|dinner|pizza))? "
+    r"(?P<right>\d+|[a-z-]+?) ways",
     # The second number first: "subtract 18 from 50" is 50 - 18.
     r"(?P<op>subtract|take|take away|deduct) (?P<right>[\w .]+?) (?:away )?from (?P<left>[\w .]+?)",
 )

@@ -145,6 +145,24 @@ def _rest_of_year(match: re.Match[str]) -> Intent:
     return Intent("get_time", {"date": "12-31"})
 
 
+# A place and "time", no verb: "Paris time", "the time in Paris" is above. Only a place the agent
+# knows: "bed time", "screen time" and "dinner time" are not.
+@template(r"(?:what is |what's )?(?:the )?(?:current |local )?(?P<place>[\w .'-]+?) time(?: now| right now| today)?")
+def _place_time(match: re.Match[str]) -> Intent | None:
+    zone = time_zone_for(clean_slot(match.group("place")))
+    return Intent("get_time", {"timezone": zone}) if "/" in zone else None
+
+
+# Whether tomorrow is a weekday: the date of tomorrow says it ("Tomorrow is Monday, ...").
+@template(
+    r"(?:is|will) tomorrow (?:be )?(?:a |the )?(?:weekday|week day|weekend|working day|work day|workday|school day|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)",
+    r"what (?:day|weekday) (?:is|will be|is it) tomorrow",
+)
+def _tomorrow_kind(_: re.Match[str]) -> Intent:
+    return Intent("get_time", {"days": 1})
+
+
 #: The place of "what time is it where I live?": the agent finds it in what the user said or it recalls.
 HOME = "where the user lives"
 

@@ -65,9 +65,12 @@ def _goodbye(match: re.Match[str]) -> Intent:
     r"(?:tell me )?(?:a (?:little |bit )?)?about yourself",
     r"introduce yourself",
     r"(?P<maker>who (?:made|built|created|programmed|designed|wrote|invented|owns) you)",
+    # The small model answered "how old are you?" with "I'm an AI language model created by OpenAI".
+    r"(?P<age>how old are you|what is your age|when were you (?:born|made|created|built)|when is your birthday)",
 )
 def _identity(match: re.Match[str]) -> Intent:
-    return Intent("identity", {"maker": match.groupdict().get("maker") is not None})
+    groups = match.groupdict()
+    return Intent("identity", {"maker": groups.get("maker") is not None, "age": groups.get("age") is not None})
 
 
 @template(

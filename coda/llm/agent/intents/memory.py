@@ -68,6 +68,10 @@ def memory_kind(text: str) -> str:
     r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:lives|lived|works|worked|studies|moved|grew up|was born) (?:in|at|to|for) .+)",
     r"(?P<text>i am (?:from|allergic to|married to|a vegetarian|vegetarian|vegan|\d+ years old) ?.*)",
     r"(?P<text>i have (?:a|an|two|three|\d+) (?:\w+ ){0,2}(?:called|named) .+)",
+    # The family and pets, named: "I have two kids, Maya and Leo", "we have a cat: Miso".
+    r"(?P<text>(?:i|we) have (?:a|an|one|two|three|four|five|\d+) (?:\w+ ){0,2}(?:kids?|children|child|sons?|daughters?|"
+    r"brothers?|sisters?|siblings?|grandchildren|grandkids|dogs?|cats?|pets?|puppy|kitten|rabbits?|hamsters?)"
+    r"(?:,|:| -| called| named) .+)",
     r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:is|are) (?:called|named) .+)",
     r"(?:you can |please )?call me (?P<name>[\w'-]+(?: [\w'-]+)?)(?: from now on| instead)?",
     # A liking about a thing, not a person or the conversation ("I love you", "I like that" are not).

@@ -146,6 +146,8 @@ def whole(seconds: float) -> float | int:
     # "time ten minutes for me", "count down from five minutes", "a five minute countdown".
     rf"(?:time|count down(?: from)?) (?P<duration>[\w .-]+?)(?: for me)?{_LABEL}",
     rf"(?:start |set )?(?:a |an )?(?P<duration>[\w .-]+?) countdown{_LABEL}",
+    # The length, then the name: "set a 20 minute nap timer".
+    r"(?:set|start|create|make|put on|give me) (?:a |an |me a )?(?P<duration>[\w .-]+?) (?P<label3>(?!timer\b)[\w'-]+) timer",
 )
 def _timer(match: re.Match[str]) -> Intent | None:
     seconds = exact_duration(match.group("duration"))
