@@ -254,6 +254,9 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("where's my car?", "recall", {"query": "where is my car"}),
         ("whats tomorrows date", "get_time", {"days": 1}),
         ("Paris time please", "get_time", {"timezone": "Europe/Paris"}),
+        ("Reykjavik time", "get_time", {"timezone": "Atlantic/Reykjavik"}),  # a city get_time knows
+        ("Hi, my name is Jordan.", "remember", {"text": "my name is Jordan", "kind": "fact"}),
+        ("good morning coda, set a timer for 5 minutes", "set_timer", {"seconds": 300}),
         ("is tomorrow a weekday", "get_time", {"days": 1}),
         ("set a 20 minute nap timer", "set_timer", {"seconds": 1200, "label": "nap"}),
         ("I have two kids, Maya and Leo", "remember", {"text": "I have two kids, Maya and Leo", "kind": "fact"}),
@@ -371,6 +374,8 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("where is my amazon package", "packages"),
         ("add batteries to my amazon cart", "order"),
         ("put on a youtube video about cooking", "videos"),
+        ("play the latest episode of my favourite podcast", "music"),
+        ("when will my groceries be delivered?", "packages"),
         ("put milk in my basket", "order"),
         ("turn the volume up", "devices"),
         ("open the garage door", "devices"),
@@ -516,6 +521,13 @@ def test_follow_ups_use_the_conversation(conversation: list[str], tool: str, arg
     messages = [Message("user" if i % 2 == 0 else "assistant", text) for i, text in enumerate(conversation)]
     reply = IntentAgent().reply([Message("system", "You are Coda."), *messages], ALL_TOOLS)
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [(tool, arguments)]
+
+
+def test_a_follow_up_about_the_time_takes_only_a_place_get_time_knows() -> None:
+    # "and the Sunday after?" once became get_time for the zone "the Sunday after" (an error).
+    messages = [Message("user", "what's the time in Sydney"), Message("assistant", "It's 18:00 in Sydney.")]
+    reply = IntentAgent().reply([*messages, Message("user", "and the Sunday after?")], ALL_TOOLS)
+    assert reply.defer and reply.tool_calls == ()
 
 
 def test_a_follow_up_without_its_context_is_not_guessed() -> None:

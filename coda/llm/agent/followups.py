@@ -75,9 +75,9 @@ def follow_up(utterance: str, earlier: Sequence[Message]) -> Intent | None:
         place = _PLACE_ONLY.match(text)
         if place:
             where = (place.group("place") or place.group("place2") or "").strip(" ?!.,")
-            if not where or _NOT_A_PLACE.search(where):
-                return None
-            return Intent("get_time", {"timezone": time_zone_for(where)})
+            zone = time_zone_for(where) if where and not _NOT_A_PLACE.search(where) else ""
+            # Only a place get_time knows: "and the Sunday after?" is not one.
+            return Intent("get_time", {"timezone": zone}) if "/" in zone or zone == "UTC" else None
     if previous.name == "calculate":
         return _another_percentage(text, str(previous.arguments.get("expression") or "")) or _continued_arithmetic(
             text, _last(earlier, "assistant")

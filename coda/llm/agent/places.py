@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import zoneinfo
 
+from coda.tools.api import InvalidArguments
+from coda.tools.timezones import resolve_zone
+
 CITY_TIME_ZONES: dict[str, str] = {
     # Europe
     "london": "Europe/London", "uk": "Europe/London", "england": "Europe/London", "dublin": "Europe/Dublin",
@@ -52,7 +55,8 @@ CITY_TIME_ZONES: dict[str, str] = {
 
 
 def time_zone_for(place: str) -> str:
-    """The IANA zone for a place name or zone name; the place itself when unknown (the tool decides)."""
+    """The IANA zone for a place name or zone name: the names people say here (countries, "LA"), then
+    every city get_time knows; the place itself when unknown."""
     key = " ".join(place.lower().replace(",", " ").split())
     key = key.removeprefix("the ")
     if key in CITY_TIME_ZONES:
@@ -64,7 +68,10 @@ def time_zone_for(place: str) -> str:
     head = key.split(" ")[0] if " " in key else ""
     if head and head in CITY_TIME_ZONES:
         return CITY_TIME_ZONES[head]
-    return place.strip()
+    try:  # the cities get_time itself knows (every IANA zone's city, and its aliases)
+        return resolve_zone(key)
+    except InvalidArguments:
+        return place.strip()
 
 
 @functools.cache

@@ -41,7 +41,8 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"\b(?:did|do|does|will|have|has) (?:the )?(?!you\b|i\b|we\b|it\b|that\b|they\b|he\b|she\b)[\w ]+ "
          r"(?:win|won|lose|lost|beat|draw|score)\b|\bwhen (?:do|does|is|are) (?:the )?[\w ]+ (?:play|playing) (?:next|again)\b|"
          r"\b(?:game|match|race) (?:results?|last night|yesterday|today|tonight)\b", "look up live sports results"),
-        (r"\b(?:packages?|parcels?|deliver(?:y|ies)|tracking number|my (?:amazon |online )?orders?)\b",
+        (r"\b(?:packages?|parcels?|deliver(?:y|ies)|tracking number|my (?:amazon |online )?orders?)\b|"
+         r"\b(?:my|our) [\w ]+? (?:be |get |being |been |was |were )?delivered\b",
          "track packages or orders"),
         (r"\b(?:next|last) (?:bus|train|tram|flight|ferry|subway|metro)\b|"
          r"\b(?:bus|train|tram|flight|ferry) (?:times|schedule|timetable|status)\b|\bis my (?:flight|train|bus)\b|"
@@ -66,6 +67,7 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
         (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
         (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
          r"\b(?:pictures?|photos?|images?) of\b|\b(?:open|launch|start) (?:netflix|youtube|spotify|the tv)\b|"
+         r"^(?!.*\b(?:podcasts?|radio|audiobooks?|music|songs?|albums?|playlists?)\b).*"
          r"\b(?:play|put on|watch|show|find)\b.*\b(?:youtube|videos?|movies?|films?|episodes?|netflix|tv shows?|trailers?)\b",
          "show pictures, videos or apps"),
         (r"\b(?:traffic|directions|route to|how do i get to|commute|navigate)\b|\bnear me\b|"

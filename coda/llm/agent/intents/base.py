@@ -79,8 +79,13 @@ def clean_slot(text: str) -> str:
     return text.strip(" ?!.,\"'")
 
 
-#: Words before a request that leave it unchanged: "and what time is it?", "sorry, what time is it?".
-_JOINED = re.compile(r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me)[, ]+", re.IGNORECASE)
+#: Words before a request that leave it unchanged: "and what time is it?", "sorry, what time is it?",
+#: "hi, my name is Jordan".
+_JOINED = re.compile(
+    r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me|(?:hi|hello|hey|hiya)(?: there)?(?: coda)?|"
+    r"good (?:morning|afternoon|evening)(?: coda)?)[, ]+",
+    re.IGNORECASE,
+)
 
 
 def match_intent(text: str) -> Intent | None:
