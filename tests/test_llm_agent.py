@@ -255,6 +255,9 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("whats tomorrows date", "get_time", {"days": 1}),
         ("Paris time please", "get_time", {"timezone": "Europe/Paris"}),
         ("Reykjavik time", "get_time", {"timezone": "Atlantic/Reykjavik"}),  # a city get_time knows
+        ("minus 10 celsius in fahrenheit", "convert_units", {"value": -10, "from_unit": "celsius", "to_unit": "fahrenheit"}),
+        ("what is pi to 3 decimal places", "calculate", {"expression": "round(pi, 3)"}),
+        ("right, set a timer for 2 minutes", "set_timer", {"seconds": 120}),
         ("Hi, my name is Jordan.", "remember", {"text": "my name is Jordan", "kind": "fact"}),
         ("good morning coda, set a timer for 5 minutes", "set_timer", {"seconds": 300}),
         ("is tomorrow a weekday", "get_time", {"days": 1}),
@@ -376,6 +379,8 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("put on a youtube video about cooking", "videos"),
         ("play the latest episode of my favourite podcast", "music"),
         ("when will my groceries be delivered?", "packages"),
+        ("make me a coffee", "make or fetch things"),
+        ("make dinner reservations for friday", "book"),
         ("put milk in my basket", "order"),
         ("turn the volume up", "devices"),
         ("open the garage door", "devices"),
@@ -581,6 +586,10 @@ def test_conversation_intents() -> None:
         reply = agent.reply([Message("user", apology)], ALL_TOOLS)
         assert reply.text.startswith("No worries") and not reply.defer and reply.canned, apology
     assert agent.reply([Message("user", "sorry?")], ALL_TOOLS).defer
+    # So is an acknowledgement (the model answered "okay cool" with the date).
+    for said in ("okay cool", "got it", "alright then"):
+        reply = agent.reply([Message("user", said)], ALL_TOOLS)
+        assert reply.text.startswith("Great.") and not reply.defer and reply.canned, said
 
 
 def test_its_age_is_answered_by_the_agent() -> None:

@@ -54,6 +54,7 @@ class IntentAgent:
                 "greeting": answers.greeting,
                 "thanks": answers.thanks,
                 "apology": answers.apology,
+                "acknowledgement": answers.acknowledgement,
                 "goodbye": lambda: answers.goodbye(night=bool(intent.arguments.get("night"))),
                 "smalltalk": answers.smalltalk,
                 "identity": lambda: answers.identity(

@@ -46,6 +46,8 @@ def help_text(available: frozenset[str]) -> str:
 
 def unsupported(what: str) -> str:
     """The honest answer to a request for something Coda cannot do ("check the weather")."""
+    if what == "do things in the physical world":
+        return "Sorry, I can't do that: I'm a program on this computer, with no way to make or fetch things."
     if what == "control devices in your home":
         return "Sorry, I can't control devices in your home: none are connected to me."
     if what == "set that alarm":
@@ -84,6 +86,10 @@ def greeting() -> str:
 
 def thanks() -> str:
     return "You're welcome!"
+
+
+def acknowledgement() -> str:
+    return "Great. Just ask if you need anything else."
 
 
 def apology() -> str:
@@ -267,7 +273,7 @@ def spoken_expression(expression: str) -> str:
     if mean and mean[1].count("+") + 1 == int(mean[2]):
         numbers = mean[1].split("+")
         return f"the average of {', '.join(numbers[:-1])} and {numbers[-1]}"
-    rounded = re.fullmatch(r"round\((-?[\d.]+)(?:,(-?\d+))?\)", text)
+    rounded = re.fullmatch(r"round\((-?[\d.]+|pi)(?:,(-?\d+))?\)", text)
     if rounded:
         return f"{rounded[1]} rounded {_ROUNDED_TO.get(int(rounded[2] or 0), f'to {rounded[2]} decimal places')}"
     # "(50-20/100*50)": 20% off 50; "(64+15/100*64)": 64 with 15% on top.

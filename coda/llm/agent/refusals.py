@@ -88,7 +88,7 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"taxi|uber|cab|flight|hotel|groceries|online)\b|^(?:order|buy|purchase|re-?order)(?! of\b) \w+|"
          r"\b(?:get|call|order|book) (?:me |us )?(?:an? )?(?:uber|lyft|taxi|cab|ride)\b|"
          r"\b(?:to|in|into|from|on) my (?:amazon |online |shopping )?(?:cart|basket|trolley|wish ?list|order)\b|"
-         r"\bcheck ?out (?:my |the )?(?:cart|basket|order)\b|\bmy amazon\b",
+         r"\bcheck ?out (?:my |the )?(?:cart|basket|order)\b|\bmy amazon\b|\breservations?\b",
          "order, buy or book things"),
         (r"\b(?:play|put on|listen to)\b.*\b(?:music|songs?|tunes|album|playlist|radio|podcast|audiobook|spotify|"
          r"by|jazz|rock|pop|classical|blues|hip ?hop|rap|country|folk|reggae|metal|techno|disco|soul|funk|"
@@ -121,6 +121,11 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
         (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"
          r"website)\b|\b(?:find|search|look up|get)\b.*\b(?:online|on the (?:web|internet))\b", "search the internet"),
         (r"\b(?:calendar|appointments?|my meetings?|my schedule|agenda)\b", "see your calendar"),
+        # Chores and errands: the small model answered "make me a coffee" with a recipe.
+        (r"^(?:make|fetch|bring|get|cook|brew|pour|fix|clean|tidy|fold|wash|iron|vacuum|hoover|feed|walk|water) "
+         r"(?:me |us )?(?:up )?(?:a |an |some |the |my |our )?(?:cup of |glass of |pot of )?(?:coffee|tea|espresso|latte|drink|"
+         r"sandwich|breakfast|lunch|dinner|supper|snack|food|toast|beer|wine|water|laundry|dishes|room|house|kitchen|"
+         r"bed|dog|cat|plants?|car)\b", "do things in the physical world"),
         (r"\b(?:set|wake me|make) (?:an? |me an? )?alarm\b|\bwake me up\b|\bremind me (?:on|next|every)\b",
          "set that alarm"),
     ]

@@ -50,16 +50,18 @@ def _average(match: re.Match[str]) -> Intent | None:
 _ROUNDING = {"whole number": 0, "integer": 0, "one": 0, "unit": 0, "ten": -1, "hundred": -2, "thousand": -3}
 
 
-# "round 3.14159 to two decimal places", "round 1234 to the nearest hundred".
+# "round 3.14159 to two decimal places", "round 1234 to the nearest hundred", "pi to 3 decimal places".
 @template(
     r"round (?P<x>-?[\d.,]+|[a-z -]+?) to (?P<places>\d+|[a-z]+) (?:decimal places?|decimals?|dp|places?"
     r"|digits? after the (?:decimal )?point)",
+    r"(?:what is |tell me |give me )?(?P<x>pi|-?[\d.,]+) (?:to|rounded to) (?P<places>\d+|[a-z]+) (?:decimal places?|decimals?"
+    r"|dp|places?|digits? after the (?:decimal )?point)",
     r"round (?P<x>-?[\d.,]+|[a-z -]+?)(?: (?:off|up or down))?(?: to the nearest (?P<nearest>whole number|integer|one|unit|"
     r"ten|hundred|thousand))?",
 )
 def _round(match: re.Match[str]) -> Intent | None:
     x = words_to_digits(match.group("x")).strip().replace(",", "")
-    if not NUMBER.fullmatch(x):
+    if not NUMBER.fullmatch(x) and x != "pi":
         return None
     groups = match.groupdict()
     if groups.get("places"):

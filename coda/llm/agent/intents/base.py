@@ -24,7 +24,9 @@ class Intent:
 
 #: Intents answered in words rather than by a tool. "smalltalk" and "unsupported" carry no exact
 #: answer: a language model phrases them when there is one ("unsupported" keeps its honest refusal).
-CONVERSATIONAL = frozenset({"greeting", "thanks", "apology", "help", "goodbye", "smalltalk", "identity", "unsupported"})
+CONVERSATIONAL = frozenset(
+    {"greeting", "thanks", "apology", "acknowledgement", "help", "goodbye", "smalltalk", "identity", "unsupported"}
+)
 
 _CONTRACTIONS = {
     "what's": "what is", "whats": "what is", "how's": "how is", "it's": "it is", "i'm": "I am",
@@ -82,7 +84,8 @@ def clean_slot(text: str) -> str:
 #: Words before a request that leave it unchanged: "and what time is it?", "sorry, what time is it?",
 #: "hi, my name is Jordan".
 _JOINED = re.compile(
-    r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me|(?:hi|hello|hey|hiya)(?: there)?(?: coda)?|"
+    r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me|right|alright|all right|great|cool|perfect|"
+    r"(?:hi|hello|hey|hiya)(?: there)?(?: coda)?|"
     r"good (?:morning|afternoon|evening)(?: coda)?)[, ]+",
     re.IGNORECASE,
 )

@@ -6,6 +6,12 @@ import re
 
 from coda.llm.agent.intents.base import Intent, template
 
+#: Words of acknowledgement: "okay cool", "got it", "sounds good".
+_ACK = (
+    r"(?:ok|okay|cool|great|nice|alright|all right|got it|sounds good|perfect|awesome|brilliant|fine|sure|excellent|"
+    r"good|right|lovely|noted)"
+)
+
 
 @template(
     r"(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening))(?: there)?(?: coda)?",
@@ -24,9 +30,16 @@ def _smalltalk(_: re.Match[str]) -> Intent:
     return Intent("smalltalk")
 
 
-@template(r"(?:thanks|thank you|cheers|thx)(?: (?:very much|so much|a lot))?(?: coda)?")
+@template(rf"(?:{_ACK}[, ]+)?(?:thanks|thank you|cheers|thx)(?: (?:very much|so much|a lot))?(?: coda)?")
 def _thanks(_: re.Match[str]) -> Intent:
     return Intent("thanks")
+
+
+# An acknowledgement: "okay cool", "got it", "sounds good". The small model answered "okay cool"
+# with "Sure! Today is Sunday, December 6th, 2026. How about you?".
+@template(rf"{_ACK}(?:[, ]+{_ACK})*(?:[, ]+(?:then|coda))?")
+def _acknowledgement(_: re.Match[str]) -> Intent:
+    return Intent("acknowledgement")
 
 
 # An apology to Coda: "sorry I was rude earlier", "my bad". Not a bare "sorry?", which asks to hear

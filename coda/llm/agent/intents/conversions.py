@@ -29,6 +29,7 @@ _COMPOUND = re.compile(
 def spoken_quantity(text: str) -> tuple[float, str] | None:
     """The amount and the unit of "5 miles", "an hour", "twenty kg"."""
     said = words_to_digits(text.strip().lower())
+    said = re.sub(r"^(?:minus|negative) (?=\d)", "-", said)  # "minus 10 celsius"
     fraction = fraction_quantity(said)  # "half a pound", "one and a half cups"
     if fraction is not None:
         return fraction
