@@ -257,6 +257,11 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
         ("Reykjavik time", "get_time", {"timezone": "Atlantic/Reykjavik"}),  # a city get_time knows
         ("minus 10 celsius in fahrenheit", "convert_units", {"value": -10, "from_unit": "celsius", "to_unit": "fahrenheit"}),
         ("what is pi to 3 decimal places", "calculate", {"expression": "round(pi, 3)"}),
+        ("what percentage is 30 of 120", "calculate", {"expression": "(30/120*100)"}),
+        ("is the pasta timer still running?", "list_timers", {"label": "pasta"}),
+        ("I put my passport in the top drawer", "remember",
+         {"text": "I put my passport in the top drawer", "kind": "fact"}),
+        ("look up my wifi password", "recall", {"query": "my wifi password"}),
         ("right, set a timer for 2 minutes", "set_timer", {"seconds": 120}),
         ("Hi, my name is Jordan.", "remember", {"text": "my name is Jordan", "kind": "fact"}),
         ("good morning coda, set a timer for 5 minutes", "set_timer", {"seconds": 300}),
@@ -380,6 +385,10 @@ def test_unmatched_utterances_are_deferred_with_a_short_honest_answer(utterance:
         ("play the latest episode of my favourite podcast", "music"),
         ("when will my groceries be delivered?", "packages"),
         ("make me a coffee", "make or fetch things"),
+        ("how much did I spend last month", "bank accounts"),
+        ("what are the latest covid rules", "news"),
+        ("how much is petrol today", "prices"),
+        ("look up a recipe for banana bread", "search the internet"),
         ("make dinner reservations for friday", "book"),
         ("put milk in my basket", "order"),
         ("turn the volume up", "devices"),
@@ -781,6 +790,15 @@ def test_calendar_forget_and_time_difference_answers() -> None:
     reminder = {"changed": [{**alarm["changed"][0], "label": "call mom", "at": "18:00", "day": "today"}]}
     assert _after_tool("change_timer", {"at": "18:00"}, reminder) == "Done: I'll remind you to call mom at 18:00 today."
     assert _after_tool("change_timer", {"at": "07:30"}, {"changed": []}) == "You have no alarm set to change."
+    # A remembered exchange is told as what the user said.
+    episode = {"results": [{"text": "The user said: I put my passport in the top drawer\nThe assistant answered: "
+                                    "Noted.", "kind": "episode"}]}  # fmt: skip
+    assert _after_tool("recall", {"query": "where is my passport"}, episode) == (
+        "You told me that you put your passport in the top drawer."
+    )
+    assert _after_tool("calculate", {}, {"expression": "(30/120*100)", "result": 25.0}) == (
+        "30 as a percentage of 120 is 25."
+    )
     friday = {"timer_id": "t2", "seconds": 300000.0, "label": "call the dentist", "at": "09:00", "day": "Friday",
               "fires_at": "2026-12-11T09:00:00.000+00:00"}  # fmt: skip
     assert _after_tool("set_timer", {}, friday) == "I'll remind you to call the dentist at 09:00 on Friday 11 December."

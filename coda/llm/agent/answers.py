@@ -276,6 +276,7 @@ def spoken_expression(expression: str) -> str:
     rounded = re.fullmatch(r"round\((-?[\d.]+|pi)(?:,(-?\d+))?\)", text)
     if rounded:
         return f"{rounded[1]} rounded {_ROUNDED_TO.get(int(rounded[2] or 0), f'to {rounded[2]} decimal places')}"
+    text = re.sub(r"\(([\d.]+)/([\d.]+)\*100\)", r"\1 as a percentage of \2", text)  # "what percentage is 30 of 120"
     # "(50-20/100*50)": 20% off 50; "(64+15/100*64)": 64 with 15% on top.
     text = re.sub(
         r"\(([\d.]+)([-+])([\d.]+)/100\*\1\)",
@@ -341,13 +342,19 @@ def _forgotten(result: Any, arguments: Mapping[str, Any]) -> str:
     return f"Okay, I've forgotten {len(forgotten)} things about {query}."
 
 
+#: A remembered exchange (coda.assistant.turn): what the user said is what they told.
+_EPISODE = re.compile(r"^The user said: (?P<said>.*?)\s*The assistant answered:", re.DOTALL)
+
+
 def _memory_texts(result: Any) -> list[str]:
     items = _pick(result, "memories", "results", "items", "matches") if isinstance(result, dict) else result
     texts: list[str] = []
     for item in items if isinstance(items, list) else []:
         text = _pick(item, "text", "content", "preview") if isinstance(item, dict) else item
         if isinstance(text, str) and text.strip():
-            texts.append(text.strip().rstrip("."))
+            episode = _EPISODE.match(text.strip())
+            text = episode["said"] if episode else text
+            texts.append(text.strip().rstrip(".?!"))
     return texts
 
 

@@ -32,7 +32,8 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"(?:weekend|week|afternoon|evening)))\b", "check the weather"),
         (r"\b(?:sunrise|sunset|sun (?:rise|set|come up|go down|goes down|comes up)|tides?|high tide|low tide)\b",
          "look up sunrise, sunset or tide times"),
-        (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world",
+        (r"\b(?:news|headlines?|top stories|today's stories|current events)\b|what is happening in the world|"
+         r"\b(?:latest|current|new) (?:\w+ )?(?:rules|guidance|guidelines|restrictions|regulations|laws|updates?)\b",
          "read the news"),
         (r"\b(?:scores?|who won|standings|fixtures|kick ?off)\b|\bwho(?:'s| is) playing\b|"
          r"\b(?:football|soccer|basketball|baseball|cricket|rugby|tennis|hockey) (?:tonight|today|tomorrow|"
@@ -59,10 +60,12 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          "look up timetables, listings, opening hours or prices"),
         # "shares", not the verb: "share the pizza three ways" is arithmetic.
         (r"\b(?:stocks?|shares|share prices?|(?:a|per|one) share|stock market|exchange rate|bitcoin|crypto\w*|nasdaq|"
-         r"dow jones)\b",
+         r"dow jones)\b|\b(?:price of|how much (?:is|are|does|do)) (?:a |the )?(?:litre of |liter of |gallon of )?"
+         r"(?:petrol|gas|gasoline|diesel|fuel|electricity)\b|\b(?:petrol|gas|diesel|fuel) prices?\b",
          "look up prices or markets"),
         (r"\b(?:bank|account|credit card|card) (?:balance|statement|transactions?)\b|\bmy (?:bank|savings|checking|current) "
-         r"account\b|\bhow much money (?:do i have|is (?:left )?in my)\b|\b(?:pay|transfer|send) (?:\$|£|€)?\d+\b.*\bto\b",
+         r"account\b|\bhow much money (?:do i have|is (?:left )?in my)\b|\b(?:pay|transfer|send) (?:\$|£|€)?\d+\b.*\bto\b|"
+         r"\bhow much (?:did|have|do) (?:i|we) (?:spen[dt]|earn|owe)\b|\bmy (?:spending|expenses|budget|bills?)\b",
          "see or use your bank accounts"),
         (rf"\b{_CURRENCY}\b.*\b(?:in|to|into)\b.*\b{_CURRENCY}\b", "look up prices or markets"),
         (r"\b(?:show|display) me\b.*\b(?:pictures?|photos?|images?|videos?|movies?|maps?)\b|"
@@ -119,7 +122,9 @@ _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
          r"\b(?:door|security|garden|front|back|baby) ?cameras?\b.*\b(?:show|see|check|anyone|anything)\b",
          "control devices in your home"),
         (r"\b(?:search (?:the )?(?:web|internet|online)|google|look (?:it |this |that )?up online|browse|"
-         r"website)\b|\b(?:find|search|look up|get)\b.*\b(?:online|on the (?:web|internet))\b", "search the internet"),
+         r"website)\b|\b(?:find|search|look up|get)\b.*\b(?:online|on the (?:web|internet))\b|"
+         r"^(?:look up|search for|find (?:me )?(?:some )?(?:info|information) (?:on|about)) (?!my\b|what i\b|where i\b)",
+         "search the internet"),
         (r"\b(?:calendar|appointments?|my meetings?|my schedule|agenda)\b", "see your calendar"),
         # Chores and errands: the small model answered "make me a coffee" with a recipe.
         (r"^(?:make|fetch|bring|get|cook|brew|pour|fix|clean|tidy|fold|wash|iron|vacuum|hoover|feed|walk|water) "

@@ -37,6 +37,19 @@ def _two_numbers(match: re.Match[str]) -> Intent | None:
     return Intent("calculate", {"expression": f"{left}{operator}{right}"})
 
 
+# "what percentage is 30 of 120", "30 is what percent of 120": a share as a percentage.
+@template(
+    r"what (?:percentage|percent|per cent) (?:is|of) (?P<part>[\w.,]+?) (?:is )?(?:of|out of) (?P<whole>[\w.,]+?)",
+    r"(?P<part>[\w.,]+?) is what (?:percentage|percent|per cent) of (?P<whole>[\w.,]+?)",
+    r"(?:what is |express )?(?P<part>[\w.,]+?) (?:out of|over) (?P<whole>[\w.,]+?) as a percentage",
+)
+def _percentage(match: re.Match[str]) -> Intent | None:
+    part, whole = (words_to_digits(match.group(g)).strip().replace(",", "") for g in ("part", "whole"))
+    if not NUMBER.fullmatch(part) or not NUMBER.fullmatch(whole):
+        return None
+    return Intent("calculate", {"expression": f"({part}/{whole}*100)"})
+
+
 # "what's the average of 4, 8 and 15": their sum over their count.
 @template(r"(?:what is |calculate |work out )?(?:the )?(?:average|mean) of (?P<numbers>[\d.,\w ]+?)")
 def _average(match: re.Match[str]) -> Intent | None:

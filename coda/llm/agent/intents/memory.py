@@ -73,6 +73,10 @@ def memory_kind(text: str) -> str:
     r"brothers?|sisters?|siblings?|grandchildren|grandkids|dogs?|cats?|pets?|puppy|kitten|rabbits?|hamsters?)"
     r"(?:,|:| -| called| named) .+)",
     r"(?P<text>my (?:\w+(?:'s)? ){1,3}(?:is|are) (?:called|named) .+)",
+    # Where something was put: "I put my passport in the top drawer", "I parked on level 2".
+    r"(?P<text>i (?:put|left|keep|hid|stored|placed|stashed) (?:my|the|our) [\w' -]+? "
+    r"(?:in|on|under|behind|inside|next to|beside|at|by) .+)",
+    r"(?P<text>i (?:parked|left the car) (?:in|on|at|by|near|outside) .+)",
     r"(?:you can |please )?call me (?P<name>[\w'-]+(?: [\w'-]+)?)(?: from now on| instead)?",
     # A liking about a thing, not a person or the conversation ("I love you", "I like that" are not).
     r"(?P<text>i (?:like|love|prefer|enjoy|hate|dislike|cannot stand) "
@@ -94,7 +98,8 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
     r"what do you (?:remember|know|recall) about (?P<query>.+)",
     r"what did i (?:tell|say to) you about (?P<query>.+)",
     r"do you (?:remember|know|recall) (?:what |about )?(?P<query>.+)",
-    r"(?:recall|search (?:your )?memory for|look up) (?P<query>.+)",
+    r"(?:recall|search (?:your )?memory for) (?P<query>.+)",
+    r"look up (?P<query>(?:my|what i|where i|when i|who i) .+)",
     r"what (?:is|are|was|were) (?P<query>my .+)",
     r"who (?:is|are|was|were) (?P<query>my .+)",
     # "where" and "when" stay in the query: they match what was told ("where is my car?" finds "I

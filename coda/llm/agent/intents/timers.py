@@ -20,7 +20,7 @@ from coda.llm.agent.numbers import (
     r"(?: (?:set|running|on|going|for tomorrow))?",
     r"(?:list|show)(?: me)? (?:my |the )?timers",
     r"(?:any|got any) (?:timers?|alarms?)(?: running| set| going| on| left)?",
-    r"(?:is|are) (?:my|the|any) timers? (?:still )?(?:running|set|on)",
+    r"(?:is|are) (?:my|the|any) (?:(?P<label>[\w '-]+?) )?timers? (?:still )?(?:running|set|on|going|ticking)",
     r"(?:do i have|have i got|are there|is there) (?:any |a )?(?:timers?|alarms?)(?: running| set| going| on| left)?",
     r"(?:time|how long) left on (?:my|the) (?P<label3>[\w ,'-]+?)?(?: ?timers?)",
     r"how (?:long|much time) (?:is there |do i have )?(?:still )?on (?:my|the) (?P<label4>[\w ,'-]+?)(?: ?timers?)?",
