@@ -296,6 +296,10 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
          {"timezone": "Europe/London", "compared_with": "Asia/Tokyo", "at": "09:30"}),
         ("change my alarm to 6:45 am", "change_timer", {"at": "06:45", "label": "alarm"}),
         # On a day of the coming week; "on Fridays" and "every Friday" repeat, and are refused (above).
+        ("Remind me of on Friday at 9 to call the dentist.", "set_timer",  # the "of" Whisper once heard
+         {"at": "09:00", "label": "call the dentist", "twelve_hour": True, "weekday": "friday"}),
+        ("remind me what my wifi password is", "recall", {"query": "what my wifi password is"}),
+        ("remind me where I parked", "recall", {"query": "where I parked"}),
         ("remind me on Friday at 9 to call the dentist", "set_timer",
          {"at": "09:00", "label": "call the dentist", "twelve_hour": True, "weekday": "friday"}),
         ("remind me to call the bank on thursday at 2pm", "set_timer",
@@ -436,6 +440,8 @@ def test_what_coda_cannot_do_gets_an_honest_refusal(utterance: str, what: str) -
         "remind me on Monday to pay the rent",
         "set a reminder to water the plants",
         "remind me on fridays at 5 to call mum",  # a repeating one
+        "remind me in the evening to call mom",  # not a time: not "I can't make calls" either
+        "set a reminder for the dentist",
     ],
 )
 def test_a_reminder_without_one_time_in_the_next_week_asks_for_one(utterance: str) -> None:

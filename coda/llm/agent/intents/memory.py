@@ -99,6 +99,9 @@ _NOT_TOLD = frozenset({"track packages or orders", "control devices in your home
     r"what did i (?:tell|say to) you about (?P<query>.+)",
     r"do you (?:remember|know|recall) (?:what |about )?(?P<query>.+)",
     r"(?:recall|search (?:your )?memory for) (?P<query>.+)",
+    # "remind me what my wifi password is", "remind me where I parked": a question for the memory.
+    r"remind me (?:of |about )?(?P<query>(?:what|where|when|who|how|which) .+)",
+    r"remind me (?:of|about) (?P<query>my .+)",
     r"look up (?P<query>(?:my|what i|where i|when i|who i) .+)",
     r"what (?:is|are|was|were) (?P<query>my .+)",
     r"who (?:is|are|was|were) (?P<query>my .+)",

@@ -243,7 +243,8 @@ def _alarm_at(clock: str, label: str, tomorrow: bool, waking: bool = False) -> I
 @template(
     rf"{_SET_REMINDER} (?:for |at |on )?(?P<when>.+?) "
     r"(?:to|about|that i (?:need|have) to) (?P<label>.+)",
-    r"remind me (?P<when>(?:tomorrow|today|tonight|later|on \w+|next \w+|this \w+)(?: (?:at|by) .+?)?) "
+    # "of" before the day: a word Whisper adds ("Remind me of on Friday at 9 to ...").
+    r"remind me (?:of )?(?P<when>(?:tomorrow|today|tonight|later|on \w+|next \w+|this \w+)(?: (?:at|by) .+?)?) "
     r"(?:to|about|that i (?:need|have) to) (?P<label>.+)",
 )
 def _reminder(match: re.Match[str]) -> Intent:
