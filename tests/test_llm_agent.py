@@ -846,6 +846,9 @@ def test_calendar_forget_and_time_difference_answers() -> None:
         ("eleven fifteen in the morning", (11, 15, False)),
         ("8 tonight", (20, 0, False)),
         ("7 o'clock", (7, 0, True)),
+        ("730", (7, 30, True)),  # as Whisper writes "seven thirty"
+        ("1030 pm", (22, 30, False)),
+        ("960", None),
         ("25:00", None),
         ("7:75", None),
         ("the car", None),

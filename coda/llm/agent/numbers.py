@@ -250,7 +250,8 @@ def clock_time(text: str) -> tuple[int, int, bool] | None:
         clock = (hour, minutes) if minutes < 60 else None
         twelve = True
     else:
-        plain = re.fullmatch(r"(?P<hour>\d{1,2})(?:(?:[:.]| )(?P<minute>\d{2}))?", text)
+        # "7:30", "7.30", "7 30", and "730" or "1030" as Whisper writes a spoken time.
+        plain = re.fullmatch(r"(?P<hour>\d{1,2})(?:(?:[:.]| )?(?P<minute>[0-5]\d))?", text)
         if not plain:
             return None
         clock = (int(plain["hour"]), int(plain["minute"] or 0))
