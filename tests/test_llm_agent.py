@@ -263,6 +263,7 @@ ALL_TOOLS = frozenset(tool.name for tool in builtin_tools(ToolsConfig(), Timers(
          {"text": "I put my passport in the top drawer", "kind": "fact"}),
         ("look up my wifi password", "recall", {"query": "my wifi password"}),
         ("right, set a timer for 2 minutes", "set_timer", {"seconds": 120}),
+        ("actually set a timer for 5 minutes", "set_timer", {"seconds": 300}),
         ("Hi, my name is Jordan.", "remember", {"text": "my name is Jordan", "kind": "fact"}),
         ("good morning coda, set a timer for 5 minutes", "set_timer", {"seconds": 300}),
         ("is tomorrow a weekday", "get_time", {"days": 1}),
@@ -601,6 +602,11 @@ def test_conversation_intents() -> None:
         reply = agent.reply([Message("user", apology)], ALL_TOOLS)
         assert reply.text.startswith("No worries") and not reply.defer and reply.canned, apology
     assert agent.reply([Message("user", "sorry?")], ALL_TOOLS).defer
+    # Only the wake word, or a word the end-pointer cut the rest of the request from ("Actually..."):
+    # asked to go on (the model answered "Actually..." with the date).
+    for said in ("Actually...", "Hey Coda.", "Um,", "okay coda"):
+        reply = agent.reply([Message("user", said)], ALL_TOOLS)
+        assert reply.text == "Yes? I'm listening." and not reply.defer and reply.canned, said
     # So is an acknowledgement (the model answered "okay cool" with the date).
     for said in ("okay cool", "got it", "alright then"):
         reply = agent.reply([Message("user", said)], ALL_TOOLS)

@@ -55,6 +55,7 @@ class IntentAgent:
                 "thanks": answers.thanks,
                 "apology": answers.apology,
                 "acknowledgement": answers.acknowledgement,
+                "hesitation": answers.hesitation,
                 "goodbye": lambda: answers.goodbye(night=bool(intent.arguments.get("night"))),
                 "smalltalk": answers.smalltalk,
                 "identity": lambda: answers.identity(

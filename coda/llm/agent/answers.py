@@ -88,6 +88,10 @@ def thanks() -> str:
     return "You're welcome!"
 
 
+def hesitation() -> str:
+    return "Yes? I'm listening."
+
+
 def acknowledgement() -> str:
     return "Great. Just ask if you need anything else."
 

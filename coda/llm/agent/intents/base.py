@@ -25,7 +25,18 @@ class Intent:
 #: Intents answered in words rather than by a tool. "smalltalk" and "unsupported" carry no exact
 #: answer: a language model phrases them when there is one ("unsupported" keeps its honest refusal).
 CONVERSATIONAL = frozenset(
-    {"greeting", "thanks", "apology", "acknowledgement", "help", "goodbye", "smalltalk", "identity", "unsupported"}
+    {
+        "greeting",
+        "thanks",
+        "apology",
+        "acknowledgement",
+        "hesitation",
+        "help",
+        "goodbye",
+        "smalltalk",
+        "identity",
+        "unsupported",
+    }
 )
 
 _CONTRACTIONS = {
@@ -84,7 +95,8 @@ def clean_slot(text: str) -> str:
 #: Words before a request that leave it unchanged: "and what time is it?", "sorry, what time is it?",
 #: "hi, my name is Jordan".
 _JOINED = re.compile(
-    r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me|right|alright|all right|great|cool|perfect|"
+    r"^(?:and|also|oh and|but|then|sorry|excuse me|pardon me|right|alright|all right|great|cool|perfect|actually|"
+    r"um+|uh+|well|oh|wait|"
     r"(?:hi|hello|hey|hiya)(?: there)?(?: coda)?|"
     r"good (?:morning|afternoon|evening)(?: coda)?)[, ]+",
     re.IGNORECASE,

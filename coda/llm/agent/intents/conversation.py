@@ -35,6 +35,16 @@ def _thanks(_: re.Match[str]) -> Intent:
     return Intent("thanks")
 
 
+# Only the wake word or a word before the request, as when end-pointing cuts at the pause after it
+# ("Hey Coda, ..." or "Actually, ..."): asked to go on, not answered by the model (which gave the date).
+@template(
+    r"(?:hey |ok |okay |hi )?coda",
+    r"(?:actually|um+|uh+|erm*|hmm+|so|well|wait|and|but|oh|also|then|like|right so|ok so|okay so|so um+)",
+)
+def _hesitation(_: re.Match[str]) -> Intent:
+    return Intent("hesitation")
+
+
 # An acknowledgement: "okay cool", "got it", "sounds good". The small model answered "okay cool"
 # with "Sure! Today is Sunday, December 6th, 2026. How about you?".
 @template(rf"{_ACK}(?:[, ]+{_ACK})*(?:[, ]+(?:then|coda))?")
