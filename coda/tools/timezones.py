@@ -107,18 +107,19 @@ def _index() -> tuple[dict[str, str], dict[str, str]]:
     return by_name, by_city
 
 
+def iana_zone(name: str) -> str | None:
+    """The IANA zone `name` spells, in any case and with spaces for underscores ("america/new york")."""
+    by_name = _index()[0]
+    text = name.strip().lower()
+    return by_name.get(text) or by_name.get(text.replace(" ", "_"))
+
+
 def resolve_zone(name: str) -> str:
     """The IANA zone for an IANA name (any case) or a city; raises InvalidArguments otherwise."""
     text = name.strip()
-    by_name, by_city = _index()
+    by_city = _index()[1]
     key = _normalize(text)
-    found = (
-        _ALIASES.get(key)
-        or by_name.get(text.lower())
-        or by_name.get(text.lower().replace(" ", "_"))
-        or CITY_ZONES.get(key)
-        or by_city.get(key)
-    )
+    found = _ALIASES.get(key) or iana_zone(text) or CITY_ZONES.get(key) or by_city.get(key)
     if found is None:
         raise InvalidArguments(
             f"unknown time zone {name!r}: give an IANA name such as 'Europe/Paris' or a city such as 'Tokyo'",

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import zoneinfo
-
 from coda.tools.api import InvalidArguments
-from coda.tools.timezones import resolve_zone
+from coda.tools.timezones import iana_zone, resolve_zone
 
 CITY_TIME_ZONES: dict[str, str] = {
     # Europe
@@ -61,7 +58,7 @@ def time_zone_for(place: str) -> str:
     key = key.removeprefix("the ")
     if key in CITY_TIME_ZONES:
         return CITY_TIME_ZONES[key]
-    zone = _zones_by_lower_name().get(key.replace(" ", "_"))
+    zone = iana_zone(key)
     if zone:
         return zone
     # "Paris, France": try the first part alone.
@@ -72,8 +69,3 @@ def time_zone_for(place: str) -> str:
         return resolve_zone(key)
     except InvalidArguments:
         return place.strip()
-
-
-@functools.cache
-def _zones_by_lower_name() -> dict[str, str]:
-    return {name.lower(): name for name in zoneinfo.available_timezones()}
